@@ -1,0 +1,116 @@
+"""The contract between the core and a framework plugin.
+
+A plugin is registered under the entry-point group ``convbench.backends`` and names a
+:class:`Backend` subclass. The core only ever loads a backend inside a worker process
+(:mod:`convbench.worker`), so importing a framework stays out of the core's process.
+A plugin module must import its framework lazily (inside methods), so that loading the
+entry point never fails just because the framework is missing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import numpy as np
+
+from convbench.cases import Case
+from convbench.data import Tensors
+from convbench.graph import Graph
+
+ENTRY_POINT_GROUP = "convbench.backends"
+
+
+@dataclass
+class BackendInfo:
+    """What a backend reports about itself in the process that hosts it."""
+
+    name: str
+    available: bool
+    version: str | None = None
+    devices: list[str] = field(default_factory=list)
+    reason: str | None = None  #: why it is unavailable, and how to install it
+    environment: dict[str, Any] = field(default_factory=dict)  #: GPU, driver, CUDA, cuDNN ...
+
+
+class UnsupportedCase(Exception):
+    """Raised by :meth:`Backend.prepare` when a case cannot run here; becomes a skipped row."""
+
+
+class Prepared(ABC):
+    """One case built in a framework, with its weights loaded, ready to verify and time."""
+
+    @abstractmethod
+    def check(self) -> dict[str, np.ndarray]:
+        """Run the case once and return float64 NCHW arrays to verify.
+
+        Inference: ``{output_name: value}``. Training: one full step (forward, loss =
+        sum(output * cotangent), backward, SGD update) returning the outputs and
+        ``grad:<name>`` for every graph input and parameter, captured before the update.
+        """
+
+    @abstractmethod
+    def step(self) -> None:
+        """One timed iteration (an inference forward, or a training step); may be async."""
+
+    def sync(self) -> None:
+        """Wait until all work queued by :meth:`step` has finished on the device."""
+
+    def device_sampler(self) -> Callable[[int], float] | None:
+        """Optional device-event timer: runs ``n`` steps and returns their device seconds."""
+        return None
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak device memory of the case, where the framework can tell."""
+        return None
+
+    def details(self) -> dict[str, Any]:
+        """Facts about how the case actually ran (layout used, compiler, algorithm ...)."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the case holds."""
+
+
+class Backend(ABC):
+    """A framework that lowers convbench graphs and runs them."""
+
+    name: str = ""
+    install_hint: str = ""
+
+    @abstractmethod
+    def info(self) -> BackendInfo:
+        """Availability, version, devices and environment, without raising."""
+
+    def skip_reason(self, case: Case) -> str | None:
+        """Why ``case`` cannot run in this backend here, or None when it can."""
+        info = self.info()
+        if not info.available:
+            return info.reason
+        if case.device not in info.devices:
+            return f"{self.name}: device {case.device!r} not available (have {info.devices})"
+        return None
+
+    def set_threads(self, threads: int | None) -> None:
+        """Set the number of CPU threads the framework uses for the following cases."""
+
+    @abstractmethod
+    def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
+        """Build ``graph`` for ``case`` with the given float64 data (converted at the boundary)."""
+
+
+def backend_names() -> list[str]:
+    """Names of every registered backend plugin."""
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def load_backend(name: str) -> Backend:
+    """Instantiate the backend registered as ``name`` (imports the plugin, not its framework)."""
+    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not matches:
+        raise KeyError(f"no backend named {name!r}; registered: {', '.join(backend_names())}")
+    cls = matches[0].load()
+    return cls()

@@ -1,0 +1,438 @@
+"""convbench's intermediate representation: a small, framework-free dataflow graph.
+
+A :class:`Graph` is an ordered list of :class:`Node` objects in topological order.
+Every value that flows through the graph, weights included, is a node's output, so a
+variant can rewrite how a weight is *made* (e.g. a depthwise weight multiplied by a 0/1
+mask into a diagonal one) while the trainable parameter stays the same tensor.
+
+Tensor conventions (logical; a backend may use another memory layout at its boundary):
+
+* activations are NCHW; ``linear`` and ``flatten`` produce (N, F);
+* conv weights are (C_out, C_in / groups, kh, kw); linear weights are (out, in);
+* padding is symmetric, (ph, pw) zeros on each side;
+* a depthwise conv with channel multiplier m has groups = C_in, C_out = m * C_in, and
+  output channel o reads input channel o // m.
+
+Node kinds:
+
+* sources: ``input`` (data fed to the graph), ``param`` (trainable weight),
+  ``const`` (a non-trainable tensor: BN running statistics, masks);
+* ops: ``conv2d``, ``batchnorm``, ``relu``, ``relu6``, ``sigmoid``, ``add``, ``mul``,
+  ``concat``, ``slice``, ``avgpool``, ``maxpool``, ``global_avgpool``, ``linear``,
+  ``flatten``.
+
+Counting conventions (see FIELD.md):
+
+* **parameters** are the elements of ``param`` nodes (conv and linear weights and biases,
+  BN scale and shift); ``const`` nodes (BN running statistics, masks) are not parameters;
+* **multiply-adds** (MACs) are the multiply-accumulates of ``conv2d`` and ``linear``
+  only, as executed: a conv counts N * C_out * H_out * W_out * (C_in / groups) * kh * kw
+  whatever values its weight holds, so a diagonalwise rewrite counts the zeros it
+  multiplies; every other op counts zero MACs. FLOPs, where printed, are 2 * MACs;
+* **bytes** are the fewest bytes an op must move when it runs alone: it reads each of its
+  inputs once and writes its output once, at the element size of the case's dtype. A
+  graph's bytes are the sum over its ops (no fusion is assumed); source nodes move
+  nothing by themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+SOURCE_OPS = frozenset({"input", "param", "const"})
+ELEMENTWISE_UNARY = frozenset({"relu", "relu6", "sigmoid"})
+OPS = SOURCE_OPS | ELEMENTWISE_UNARY | frozenset(
+    {
+        "conv2d",
+        "batchnorm",
+        "add",
+        "mul",
+        "concat",
+        "slice",
+        "avgpool",
+        "maxpool",
+        "global_avgpool",
+        "linear",
+        "flatten",
+    }
+)
+
+#: Initialisers a ``param`` or random ``const`` may name; :mod:`convbench.data` draws them.
+INITS = frozenset(
+    {"he_normal", "fan_in_uniform", "bn_gamma", "bn_beta", "running_mean", "running_var", "zeros"}
+)
+
+
+class GraphError(ValueError):
+    """A graph is malformed: unknown op, wrong arity, or inconsistent shapes."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One value of the graph: its op, the names of its inputs, attributes and shape."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...] = ()
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    shape: Shape = ()
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A topologically ordered list of nodes with named outputs."""
+
+    nodes: tuple[Node, ...]
+    outputs: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        seen: dict[str, Node] = {}
+        for node in self.nodes:
+            if node.name in seen:
+                raise GraphError(f"duplicate node name {node.name!r}")
+            for name in node.inputs:
+                if name not in seen:
+                    raise GraphError(f"node {node.name!r} reads {name!r} before it is defined")
+            seen[node.name] = node
+        for name in self.outputs:
+            if name not in seen:
+                raise GraphError(f"output {name!r} is not a node")
+        object.__setattr__(self, "_by_name", seen)
+
+    def __getitem__(self, name: str) -> Node:
+        return self._by_name[name]  # type: ignore[attr-defined]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name  # type: ignore[attr-defined]
+
+    def of_op(self, *ops: str) -> list[Node]:
+        return [n for n in self.nodes if n.op in ops]
+
+    @property
+    def inputs(self) -> list[Node]:
+        return self.of_op("input")
+
+    @property
+    def params(self) -> list[Node]:
+        return self.of_op("param")
+
+    @property
+    def consts(self) -> list[Node]:
+        return self.of_op("const")
+
+    @property
+    def ops(self) -> list[Node]:
+        return [n for n in self.nodes if n.op not in SOURCE_OPS]
+
+    def shape(self, name: str) -> Shape:
+        return self[name].shape
+
+    def param_count(self) -> int:
+        """Trainable parameters: elements of every ``param`` node."""
+        return sum(n.size for n in self.params)
+
+    def macs(self) -> int:
+        """Executed multiply-adds of the whole graph (conv2d and linear), batch included."""
+        return sum(node_macs(self, n) for n in self.ops)
+
+    def bytes_moved(self, itemsize: int = 4) -> int:
+        """Sum over ops of the fewest bytes each must move (see module docstring)."""
+        return sum(node_bytes(self, n, itemsize) for n in self.ops)
+
+    @property
+    def batch(self) -> int:
+        return self.inputs[0].shape[0]
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    a, b = value
+    return (int(a), int(b))
+
+
+def conv_output_hw(
+    hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
+) -> tuple[int, int]:
+    """Spatial output size of a convolution or pooling window (floor mode)."""
+    out = []
+    for size, k, s, p, d in zip(hw, kernel, stride, padding, dilation):
+        span = d * (k - 1) + 1
+        o = (size + 2 * p - span) // s + 1
+        if o < 1:
+            raise GraphError(f"window {k} (dilation {d}) does not fit input {size} + 2*{p}")
+        out.append(o)
+    return out[0], out[1]
+
+
+def infer_shape(op: str, in_shapes: list[Shape], attrs: Mapping[str, Any]) -> Shape:
+    """Output shape of ``op`` applied to inputs of ``in_shapes``; raises GraphError."""
+
+    def arity(*allowed: int) -> None:
+        if len(in_shapes) not in allowed:
+            raise GraphError(f"{op} takes {allowed} inputs, got {len(in_shapes)}")
+
+    if op in SOURCE_OPS:
+        arity(0)
+        return tuple(int(d) for d in attrs["shape"])
+    if op == "conv2d":
+        arity(2, 3)
+        x, w = in_shapes[0], in_shapes[1]
+        if len(x) != 4 or len(w) != 4:
+            raise GraphError(f"conv2d wants 4-D input and weight, got {x} and {w}")
+        groups = attrs["groups"]
+        n, c, h, wd = x
+        if c % groups or w[0] % groups:
+            raise GraphError(f"conv2d: channels {c} -> {w[0]} not divisible by groups {groups}")
+        if w[1] * groups != c:
+            raise GraphError(f"conv2d: weight {w} with groups {groups} does not fit {c} channels")
+        if len(in_shapes) == 3 and in_shapes[2] != (w[0],):
+            raise GraphError(f"conv2d: bias {in_shapes[2]} does not fit {w[0]} channels")
+        oh, ow = conv_output_hw(
+            (h, wd), (w[2], w[3]), attrs["stride"], attrs["padding"], attrs["dilation"]
+        )
+        return (n, w[0], oh, ow)
+    if op == "batchnorm":
+        arity(5)
+        x = in_shapes[0]
+        for s in in_shapes[1:]:
+            if s != (x[1],):
+                raise GraphError(f"batchnorm: statistics {s} do not fit {x[1]} channels")
+        return x
+    if op in ELEMENTWISE_UNARY:
+        arity(1)
+        return in_shapes[0]
+    if op == "add":
+        arity(2)
+        if in_shapes[0] != in_shapes[1]:
+            raise GraphError(f"add: shapes differ, {in_shapes[0]} and {in_shapes[1]}")
+        return in_shapes[0]
+    if op == "mul":
+        arity(2)
+        try:
+            return tuple(np.broadcast_shapes(in_shapes[0], in_shapes[1]))
+        except ValueError as exc:
+            raise GraphError(f"mul: {in_shapes[0]} and {in_shapes[1]} do not broadcast") from exc
+    if op == "concat":
+        if not in_shapes:
+            raise GraphError("concat needs at least one input")
+        axis = attrs["axis"]
+        first = in_shapes[0]
+        for s in in_shapes[1:]:
+            if len(s) != len(first) or any(
+                a != b for i, (a, b) in enumerate(zip(s, first)) if i != axis
+            ):
+                raise GraphError(f"concat on axis {axis}: shapes {in_shapes} do not fit")
+        out = list(first)
+        out[axis] = sum(s[axis] for s in in_shapes)
+        return tuple(out)
+    if op == "slice":
+        arity(1)
+        x = in_shapes[0]
+        axis, start, stop = attrs["axis"], attrs["start"], attrs["stop"]
+        if not 0 <= start < stop <= x[axis]:
+            raise GraphError(f"slice [{start}:{stop}] out of range for axis of size {x[axis]}")
+        out = list(x)
+        out[axis] = stop - start
+        return tuple(out)
+    if op in ("avgpool", "maxpool"):
+        arity(1)
+        n, c, h, w = in_shapes[0]
+        oh, ow = conv_output_hw((h, w), attrs["kernel"], attrs["stride"], attrs["padding"])
+        return (n, c, oh, ow)
+    if op == "global_avgpool":
+        arity(1)
+        n, c = in_shapes[0][:2]
+        return (n, c, 1, 1)
+    if op == "flatten":
+        arity(1)
+        x = in_shapes[0]
+        return (x[0], math.prod(x[1:]))
+    if op == "linear":
+        arity(2, 3)
+        x, w = in_shapes[0], in_shapes[1]
+        if len(x) != 2 or len(w) != 2 or x[1] != w[1]:
+            raise GraphError(f"linear: input {x} does not fit weight {w}")
+        if len(in_shapes) == 3 and in_shapes[2] != (w[0],):
+            raise GraphError(f"linear: bias {in_shapes[2]} does not fit {w[0]} outputs")
+        return (x[0], w[0])
+    raise GraphError(f"unknown op {op!r}")
+
+
+def node_macs(graph: Graph, node: Node) -> int:
+    """Executed multiply-adds of one node: conv2d and linear only."""
+    if node.op == "conv2d":
+        w = graph.shape(node.inputs[1])
+        return node.size * w[1] * w[2] * w[3]
+    if node.op == "linear":
+        return node.size * graph.shape(node.inputs[1])[1]
+    return 0
+
+
+def node_bytes(graph: Graph, node: Node, itemsize: int = 4) -> int:
+    """Fewest bytes ``node`` moves alone: every input read once, its output written once."""
+    if node.op in SOURCE_OPS:
+        return 0
+    elements = node.size + sum(graph[name].size for name in node.inputs)
+    return elements * itemsize
+
+
+class GraphBuilder:
+    """Builds a :class:`Graph` node by node, inferring shapes as it goes.
+
+    The layer helpers (``conv2d``, ``batchnorm``, ``linear``) create their own ``param``
+    and ``const`` nodes named ``<name>.weight``, ``<name>.bias``, ``<name>.gamma`` ...
+    """
+
+    def __init__(self) -> None:
+        self._nodes: list[Node] = []
+        self._shapes: dict[str, Shape] = {}
+        self._counts: dict[str, int] = {}
+
+    # -- generic --------------------------------------------------------------------
+    def unique(self, prefix: str) -> str:
+        """A fresh node name starting with ``prefix``."""
+        while True:
+            k = self._counts.get(prefix, 0)
+            self._counts[prefix] = k + 1
+            name = prefix if k == 0 else f"{prefix}_{k}"
+            if name not in self._shapes:
+                return name
+
+    def add(self, op: str, inputs: Iterable[str] = (), name: str | None = None, **attrs: Any) -> str:
+        """Append a node; returns its name."""
+        if op not in OPS:
+            raise GraphError(f"unknown op {op!r}")
+        inputs = tuple(inputs)
+        for i in inputs:
+            if i not in self._shapes:
+                raise GraphError(f"{op}: input {i!r} is not defined")
+        name = name or self.unique(op)
+        if name in self._shapes:
+            raise GraphError(f"duplicate node name {name!r}")
+        shape = infer_shape(op, [self._shapes[i] for i in inputs], attrs)
+        self._nodes.append(Node(name, op, inputs, dict(attrs), shape))
+        self._shapes[name] = shape
+        return name
+
+    def shape(self, name: str) -> Shape:
+        return self._shapes[name]
+
+    def build(self, outputs: Iterable[str]) -> Graph:
+        return Graph(tuple(self._nodes), tuple(outputs))
+
+    # -- sources --------------------------------------------------------------------
+    def input(self, name: str, shape: Sequence[int]) -> str:
+        return self.add("input", name=name, shape=tuple(shape))
+
+    def param(self, name: str, shape: Sequence[int], init: str, fan_in: int = 1) -> str:
+        if init not in INITS:
+            raise GraphError(f"unknown initialiser {init!r}")
+        return self.add("param", name=name, shape=tuple(shape), init=init, fan_in=fan_in)
+
+    def const(
+        self, name: str, shape: Sequence[int], init: str | None = None, value: Any = None
+    ) -> str:
+        """A non-trainable tensor, drawn with ``init`` or given as ``value``."""
+        if (init is None) == (value is None):
+            raise GraphError("const needs exactly one of init or value")
+        if value is not None:
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != tuple(shape):
+                raise GraphError(f"const {name}: value shape {value.shape} != {tuple(shape)}")
+            value.setflags(write=False)
+        return self.add("const", name=name, shape=tuple(shape), init=init, value=value)
+
+    # -- layers ---------------------------------------------------------------------
+    def conv2d(
+        self,
+        x: str,
+        out_channels: int,
+        kernel: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] | None = None,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        name: str | None = None,
+    ) -> str:
+        """Convolution with its own weight (and bias); padding defaults to 'same' for odd k."""
+        kh, kw = _pair(kernel)
+        dh, dw = _pair(dilation)
+        if padding is None:
+            padding = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
+        name = name or self.unique("conv")
+        c_in = self.shape(x)[1]
+        if c_in % groups:
+            raise GraphError(f"{name}: {c_in} input channels not divisible by groups {groups}")
+        fan_in = c_in // groups * kh * kw
+        w = self.param(f"{name}.weight", (out_channels, c_in // groups, kh, kw), "he_normal", fan_in)
+        inputs = [x, w]
+        if bias:
+            inputs.append(self.param(f"{name}.bias", (out_channels,), "fan_in_uniform", fan_in))
+        return self.add(
+            "conv2d",
+            inputs,
+            name=name,
+            stride=_pair(stride),
+            padding=_pair(padding),
+            dilation=(dh, dw),
+            groups=groups,
+        )
+
+    def batchnorm(self, x: str, eps: float = 1e-5, momentum: float = 0.1, name: str | None = None) -> str:
+        name = name or self.unique("bn")
+        c = self.shape(x)[1]
+        gamma = self.param(f"{name}.gamma", (c,), "bn_gamma")
+        beta = self.param(f"{name}.beta", (c,), "bn_beta")
+        mean = self.const(f"{name}.running_mean", (c,), init="running_mean")
+        var = self.const(f"{name}.running_var", (c,), init="running_var")
+        return self.add("batchnorm", [x, gamma, beta, mean, var], name=name, eps=eps, momentum=momentum)
+
+    def linear(self, x: str, out_features: int, bias: bool = True, name: str | None = None) -> str:
+        name = name or self.unique("fc")
+        fan_in = self.shape(x)[1]
+        w = self.param(f"{name}.weight", (out_features, fan_in), "he_normal", fan_in)
+        inputs = [x, w]
+        if bias:
+            inputs.append(self.param(f"{name}.bias", (out_features,), "fan_in_uniform", fan_in))
+        return self.add("linear", inputs, name=name)
+
+    def act(self, x: str, kind: str | None) -> str:
+        """Apply an activation by name (``relu``, ``relu6``, ``sigmoid``) or none."""
+        if kind is None or kind == "none":
+            return x
+        return self.add(kind, [x], name=self.unique(f"{x}.{kind}"))
+
+    def pool(
+        self,
+        x: str,
+        kind: str,
+        kernel: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = 0,
+    ) -> str:
+        """``avgpool`` (padding excluded from the average) or ``maxpool`` (pads with -inf)."""
+        kernel = _pair(kernel)
+        return self.add(
+            kind,
+            [x],
+            kernel=kernel,
+            stride=_pair(stride if stride is not None else kernel),
+            padding=_pair(padding),
+        )
