@@ -9,6 +9,8 @@ entry point never fails just because the framework is missing.
 
 from __future__ import annotations
 
+import importlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,15 +104,31 @@ class Backend(ABC):
         """Build ``graph`` for ``case`` with the given float64 data (converted at the boundary)."""
 
 
+#: Extra backends without installing a plugin: ``name=module:Class,name2=module:Class``.
+EXTRA_BACKENDS_ENV = "CONVBENCH_EXTRA_BACKENDS"
+
+
+def _registry() -> dict[str, str]:
+    """Backend name -> ``module:attribute``, from entry points and CONVBENCH_EXTRA_BACKENDS."""
+    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for item in filter(None, os.environ.get(EXTRA_BACKENDS_ENV, "").split(",")):
+        name, sep, target = item.partition("=")
+        if not sep or ":" not in target:
+            raise ValueError(f"{EXTRA_BACKENDS_ENV}: expected name=module:Class, got {item!r}")
+        found[name.strip()] = target.strip()
+    return found
+
+
 def backend_names() -> list[str]:
     """Names of every registered backend plugin."""
-    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    return sorted(_registry())
 
 
 def load_backend(name: str) -> Backend:
     """Instantiate the backend registered as ``name`` (imports the plugin, not its framework)."""
-    matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
-    if not matches:
-        raise KeyError(f"no backend named {name!r}; registered: {', '.join(backend_names())}")
-    cls = matches[0].load()
+    registry = _registry()
+    if name not in registry:
+        raise KeyError(f"no backend named {name!r}; registered: {', '.join(sorted(registry))}")
+    module, _, attr = registry[name].partition(":")
+    cls = getattr(importlib.import_module(module), attr)
     return cls()

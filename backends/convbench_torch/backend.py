@@ -1,0 +1,86 @@
+"""The ``torch`` backend plugin: availability, environment, skip rules and ``prepare``."""
+
+from __future__ import annotations
+
+from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
+from convbench.cases import Case
+from convbench.data import Tensors
+from convbench.graph import Graph
+from convbench_torch import probe
+
+INSTALL_HINT = "pip install 'convbench[torch]'"
+
+
+class TorchBackend(Backend):
+    """PyTorch: eager or ``torch.compile``, CPU or CUDA, NCHW or channels_last."""
+
+    name = "torch"
+    install_hint = INSTALL_HINT
+
+    def __init__(self) -> None:
+        self._info: BackendInfo | None = None
+
+    def info(self) -> BackendInfo:
+        if self._info is not None:
+            return self._info
+        error = probe.import_error()
+        if error is not None:
+            return BackendInfo(
+                name=self.name,
+                available=False,
+                reason=f"torch is not importable ({error}): {INSTALL_HINT}",
+            )
+        try:
+            devices = ["cpu"] + (["cuda"] if probe.cuda_available() else [])
+            environment = probe.environment()
+        except Exception as exc:  # never raise from info()
+            return BackendInfo(
+                name=self.name,
+                available=False,
+                version=probe.torch_version(),
+                reason=f"torch failed to report its environment: {type(exc).__name__}: {exc}",
+            )
+        self._info = BackendInfo(
+            name=self.name,
+            available=True,
+            version=probe.torch_version(),
+            devices=devices,
+            environment=environment,
+        )
+        return self._info
+
+    def set_threads(self, threads: int | None) -> None:
+        """``torch.set_num_threads``; None leaves torch's default."""
+        if threads is None:
+            return
+        if threads < 1:
+            raise ValueError(f"threads must be positive, got {threads}")
+        import torch
+
+        torch.set_num_threads(int(threads))
+        if self._info is not None:
+            self._info.environment["num_threads"] = torch.get_num_threads()
+
+    def skip_reason(self, case: Case) -> str | None:
+        reason = super().skip_reason(case)
+        if reason is not None:
+            return reason
+        if case.variant == "kernel":
+            return "torch: no hand-written kernel variant is implemented in this backend"
+        if case.dtype != "float32":
+            reason = probe.dtype_reason(case.device, case.dtype)
+            if reason is not None:
+                return reason
+        if case.execution == "compiled":
+            reason = probe.compile_reason(case.device)
+            if reason is not None:
+                return reason
+        return None
+
+    def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
+        reason = self.skip_reason(case)
+        if reason is not None:
+            raise UnsupportedCase(reason)
+        from convbench_torch.prepared import TorchPrepared
+
+        return TorchPrepared(case, graph, tensors, cotangents)

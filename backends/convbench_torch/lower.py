@@ -1,0 +1,261 @@
+"""Lowering of a convbench :class:`~convbench.graph.Graph` to a ``torch.fx.GraphModule``.
+
+The module holds every ``param`` node as an ``nn.Parameter`` and every ``const`` node as
+a buffer (under sanitised attribute names, see :attr:`Lowered.attr_names`), takes the
+graph's ``input`` nodes as positional arguments in graph order and returns the graph's
+outputs as a tuple. Its generated ``forward`` is straight-line code, one
+``torch.nn.functional`` call per node in graph order, so eager execution pays no
+interpretation overhead and ``torch.compile`` sees a plain function.
+
+This module imports torch; :mod:`convbench_torch.backend` imports it lazily.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from convbench.backend import UnsupportedCase
+from convbench.graph import SOURCE_OPS, Graph, Node
+
+#: Every op the lowering understands (sources included).
+SUPPORTED_OPS = SOURCE_OPS | frozenset(
+    {
+        "conv2d",
+        "batchnorm",
+        "relu",
+        "relu6",
+        "sigmoid",
+        "add",
+        "mul",
+        "concat",
+        "slice",
+        "avgpool",
+        "maxpool",
+        "global_avgpool",
+        "flatten",
+        "linear",
+    }
+)
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass
+class Lowered:
+    """A lowered graph and the names that tie it back to the IR."""
+
+    module: fx.GraphModule
+    input_names: list[str]  #: graph inputs, in the order ``forward`` takes them
+    output_names: list[str]  #: graph outputs, in the order ``forward`` returns them
+    attr_names: dict[str, str]  #: graph param/const name -> module attribute name
+    param_names: list[str]  #: graph params, in graph order
+
+    def parameter(self, name: str) -> nn.Parameter:
+        """The ``nn.Parameter`` of graph param ``name``."""
+        return getattr(self.module, self.attr_names[name])
+
+
+def sanitize(name: str, taken: set[str]) -> str:
+    """A valid, unused Python identifier for graph node ``name`` (added to ``taken``)."""
+    safe = _ident(name)
+    base, k = safe, 1
+    while safe in taken:
+        safe = f"{base}_{k}"
+        k += 1
+    taken.add(safe)
+    return safe
+
+
+def to_torch(
+    array: np.ndarray, dtype: torch.dtype, device: torch.device, channels_last: bool
+) -> torch.Tensor:
+    """A fresh tensor (never a view of ``array``) in ``dtype`` on ``device``.
+
+    With ``channels_last`` a 4-D tensor gets the NHWC memory format; its logical shape
+    stays NCHW.
+    """
+    host = torch.from_numpy(np.array(array, dtype=np.float64, copy=True))
+    tensor = host.to(device=device, dtype=dtype)
+    if channels_last and tensor.dim() == 4:
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """Float64 NumPy copy of ``tensor`` in logical (NCHW) order."""
+    return tensor.detach().to(device="cpu", dtype=torch.float64).contiguous().numpy().copy()
+
+
+def _ident(name: str) -> str:
+    """``name`` as a Python identifier (fx makes it unique)."""
+    safe = re.sub(r"\W", "_", name)
+    return safe if safe and not safe[0].isdigit() else "_" + safe
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    return fn, args, kwargs
+
+
+def _check_pool(node: Node) -> None:
+    """torch pools need padding <= kernel / 2; the IR allows more."""
+    for k, p in zip(node.attrs["kernel"], node.attrs["padding"], strict=True):
+        if 2 * p > k:
+            raise UnsupportedCase(
+                f"torch: {node.op} {node.name!r} pads {p} with kernel {k}; "
+                "torch needs padding <= kernel / 2"
+            )
+
+
+def lower(
+    graph: Graph,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    training: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    channels_last: bool,
+) -> Lowered:
+    """Build the ``GraphModule`` of ``graph`` with its params and consts from ``tensors``.
+
+    ``training`` selects batch statistics in ``batchnorm`` (and updates the module's own
+    running-statistics buffers, as ``nn.BatchNorm2d`` does); otherwise the running
+    statistics are used, as in ``eval()``.
+    """
+    root = nn.Module()
+    fg = fx.Graph()
+    env: dict[str, fx.Node] = {}
+    taken: set[str] = {"self", "forward", "training"}
+    attr_names: dict[str, str] = {}
+    input_names: list[str] = []
+    param_names: list[str] = []
+
+    for node in graph.nodes:
+        op = node.op
+        if op not in SUPPORTED_OPS:
+            raise UnsupportedCase(f"torch: op {op!r} (node {node.name!r}) is not supported")
+        a = node.attrs
+        ins = [env[i] for i in node.inputs]
+        if op == "input":
+            input_names.append(node.name)
+            env[node.name] = fg.placeholder(sanitize(node.name, taken))
+            continue
+        if op in ("param", "const"):
+            if node.name not in tensors:
+                raise ValueError(f"no data for {op} {node.name!r}")
+            attr = sanitize(node.name, taken)
+            value = to_torch(tensors[node.name], dtype, device, channels_last)
+            if op == "param":
+                root.register_parameter(attr, nn.Parameter(value))
+                param_names.append(node.name)
+            else:
+                root.register_buffer(attr, value)
+            attr_names[node.name] = attr
+            env[node.name] = fg.get_attr(attr)
+            continue
+
+        if op == "conv2d":
+            bias = ins[2] if len(ins) == 3 else None
+            out = _call(
+                F.conv2d,
+                ins[0],
+                ins[1],
+                bias,
+                tuple(a["stride"]),
+                tuple(a["padding"]),
+                tuple(a["dilation"]),
+                int(a["groups"]),
+            )
+        elif op == "batchnorm":
+            x, gamma, beta, mean, var = ins
+            if training:
+                n, _, *spatial = graph.shape(node.inputs[0])
+                if n * math.prod(spatial) == 1:
+                    raise UnsupportedCase(
+                        f"torch: batchnorm {node.name!r} in training needs more than one "
+                        "value per channel (batch 1 and 1x1 spatial)"
+                    )
+                # Batch statistics; the running statistics are updated in place, so they
+                # must be the module's own tensors (buffers are copies of the core's data).
+                stats = []
+                for src, fxn in zip(node.inputs[3:], (mean, var), strict=True):
+                    if graph[src].op != "const":
+                        fxn = fg.call_method("clone", (fg.call_method("detach", (fxn,)),))
+                    stats.append(fxn)
+                mean, var = stats
+            out = _call(
+                F.batch_norm,
+                x,
+                mean,
+                var,
+                gamma,
+                beta,
+                training,
+                float(a.get("momentum", 0.1)),
+                float(a.get("eps", 1e-5)),
+            )
+        elif op == "relu":
+            out = _call(F.relu, ins[0])
+        elif op == "relu6":
+            out = _call(F.relu6, ins[0])
+        elif op == "sigmoid":
+            out = _call(torch.sigmoid, ins[0])
+        elif op == "add":
+            out = _call(torch.add, ins[0], ins[1])
+        elif op == "mul":
+            out = _call(torch.mul, ins[0], ins[1])
+        elif op == "concat":
+            out = _call(torch.cat, list(ins), dim=int(a["axis"]))
+        elif op == "slice":
+            start, stop = int(a["start"]), int(a["stop"])
+            out = _call(torch.narrow, ins[0], int(a["axis"]), start, stop - start)
+        elif op == "avgpool":
+            _check_pool(node)
+            out = _call(
+                F.avg_pool2d,
+                ins[0],
+                tuple(a["kernel"]),
+                tuple(a["stride"]),
+                tuple(a["padding"]),
+                ceil_mode=False,
+                count_include_pad=False,
+            )
+        elif op == "maxpool":
+            _check_pool(node)
+            out = _call(
+                F.max_pool2d, ins[0], tuple(a["kernel"]), tuple(a["stride"]), tuple(a["padding"])
+            )
+        elif op == "global_avgpool":
+            out = _call(F.adaptive_avg_pool2d, ins[0], 1)
+        elif op == "flatten":
+            out = _call(torch.flatten, ins[0], 1)
+        elif op == "linear":
+            bias = ins[2] if len(ins) == 3 else None
+            out = _call(F.linear, ins[0], ins[1], bias)
+        else:  # pragma: no cover - SUPPORTED_OPS and this chain must agree
+            raise UnsupportedCase(f"torch: op {op!r} is not lowered")
+        fn, args, kwargs = out
+        env[node.name] = fg.call_function(fn, args, kwargs, name=_ident(node.name))
+
+    fg.output(tuple(env[name] for name in graph.outputs))
+    module = fx.GraphModule(root, fg, class_name="ConvbenchGraph")
+    module.train(training)
+    return Lowered(
+        module=module,
+        input_names=input_names,
+        output_names=list(graph.outputs),
+        attr_names=attr_names,
+        param_names=param_names,
+    )

@@ -1,0 +1,294 @@
+"""One case built in torch: the lowered module, its data, and the timed step.
+
+:meth:`TorchPrepared.step` and :meth:`TorchPrepared.check` share one function, so what
+is verified is exactly what is timed:
+
+* inference: ``forward`` under ``torch.inference_mode()`` (batch norm on running stats);
+* training: ``zero_grad(set_to_none=True)``, forward, loss = sum(out * cotangent),
+  backward, ``torch.optim.SGD(lr=0.01, foreach=True).step()``.
+
+This module imports torch; :mod:`convbench_torch.backend` imports it lazily.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from convbench.backend import Prepared
+from convbench.cases import Case
+from convbench.data import Tensors
+from convbench.graph import Graph
+from convbench_torch import probe
+from convbench_torch.lower import DTYPES, Lowered, lower, to_numpy, to_torch
+
+LEARNING_RATE = 0.01
+
+
+class TorchPrepared(Prepared):
+    """A case lowered to an ``fx.GraphModule``, with inputs, cotangents and optimizer."""
+
+    def __init__(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> None:
+        self.case = case
+        self.graph = graph
+        self.training = case.mode == "training"
+        self.device = torch.device(case.device)
+        self.dtype = DTYPES[case.dtype]
+        self.channels_last = case.layout == "nhwc"
+        self._details: dict[str, Any] = {
+            "torch": str(torch.__version__),
+            "device": case.device,
+            "dtype": case.dtype,
+            "layout_requested": case.layout,
+            "memory_format_requested": "channels_last" if self.channels_last else "contiguous",
+            "execution": case.execution,
+            "lowering": "torch.fx GraphModule, torch.nn.functional per node",
+            "threads": torch.get_num_threads(),
+        }
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device.index or 0)
+            torch.cuda.reset_peak_memory_stats()
+            if case.dtype == "float32":
+                self._details["cuda_fp32_precision"] = probe.set_strict_fp32()
+            self._details["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+
+        self.lowered: Lowered = lower(
+            graph,
+            tensors,
+            training=self.training,
+            dtype=self.dtype,
+            device=self.device,
+            channels_last=self.channels_last,
+        )
+        self.module = self.lowered.module
+        self.inputs = [self._convert(tensors[name]) for name in self.lowered.input_names]
+        self.cotangents = [self._convert(cotangents[name]) for name in self.lowered.output_names]
+        self.optimizer: torch.optim.Optimizer | None = None
+        if self.training:
+            for x in self.inputs:
+                x.requires_grad_(True)
+            self.optimizer = torch.optim.SGD(
+                list(self.module.parameters()), lr=LEARNING_RATE, foreach=True
+            )
+            self._details["optimizer"] = f"SGD(lr={LEARNING_RATE}, foreach=True)"
+            self._details["batchnorm_running_stats"] = "updated in place (module's own copies)"
+        # Host copies of the initial weights and statistics: a training check() starts
+        # from them, so it always matches the reference however many steps ran before.
+        self._initial: dict[str, torch.Tensor] = {}
+        if self.training:
+            self._initial = {
+                name: t.detach().to("cpu", copy=True)
+                for name, t in [*self.module.named_parameters(), *self.module.named_buffers()]
+            }
+
+        self._forward: Callable[..., Any] = self.module
+        self._train_inner: Callable[[], Sequence[torch.Tensor]] = self._train_body
+        self._last_outputs: list[torch.Tensor] = []
+        if case.execution == "compiled":
+            self._compile()
+
+    # -- conversion --------------------------------------------------------------------
+    def _convert(self, array: np.ndarray) -> torch.Tensor:
+        return to_torch(array, self.dtype, self.device, self.channels_last)
+
+    def _restore_initial(self) -> None:
+        with torch.no_grad():
+            for name, t in [*self.module.named_parameters(), *self.module.named_buffers()]:
+                t.copy_(self._initial[name])
+
+    # -- the timed function --------------------------------------------------------------
+    def _train_body(self) -> Sequence[torch.Tensor]:
+        """Forward, loss, backward and SGD update (gradients already cleared)."""
+        outs = self._forward(*self.inputs)
+        loss = outs[0].mul(self.cotangents[0]).sum()
+        for out, cot in zip(outs[1:], self.cotangents[1:], strict=True):
+            loss = loss + out.mul(cot).sum()
+        loss.backward()
+        assert self.optimizer is not None
+        self.optimizer.step()
+        return outs
+
+    def _run(self) -> Sequence[torch.Tensor]:
+        """One iteration, as timed; returns the outputs."""
+        if not self.training:
+            with torch.inference_mode():
+                return self._forward(*self.inputs)
+        assert self.optimizer is not None
+        with torch.enable_grad():
+            self.optimizer.zero_grad(set_to_none=True)
+            for x in self.inputs:
+                x.grad = None
+            return self._train_inner()
+
+    def step(self) -> None:
+        self._run()
+
+    # -- compilation -----------------------------------------------------------------------
+    def _compile(self) -> None:
+        """torch.compile the training step (or the forward), then warm up outside timing."""
+        import torch._dynamo
+
+        torch._dynamo.reset()  # every case is a fresh module: start from an empty cache
+        if self.training:
+            self._train_inner = torch.compile(self._train_body, dynamic=False)
+            target = "training step: forward, loss, backward, SGD update (zero_grad eager)"
+        else:
+            self._forward = torch.compile(self.module, dynamic=False)
+            target = "forward"
+        start = time.perf_counter()
+        try:
+            self._warm_up()
+        except Exception as exc:
+            if not self.training:
+                raise
+            # Fall back to compiling the module only: AOTAutograd still compiles its
+            # backward; the optimizer step stays eager.
+            torch._dynamo.reset()
+            self._details["compile_fallback_reason"] = f"{type(exc).__name__}: {exc}"[:500]
+            self._train_inner = self._train_body
+            self._forward = torch.compile(self.module, dynamic=False)
+            target = "forward (and its AOTAutograd backward); SGD update eager"
+            start = time.perf_counter()
+            self._warm_up()
+        self._details["compiled"] = target
+        self._details["compile_seconds"] = round(time.perf_counter() - start, 3)
+        self._details["compile_mode"] = "default"
+        try:
+            from torch._dynamo.utils import counters
+
+            self._details["dynamo_graphs"] = int(counters["stats"]["unique_graphs"])
+            self._details["dynamo_graph_breaks"] = int(sum(counters["graph_break"].values()))
+        except Exception:
+            pass
+
+    def _warm_up(self, iterations: int = 2) -> None:
+        for _ in range(iterations):
+            self._run()
+        self.sync()
+        if self.training:
+            self._restore_initial()
+
+    # -- the Prepared contract -------------------------------------------------------------
+    def check(self) -> dict[str, np.ndarray]:
+        if self.training:
+            self._restore_initial()
+        outs = self._run()
+        self.sync()
+        result = {
+            name: to_numpy(t) for name, t in zip(self.lowered.output_names, outs, strict=True)
+        }
+        self._last_outputs = [t.detach() for t in outs]
+        if self.training:
+            for name, x in zip(self.lowered.input_names, self.inputs, strict=True):
+                result[f"grad:{name}"] = self._grad(x)
+            for name in self.lowered.param_names:
+                result[f"grad:{name}"] = self._grad(self.lowered.parameter(name))
+        return result
+
+    @staticmethod
+    def _grad(t: torch.Tensor) -> np.ndarray:
+        if t.grad is None:  # not reached by the loss
+            return np.zeros(tuple(t.shape))
+        return to_numpy(t.grad)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def device_sampler(self) -> Callable[[int], float] | None:
+        if self.device.type != "cuda":
+            return None
+
+        def sample(n: int) -> float:
+            stream = torch.cuda.current_stream(self.device)
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            for _ in range(n):
+                self._run()
+            end.record(stream)
+            end.synchronize()
+            return start.elapsed_time(end) / 1000.0
+
+        return sample
+
+    def peak_memory_bytes(self) -> int | None:
+        if self.device.type != "cuda":
+            return None
+        return int(torch.cuda.max_memory_allocated(self.device))
+
+    def details(self) -> dict[str, Any]:
+        d = dict(self._details)
+        outs, activations = self._diagnostic_forward()
+        if self._last_outputs:
+            outs = self._last_outputs
+        out_formats = {
+            name: _memory_format(t)
+            for name, t in zip(self.lowered.output_names, outs, strict=True)
+            if t.dim() == 4
+        }
+        d["output_memory_format"] = out_formats
+        decided = [f for f in activations if f != "both"]
+        d["activations_channels_last"] = (
+            f"{decided.count('channels_last')}/{len(decided)} 4-D activations "
+            "(not counting those where C or H*W is 1)"
+        )
+        d["layout_used"] = _layout_used(list(out_formats.values()) or activations)
+        return d
+
+    def _diagnostic_forward(self) -> tuple[list[torch.Tensor], list[str]]:
+        """An untimed eager forward noting the memory format of every 4-D activation."""
+        formats: list[str] = []
+
+        class Recorder(torch.fx.Interpreter):
+            def run_node(self, n: torch.fx.Node) -> Any:
+                value = super().run_node(n)
+                if n.op == "call_function" and isinstance(value, torch.Tensor) and value.dim() == 4:
+                    formats.append(_memory_format(value))
+                return value
+
+        saved = {k: v.clone() for k, v in self.module.named_buffers()}
+        with torch.no_grad():
+            outs = Recorder(self.module).run(*[x.detach() for x in self.inputs])
+            for k, v in self.module.named_buffers():  # batch norm may have updated them
+                v.copy_(saved[k])
+        return [t.detach() for t in outs], formats
+
+    def close(self) -> None:
+        self._last_outputs = []
+        self.inputs = []
+        self.cotangents = []
+        self.optimizer = None
+        if self.case.execution == "compiled":
+            import torch._dynamo
+
+            torch._dynamo.reset()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _memory_format(t: torch.Tensor) -> str:
+    """``contiguous`` (NCHW), ``channels_last`` (NHWC), ``both`` (C or H*W is 1) or ``strided``."""
+    nchw = t.is_contiguous()
+    nhwc = t.is_contiguous(memory_format=torch.channels_last)
+    if nchw and nhwc:
+        return "both"
+    if nhwc:
+        return "channels_last"
+    return "contiguous" if nchw else "strided"
+
+
+def _layout_used(formats: list[str]) -> str:
+    """``nhwc``, ``nchw``, ``mixed``, ``both`` (undecidable) or ``n/a`` from 4-D memory formats."""
+    kinds = {f for f in formats if f != "both"}
+    if not kinds:
+        return "both" if formats else "n/a"
+    if kinds == {"channels_last"}:
+        return "nhwc"
+    if kinds == {"contiguous"}:
+        return "nchw"
+    return "mixed"

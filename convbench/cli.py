@@ -1,0 +1,326 @@
+"""convbench's command line: run, check, list, env."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from convbench import __version__
+from convbench.cases import Case
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one message, exit code 2."""
+
+
+# --------------------------------------------------------------------------- helpers
+def _load_cases(args: argparse.Namespace) -> tuple[Any, list[Case], Any]:
+    """Suite, its expanded (preset, filter) cases and its resolved options."""
+    from convbench.suite import SuiteError, expand, filter_cases, load_suite
+
+    try:
+        suite = load_suite(args.suite)
+        resolved = suite.resolved(args.preset)
+        cases = expand(suite, args.preset)
+        if args.filter:
+            cases = filter_cases(cases, args.filter)
+    except SuiteError as exc:
+        raise UsageError(str(exc)) from None
+    return suite, [_resolve_threads(c) for c in cases], resolved
+
+
+def _resolve_threads(case: Case) -> Case:
+    """CPU cases name their thread count explicitly: None means every core."""
+    if case.device == "cpu" and case.threads is None:
+        return case.model_copy(update={"threads": os.cpu_count() or 1})
+    return case
+
+
+def _default_out(suite_name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{suite_name}-{stamp}-{socket.gethostname()}"
+
+
+def _options_from(resolved: Any, verify_only: bool = False):  # noqa: ANN202
+    from convbench.runner import RunOptions
+
+    return RunOptions(
+        timing=resolved.timing,
+        timeout=resolved.timeout,
+        tolerance=dict(resolved.tolerance),
+        interpreters={k: str(v) for k, v in resolved.interpreters.items()},
+        verify_only=verify_only,
+    )
+
+
+def _matrix_table(cases: list[Case]) -> Table:
+    from convbench.cases import KEY_FIELDS
+
+    table = Table(title=f"{len(cases)} cases")
+    for f in KEY_FIELDS:
+        table.add_column(f)
+    for c in cases:
+        table.add_row(*[str(getattr(c, f)) for f in KEY_FIELDS])
+    return table
+
+
+def _execute(folder, cases: list[Case], options, title: str) -> bool:  # noqa: ANN001
+    """Run ``cases`` into ``folder`` with a progress bar; False when interrupted."""
+    from convbench.runner import Runner
+
+    todo = len([c for c in cases if c.case_id not in folder.finished_ids()])
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task(title, total=todo)
+
+        def on_result(row: dict[str, Any]) -> None:
+            progress.update(task, advance=1, description=f"{title}: {row['workload']} {row['variant']} {row['mode']} b{row['batch']} -> {row['status']}")
+
+        runner = Runner(folder, options, on_result)
+        try:
+            runner.run(cases)
+        except KeyboardInterrupt:
+            return False
+    return True
+
+
+def _status_counts(frame) -> str:  # noqa: ANN001
+    counts = frame["status"].value_counts().to_dict() if len(frame) else {}
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("ok", "mismatch", "skipped", "error"))
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_run(args: argparse.Namespace) -> int:
+    from convbench.environment import capture
+    from convbench.results import ResultsError, RunFolder
+    from convbench.runner import RunOptions
+    from convbench.summary import summary_table
+    from convbench.timing import TimingConfig
+
+    if args.resume:
+        try:
+            folder = RunFolder.open(Path(args.resume))
+        except ResultsError as exc:
+            raise UsageError(str(exc)) from None
+        meta = folder.meta
+        cases = [Case.model_validate(c) for c in meta["cases"]]
+        opts = meta["options"]
+        options = RunOptions(TimingConfig.model_validate(opts["timing"]), opts["timeout"], opts["tolerance"], opts["interpreters"])
+        done = len(folder.finished_ids() & {c.case_id for c in cases})
+        err_console.print(f"Resuming {folder.path}: {done} of {len(cases)} cases already finished")
+        folder.meta["status"] = "running"
+    else:
+        if not args.suite:
+            raise UsageError("convbench run: give a SUITE file, or --resume DIR")
+        suite, cases, resolved = _load_cases(args)
+        if args.dry_run:
+            console.print(_matrix_table(cases))
+            console.print(f"{len(cases)} cases from {args.suite}" + (f" (preset {args.preset})" if args.preset else ""))
+            return EXIT_OK
+        if not cases:
+            raise UsageError(f"{args.suite}: the filter and preset leave no case to run")
+        options = _options_from(resolved)
+        out = Path(args.out) if args.out else _default_out(suite.name)
+        meta = {
+            "suite": suite.name,
+            "suite_path": str(args.suite),
+            "suite_text": Path(args.suite).read_text(),
+            "preset": args.preset,
+            "filter": args.filter,
+            "convbench_version": __version__,
+            "options": {
+                "timing": options.timing.model_dump(),
+                "timeout": options.timeout,
+                "tolerance": options.tolerance,
+                "interpreters": options.interpreters,
+            },
+            "cases": [c.model_dump() for c in cases],
+            "environment": {"core": capture(), "backends": {}},
+        }
+        try:
+            folder = RunFolder.create(out, meta)
+        except ResultsError as exc:
+            raise UsageError(str(exc)) from None
+    completed = _execute(folder, cases, options, folder.meta["suite"])
+    frame = folder.frame()
+    if not completed:
+        folder.finish("interrupted")
+        err_console.print(f"\n[bold yellow]Interrupted[/]: {len(frame)} of {len(cases)} cases finished and saved in {folder.path}")
+        err_console.print(f"Resume with: [bold]convbench run --resume {folder.path}[/]")
+        return EXIT_INTERRUPTED
+    folder.finish("complete")
+    console.print(summary_table(frame, title=f"{folder.meta['suite']}: {folder.path}"))
+    console.print(f"{len(frame)} cases: {_status_counts(frame)}. Results in {folder.path}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from convbench.results import RunFolder
+
+    suite, cases, resolved = _load_cases(args)
+    options = _options_from(resolved, verify_only=True)
+    with tempfile.TemporaryDirectory(prefix="convbench-check-") as tmp:
+        folder = RunFolder.create(Path(tmp) / "run", {"suite": suite.name, "cases": []})
+        if not _execute(folder, cases, options, f"check {suite.name}"):
+            return EXIT_INTERRUPTED
+        frame = folder.frame()
+    failed = bool(frame["status"].isin(["mismatch", "error"]).any())
+    if args.json:
+        print(frame.to_json(orient="records"))
+        return EXIT_FAIL if failed else EXIT_OK
+    table = Table(title=f"verification of {args.suite}")
+    for col in ("case", "status", "rel. error", "tolerance", "reason"):
+        table.add_column(col)
+    for _, r in frame.iterrows():
+        err = "-" if r["verify_error"] is None else f"{r['verify_error']:.2e}"
+        tol = "-" if r["verify_tolerance"] is None else f"{r['verify_tolerance']:g}"
+        style = {"ok": "green", "mismatch": "red", "error": "red"}.get(r["status"], "yellow")
+        table.add_row(r["case_id"], f"[{style}]{r['status']}[/]", err, tol, r["reason"] or "")
+    console.print(table)
+    console.print(f"{len(frame)} cases: {_status_counts(frame)}")
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def backend_infos(interpreters: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Each registered backend's info, asked of a worker in its own interpreter."""
+    from convbench.backend import backend_names
+    from convbench.runner import interpreter_for
+
+    infos = {}
+    for name in backend_names():
+        python = interpreter_for(name, interpreters)
+        try:
+            out = subprocess.run(
+                [python, "-m", "convbench.worker", "--backend", name, "--info"],
+                capture_output=True, text=True, timeout=180, check=False,
+            )  # fmt: skip
+            hello = json.loads(out.stdout.splitlines()[0])
+            infos[name] = {**hello["info"], "python": hello.get("python")}
+        except (OSError, subprocess.TimeoutExpired, IndexError, json.JSONDecodeError, KeyError) as exc:
+            infos[name] = {"name": name, "available": False, "reason": f"worker with {python} failed: {exc}"}
+    return infos
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from convbench.variants import VARIANTS
+    from convbench.workloads import WORKLOADS
+
+    if args.suite:
+        suite, _, _ = _load_cases(argparse.Namespace(suite=args.suite, preset=None, filter=None))
+        table = Table(title=f"workloads of {args.suite} (batch 1)")
+        for col in ("id", "kind", "params", "input", "parameters", "MACs"):
+            table.add_column(col, justify="right" if col in ("parameters", "MACs") else "left")
+        for w in suite.workloads:
+            g = WORKLOADS[w.kind].build(w.params, 1)
+            table.add_row(w.id, w.kind, json.dumps(w.params, sort_keys=True), "x".join(map(str, g.inputs[0].shape)), f"{g.param_count():,}", f"{g.macs():,}")
+        console.print(table)
+    table = Table(title="workload kinds (networks at their default parameters, batch 1)")
+    for col in ("kind", "family", "description", "parameters", "MACs"):
+        table.add_column(col)
+    for kind in WORKLOADS.values():
+        params = macs = ""
+        if kind.family == "network":
+            g = kind.build({}, 1)
+            params, macs = f"{g.param_count():,}", f"{g.macs():,}"
+        table.add_row(kind.name, kind.family, kind.description, params, macs)
+    console.print(table)
+    table = Table(title="variants")
+    for col in ("variant", "defaults", "description"):
+        table.add_column(col)
+    for v in VARIANTS.values():
+        table.add_row(v.name, json.dumps(v.defaults), v.description)
+    console.print(table)
+    console.print(_backends_table(backend_infos()))
+    return EXIT_OK
+
+
+def _backends_table(infos: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title="backends")
+    for col in ("backend", "available", "version", "devices", "python / reason"):
+        table.add_column(col)
+    for name, info in infos.items():
+        ok = "[green]yes[/]" if info.get("available") else "[red]no[/]"
+        note = info.get("python") if info.get("available") else info.get("reason")
+        table.add_row(name, ok, str(info.get("version") or "-"), ", ".join(info.get("devices") or []), str(note or ""))
+    return table
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from convbench.environment import capture, format_environment
+
+    env = capture()
+    infos = backend_infos()
+    if args.json:
+        print(json.dumps({"core": env, "backends": infos}, indent=2, default=str))
+        return EXIT_OK
+    console.print(format_environment(env))
+    console.print(_backends_table(infos))
+    for name, info in infos.items():
+        if info.get("environment"):
+            console.print(format_environment({f"{name}.{k}": v for k, v in info["environment"].items()}))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convbench", description="Benchmark the convolutions of compact CNNs across frameworks.")
+    parser.add_argument("--version", action="version", version=f"convbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite: verify every case, then time it")
+    run.add_argument("suite", nargs="?", help="suite YAML file")
+    run.add_argument("--preset", help="a preset of the suite (e.g. quick, full)")
+    run.add_argument("--filter", help="pandas query over case keys, e.g. \"mode == 'training' and batch == 1\"")
+    run.add_argument("--dry-run", action="store_true", help="print the expanded matrix and its size, run nothing")
+    run.add_argument("--resume", metavar="DIR", help="finish an interrupted run folder")
+    run.add_argument("--out", metavar="DIR", help="run folder to create (default results/SUITE-TIME-HOST)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="verify every case of a suite against the reference, no timing")
+    check.add_argument("suite")
+    check.add_argument("--preset")
+    check.add_argument("--filter")
+    check.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    check.set_defaults(func=cmd_check)
+
+    lst = sub.add_parser("list", help="workloads, variants and backends")
+    lst.add_argument("suite", nargs="?", help="also list this suite's workloads")
+    lst.set_defaults(func=cmd_list)
+
+    env = sub.add_parser("env", help="the machine and software a run would record")
+    env.add_argument("--json", action="store_true")
+    env.set_defaults(func=cmd_env)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        err_console.print(f"[bold red]error[/]: {exc}", highlight=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Schedules cases onto worker processes, persists results as they come, and resumes.
+
+Cases are grouped by :attr:`Case.group_key` (cases that differ only in variant run side
+by side in one worker, interleaved) and groups by worker key (backend, device). Each
+worker is a fresh ``python -m convbench.worker`` subprocess started with the backend's
+interpreter. A worker that crashes or outlives the group's timeout is killed: the
+unfinished cases of its group become ``error`` rows and a fresh worker takes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convbench.cases import Case
+from convbench.results import RunFolder, empty_row, now_iso
+from convbench.timing import TimingConfig
+
+STARTUP_TIMEOUT = 180.0
+ResultCallback = Callable[[dict[str, Any]], None]
+
+
+class WorkerError(Exception):
+    """The worker died, hung or broke the protocol."""
+
+
+def interpreter_for(backend: str, configured: dict[str, str] | None = None) -> str:
+    """The Python that hosts ``backend``: the suite's ``interpreters`` entry, else the
+    environment variable ``CONVBENCH_PYTHON_<BACKEND>``, else this interpreter."""
+    if configured and backend in configured:
+        return str(configured[backend])
+    return os.environ.get(f"CONVBENCH_PYTHON_{backend.upper()}", sys.executable)
+
+
+class Worker:
+    """One worker subprocess and the thread that reads its events."""
+
+    def __init__(self, python: str, backend: str, log_path: Path) -> None:
+        self.backend = backend
+        self.log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [python, "-m", "convbench.worker", "--backend", backend],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+            start_new_session=True,  # Ctrl-C in the terminal reaches the runner, not the worker
+        )
+        self.log_path = log_path
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.hello = self.next_event(STARTUP_TIMEOUT)
+        if self.hello.get("event") != "hello":
+            raise WorkerError(f"unexpected first message {self.hello}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except json.JSONDecodeError:
+                self.events.put({"event": "garbage", "line": line[:200]})
+        self.events.put(None)
+
+    def next_event(self, timeout: float) -> dict[str, Any]:
+        try:
+            event = self.events.get(timeout=max(timeout, 0.01))
+        except queue.Empty:
+            raise WorkerError(f"no answer within {timeout:.0f} s (timed out)") from None
+        if event is None:
+            code = self.proc.wait()
+            raise WorkerError(f"worker exited with code {code}: {self.stderr_tail()}")
+        return event
+
+    def send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise WorkerError(f"worker is gone: {self.stderr_tail()}") from exc
+
+    def run(self, cases: list[Case], options: dict[str, Any], timeout: float) -> Iterator[dict[str, Any]]:
+        """Send one group; yield its result events. Raises WorkerError on crash or timeout."""
+        self.send({"cmd": "run", "cases": [c.model_dump() for c in cases], **options})
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next_event(deadline - time.monotonic())
+            if event.get("event") == "done":
+                return
+            if event.get("event") in ("start", "timing", "result"):
+                yield event
+
+    def stderr_tail(self, chars: int = 1500) -> str:
+        try:
+            self.log.flush()
+            text = self.log_path.read_bytes()[-chars:].decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text or "(no output on stderr)"
+
+    def close(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            if not kill:
+                try:
+                    self.send({"cmd": "exit"})
+                    self.proc.wait(timeout=10)
+                except (WorkerError, subprocess.TimeoutExpired):
+                    kill = True
+            if kill:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@dataclass
+class RunOptions:
+    """How the runner executes cases (from the suite, after its preset)."""
+
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    timeout: float = 600.0
+    tolerance: dict[str, float] = field(default_factory=dict)
+    interpreters: dict[str, str] = field(default_factory=dict)
+    verify_only: bool = False
+
+
+def group_cases(cases: list[Case]) -> list[list[Case]]:
+    """Cases grouped by group key, groups ordered by worker key then first appearance."""
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.group_key, []).append(case)
+    order = {}
+    for case in cases:
+        order.setdefault(case.worker_key, len(order))
+    return sorted(groups.values(), key=lambda g: order[g[0].worker_key])
+
+
+class Runner:
+    """Runs cases into a :class:`RunFolder`, one worker per (backend, device) at a time."""
+
+    def __init__(self, folder: RunFolder, options: RunOptions, on_result: ResultCallback | None = None) -> None:
+        self.folder = folder
+        self.options = options
+        self.on_result = on_result or (lambda row: None)
+        self.worker: Worker | None = None
+        self.worker_key: tuple[str, str] | None = None
+        self.worker_count = 0
+
+    def run(self, cases: list[Case]) -> None:
+        """Run every case not yet finished in the folder; Ctrl-C propagates after cleanup."""
+        done = self.folder.finished_ids()
+        todo = [c for c in cases if c.case_id not in done]
+        try:
+            for group in group_cases(todo):
+                self.run_group(group)
+        finally:
+            self.stop_worker(kill=True)
+
+    def _record(self, row: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> None:
+        self.folder.add(row, samples or [])
+        self.on_result(row)
+
+    def _fail(self, cases: list[Case], status: str, reason: str) -> None:
+        for case in cases:
+            row = empty_row(case)
+            row.update(status=status, reason=reason, finished_at=now_iso())
+            self._record(row)
+
+    def ensure_worker(self, case: Case) -> Worker:
+        if self.worker is not None and self.worker_key == case.worker_key and self.worker.proc.poll() is None:
+            return self.worker
+        self.stop_worker()
+        python = interpreter_for(case.backend, self.options.interpreters)
+        if not Path(python).exists() and not _on_path(python):
+            raise FileNotFoundError(
+                f"interpreter {python!r} for backend {case.backend} not found; set it in the suite's "
+                f"'interpreters' or in CONVBENCH_PYTHON_{case.backend.upper()}"
+            )
+        self.worker_count += 1
+        log = self.folder.path / "logs" / f"worker-{case.backend}-{case.device}-{self.worker_count}.log"
+        self.worker = Worker(python, case.backend, log)
+        self.worker_key = case.worker_key
+        envs = self.folder.meta.setdefault("environment", {}).setdefault("backends", {})
+        envs[f"{case.backend}:{case.device}"] = {**self.worker.hello.get("info", {}), "python": self.worker.hello.get("python")}
+        self.folder.save_meta()
+        return self.worker
+
+    def stop_worker(self, kill: bool = False) -> None:
+        if self.worker is not None:
+            self.worker.close(kill=kill)
+        self.worker = None
+        self.worker_key = None
+
+    def run_group(self, group: list[Case]) -> None:
+        try:
+            worker = self.ensure_worker(group[0])
+        except FileNotFoundError as exc:
+            self._fail(group, "skipped", str(exc))
+            return
+        except WorkerError as exc:
+            self.stop_worker(kill=True)
+            self._fail(group, "error", f"worker for {group[0].backend} failed to start: {exc}")
+            return
+        options = {
+            "timing": self.options.timing.model_dump(),
+            "tolerance": self.options.tolerance,
+            "verify_only": self.options.verify_only,
+        }
+        pending = {c.case_id: c for c in group}
+        current: str | None = None
+        timing: list[str] = []
+        try:
+            for event in worker.run(group, options, self.options.timeout * len(group)):
+                if event["event"] == "start":
+                    current = event["case_id"]
+                elif event["event"] == "timing":
+                    timing = list(event["case_ids"])
+                else:
+                    row = event["row"]
+                    pending.pop(row["case_id"], None)
+                    self._record(row, event.get("samples"))
+        except WorkerError as exc:
+            self.stop_worker(kill=True)
+            # The case in progress fails; cases not yet started go to a fresh worker.
+            # A failure while the group is timed interleaved hits every case being timed.
+            failed = [cid for cid in (timing or [current or next(iter(pending))]) if cid in pending]
+            self._fail([pending.pop(cid) for cid in failed], "error", f"worker failed: {exc}")
+            if pending and not timing:
+                self.run_group(list(pending.values()))
+        except BaseException:
+            self.stop_worker(kill=True)
+            raise
+
+
+def _on_path(program: str) -> bool:
+    from shutil import which
+
+    return which(program) is not None

@@ -1,0 +1,830 @@
+"""Suites: a YAML file of workloads and a matrix -> validated :class:`Suite` -> cases.
+
+Schema (every mapping rejects unknown fields)::
+
+    name: depthwise                 # optional, defaults to the file's stem
+    description: "..."              # optional
+    workloads:                      # required, non-empty; ids unique, [A-Za-z0-9_.-]+
+      - id: conv_dw_1
+        kind: depthwise             # a key of convbench.workloads.WORKLOADS
+        params: {channels: 32, size: 112, kernel: 3, stride: 1}   # the kind's params_model
+    matrix:                         # a mapping or a list of mappings (default: one, all defaults)
+      workload: [conv_dw_1]         # default: every workload, in file order
+      variant: [native, diagonalwise]       # default [native]
+      backend: [torch]              # default [torch]
+      device: [cpu]                 # cpu | cuda, default [cpu]
+      mode: [inference, training]   # default [inference]
+      batch: [1, 32]                # integers >= 1, default [1]
+      dtype: [float32]              # float32 | float16 | bfloat16, default [float32]
+      layout: [nchw]                # nchw | nhwc, default [nchw]
+      execution: [eager]            # eager | compiled, default [eager]
+      threads: [null]               # integers >= 1 or null (the machine's cores), default [null]
+    exclude:                        # optional; a case matching every field given is dropped
+      - {mode: training, batch: [1, 2]}     # keys as in matrix, plus kind; a list is any-of
+    timing: {...}                   # convbench.timing.TimingConfig fields
+    timeout: 600                    # seconds per case, > 0
+    tolerance: {float16: 0.02}      # per-dtype overrides of cases.DEFAULT_TOLERANCE
+    interpreters: {mxnet: .venv-mxnet/bin/python}
+    presets:                        # optional; `full` means "no overrides" unless defined
+      quick:
+        description: "..."          # optional
+        workloads: [conv_dw_1]      # keep only these workload ids
+        matrix: {...}               # replaces the matrix
+        exclude: [...]              # appended to exclude
+        timing: {...}               # merged over timing
+        timeout: 120                # replaces timeout
+
+Every axis of a matrix mapping is a list (a scalar counts as a one-element list); the
+mapping is the cartesian product of its axes. The cases of all mappings are joined,
+excluded ones dropped and duplicates removed, keeping the first; the order is the order
+of the YAML lists, with the workload outermost in the order of ``workloads:``.
+
+Interpreter paths: an absolute path is kept; a relative path with a directory part
+(``.venv-mxnet/bin/python``) is resolved against the current working directory, like
+any path given on the command line; a bare name (``python3.9``) is looked up on PATH.
+
+API:
+
+* :func:`load_suite` (file) and :func:`loads_suite` (text) -> :class:`Suite`, validated:
+  schema, workload kinds, their params (normalised with defaults, and the graph built
+  once at batch 1), variants (canonical labels), backends, literals, references to
+  workload ids, presets' timing. Any bad input raises :class:`SuiteError`.
+* :meth:`Suite.resolved` (preset) -> :class:`ResolvedSuite`: the cases and everything
+  the runner needs (timing, timeout, tolerance, interpreters), the preset applied.
+* :func:`expand` (suite, preset) -> list of :class:`~convbench.cases.Case`.
+* :func:`filter_cases` (cases, expr): ``--filter``, a pandas query over
+  :data:`FILTER_COLUMNS`; a bad expression raises :class:`FilterError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import shutil
+import types
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import pandas as pd
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from convbench.backend import backend_names
+from convbench.cases import DEFAULT_TOLERANCE, Case, Device, DType, Execution, Layout, Mode
+from convbench.timing import TimingConfig
+from convbench.variants import parse_variant
+from convbench.workloads import WORKLOADS
+
+Loc = tuple[Union[str, int], ...]
+
+#: Columns a ``--filter`` expression can use (``threads`` is NaN for the machine's cores).
+FILTER_COLUMNS = (
+    "workload",
+    "kind",
+    "variant",
+    "backend",
+    "device",
+    "mode",
+    "batch",
+    "dtype",
+    "layout",
+    "execution",
+    "threads",
+)
+
+#: The preset that means "no overrides" when a suite does not define it.
+FULL_PRESET = "full"
+
+
+# -- errors ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Issue:
+    """One problem in a suite file: where (1-based line and column) and what."""
+
+    field: str  #: path of the offending value, e.g. ``workloads[0].params.channels``
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+    def format(self, file: str) -> str:
+        where = file
+        if self.line is not None:
+            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
+        return f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
+
+
+class SuiteError(Exception):
+    """Bad suite input. ``str()`` is one line per problem, ``file:line:col: field: what``."""
+
+    def __init__(self, message: str, issues: Sequence[Issue] = (), file: str | None = None):
+        super().__init__(message)
+        self.issues = list(issues)
+        self.file = file
+
+    @classmethod
+    def from_issues(cls, file: str, issues: Iterable[Issue]) -> SuiteError:
+        unique = list(dict.fromkeys(issues))
+        unique.sort(key=lambda i: (i.line is None, i.line or 0, i.column or 0))
+        return cls("\n".join(i.format(file) for i in unique), unique, file)
+
+
+class FilterError(SuiteError):
+    """A ``--filter`` expression that cannot be evaluated as a condition over the cases."""
+
+
+def _suggest(word: object, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown(what: str, value: object, known: Iterable[str]) -> str:
+    known = list(known)
+    return f"unknown {what} {value!r}{_suggest(value, known)} (known: {', '.join(known) or 'none'})"
+
+
+# -- field types -----------------------------------------------------------------------
+def _as_list(value: Any) -> Any:
+    """A scalar stands for a one-element list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _as_matrix_list(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise ValueError(f"expected a mapping or a list of mappings, got {_show(value)}")
+
+
+def _canonical_variant(label: str) -> str:
+    return parse_variant(label).label
+
+
+def _check_backend(name: str, info: ValidationInfo) -> str:
+    known = (info.context or {}).get("backends") or backend_names()
+    if name not in known:
+        raise ValueError(_unknown("backend", name, known))
+    return name
+
+
+def _check_kind(name: str) -> str:
+    if name not in WORKLOADS:
+        raise ValueError(_unknown("workload kind", name, WORKLOADS))
+    return name
+
+
+Id = Annotated[str, StringConstraints(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+VariantLabel = Annotated[str, AfterValidator(_canonical_variant)]
+BackendName = Annotated[str, AfterValidator(_check_backend)]
+KindName = Annotated[str, AfterValidator(_check_kind)]
+
+
+def _axis(item: Any) -> Any:
+    """A non-empty list of ``item``; a scalar is accepted as a one-element list."""
+    return Annotated[list[item], BeforeValidator(_as_list), Field(min_length=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkloadSpec(_Model):
+    """A named workload: a kind and its parameters (normalised, defaults filled, once loaded)."""
+
+    id: Id
+    kind: KindName
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def params_model(self) -> BaseModel:
+        return WORKLOADS[self.kind].params_model.model_validate(self.params)
+
+    def build(self, batch: int = 1) -> Any:
+        """The workload's :class:`~convbench.graph.Graph` at ``batch``."""
+        return WORKLOADS[self.kind].build(self.params_model(), batch)
+
+
+class Matrix(_Model):
+    """One mapping of a matrix: the cartesian product of its axes."""
+
+    workload: _axis(Id) | None = None  #: None: every workload
+    variant: _axis(VariantLabel) = ["native"]
+    backend: _axis(BackendName) = ["torch"]
+    device: _axis(Device) = ["cpu"]
+    mode: _axis(Mode) = ["inference"]
+    batch: _axis(PositiveInt) = [1]
+    dtype: _axis(DType) = ["float32"]
+    layout: _axis(Layout) = ["nchw"]
+    execution: _axis(Execution) = ["eager"]
+    threads: _axis(PositiveInt | None) = [None]
+
+
+class ExcludeRule(_Model):
+    """Drops the cases whose value is among the listed ones for every field given."""
+
+    workload: _axis(Id) = []
+    kind: _axis(KindName) = []
+    variant: _axis(VariantLabel) = []
+    backend: _axis(BackendName) = []
+    device: _axis(Device) = []
+    mode: _axis(Mode) = []
+    batch: _axis(PositiveInt) = []
+    dtype: _axis(DType) = []
+    layout: _axis(Layout) = []
+    execution: _axis(Execution) = []
+    threads: _axis(PositiveInt | None) = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ExcludeRule:
+        if not self.model_fields_set:
+            raise ValueError("an exclude rule needs at least one field (it would drop every case)")
+        return self
+
+    def matches(self, case: Case) -> bool:
+        return all(getattr(case, name) in getattr(self, name) for name in self.model_fields_set)
+
+
+MatrixList = Annotated[list[Matrix], BeforeValidator(_as_matrix_list), Field(min_length=1)]
+
+
+class Preset(_Model):
+    """Overrides applied by ``--preset NAME``."""
+
+    description: str | None = None
+    workloads: Annotated[list[Id], Field(min_length=1)] | None = None  #: keep only these
+    matrix: MatrixList | None = None  #: replaces the suite's matrix
+    exclude: list[ExcludeRule] = []  #: appended to the suite's
+    timing: dict[str, Any] | None = None  #: merged over the suite's (checked on load)
+    timeout: PositiveFloat | None = None  #: replaces the suite's
+
+
+class Suite(_Model):
+    """A validated suite file. Load with :func:`load_suite`; expand with :meth:`resolved`."""
+
+    name: Annotated[str, Field(validate_default=True)] = ""  #: default: the file's stem
+    description: str | None = None
+    workloads: Annotated[list[WorkloadSpec], Field(min_length=1)]
+    matrix: MatrixList = [Matrix()]
+    exclude: list[ExcludeRule] = []
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+    timeout: PositiveFloat = 600.0
+    tolerance: dict[DType, PositiveFloat] = {}
+    interpreters: dict[BackendName, Annotated[str, StringConstraints(min_length=1)]] = {}
+    presets: dict[Id, Preset] = {}
+
+    _path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _default_name(cls, value: str, info: ValidationInfo) -> str:
+        return value or (info.context or {}).get("stem") or "suite"
+
+    @property
+    def path(self) -> Path | None:
+        """The file the suite was loaded from (None when loaded from text)."""
+        return self._path
+
+    @property
+    def preset_names(self) -> list[str]:
+        """Presets ``--preset`` accepts: the defined ones, and ``full``."""
+        return list(dict.fromkeys([*self.presets, FULL_PRESET]))
+
+    def workload(self, workload_id: str) -> WorkloadSpec:
+        return next(w for w in self.workloads if w.id == workload_id)
+
+    def preset(self, name: str | None) -> Preset:
+        """The preset ``name`` (an empty one for None and an undefined ``full``)."""
+        if name is None or (name == FULL_PRESET and name not in self.presets):
+            return Preset()
+        if name not in self.presets:
+            raise SuiteError(f"{self._file}: {_unknown('preset', name, self.preset_names)}")
+        return self.presets[name]
+
+    def resolved(self, preset: str | None = None) -> ResolvedSuite:
+        """The suite with ``preset`` applied: cases, timing, timeout, tolerance, interpreters."""
+        p = self.preset(preset)
+        timing = TimingConfig.model_validate(
+            {**self.timing.model_dump(exclude_unset=True), **(p.timing or {})}
+        )
+        cases = self._cases(p)
+        if not cases:
+            where = f" with preset {preset!r}" if preset else ""
+            raise SuiteError(f"{self._file}: the matrix{where} expands to no cases")
+        return ResolvedSuite(
+            suite=self,
+            preset=preset,
+            cases=cases,
+            timing=timing,
+            timeout=p.timeout if p.timeout is not None else self.timeout,
+            tolerance={**DEFAULT_TOLERANCE, **self.tolerance},
+            interpreters={b: resolve_interpreter(v) for b, v in self.interpreters.items()},
+        )
+
+    @property
+    def _file(self) -> str:
+        return str(self._path) if self._path is not None else self.name
+
+    def _cases(self, p: Preset) -> list[Case]:
+        order = {w.id: i for i, w in enumerate(self.workloads)}
+        keep = set(p.workloads) if p.workloads is not None else set(order)
+        rules = [*self.exclude, *p.exclude]
+        cases: dict[str, Case] = {}
+        for m in p.matrix or self.matrix:
+            axes = (
+                m.workload or list(order),
+                m.variant,
+                m.backend,
+                m.device,
+                m.mode,
+                m.batch,
+                m.dtype,
+                m.layout,
+                m.execution,
+                m.threads,
+            )
+            for wid, variant, backend, device, mode, batch, dtype, layout, execution, threads in (
+                itertools.product(*axes)
+            ):
+                if wid not in keep:
+                    continue
+                spec = self.workload(wid)
+                case = Case(
+                    suite=self.name,
+                    workload=wid,
+                    kind=spec.kind,
+                    params=spec.params,
+                    variant=variant,
+                    backend=backend,
+                    device=device,
+                    mode=mode,
+                    batch=batch,
+                    dtype=dtype,
+                    layout=layout,
+                    execution=execution,
+                    threads=threads,
+                )
+                if not any(rule.matches(case) for rule in rules):
+                    cases.setdefault(case.case_id, case)
+        return sorted(cases.values(), key=lambda c: order[c.workload])
+
+
+@dataclass(frozen=True)
+class ResolvedSuite:
+    """A suite with a preset applied: what a run executes.
+
+    ``cases`` in run order; ``timing`` the preset's timing merged over the suite's;
+    ``timeout`` seconds per case; ``tolerance`` per dtype (defaults merged in);
+    ``interpreters`` per backend, resolved paths (a backend not listed runs in the
+    current interpreter).
+    """
+
+    suite: Suite
+    preset: str | None
+    cases: list[Case]
+    timing: TimingConfig
+    timeout: float
+    tolerance: dict[str, float]
+    interpreters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.suite.name
+
+    @property
+    def path(self) -> Path | None:
+        return self.suite.path
+
+    def interpreter(self, backend: str) -> str | None:
+        """The Python interpreter that hosts ``backend``'s worker (None: the current one)."""
+        return self.interpreters.get(backend)
+
+    def filtered(self, expr: str | None) -> ResolvedSuite:
+        """The same suite keeping only the cases ``expr`` selects (see :func:`filter_cases`)."""
+        return self if not expr else replace(self, cases=filter_cases(self.cases, expr))
+
+
+def resolve_interpreter(value: str) -> str:
+    """Absolute path of an interpreter named in a suite (see the module docstring)."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if len(path.parts) > 1 or value.startswith("."):
+        return str(Path.cwd() / path)
+    return shutil.which(value) or value
+
+
+# -- YAML locations --------------------------------------------------------------------
+def _format_loc(loc: Loc) -> str:
+    out = ""
+    for step in loc:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out
+
+
+class _Locator:
+    """Maps a validation location (a pydantic ``loc``) to a field path and a YAML mark."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.root = root
+
+    def locate(self, loc: Loc, kind: str = "") -> tuple[str, yaml.Mark | None]:
+        node = self.root
+        mark = node.start_mark if node is not None else None
+        path: list[str | int] = []
+        for i, step in enumerate(loc):
+            last = i == len(loc) - 1
+            if isinstance(node, yaml.MappingNode):
+                pair = next(
+                    (
+                        (k, v)
+                        for k, v in node.value
+                        if isinstance(k, yaml.ScalarNode) and k.value == str(step)
+                    ),
+                    None,
+                )
+                if pair is not None:
+                    key, node = pair
+                    path.append(step)
+                    on_key = (last and kind == "extra_forbidden") or (
+                        node.start_mark.line != key.start_mark.line
+                    )
+                    mark = key.start_mark if on_key else node.start_mark
+                    continue
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(step, int)
+                and 0 <= step < len(node.value)
+            ):
+                node = node.value[step]
+                path.append(step)
+                mark = node.start_mark
+                continue
+            # Not in the YAML: a list index the validator added to a scalar or mapping, a
+            # union tag, or a missing field (the only step worth naming).
+            if last and kind == "missing":
+                path.append(step)
+        return _format_loc(tuple(path)), mark
+
+    def issue(self, loc: Loc, message: str, kind: str = "") -> Issue:
+        path, mark = self.locate(loc, kind)
+        if mark is None:
+            return Issue(path, message)
+        return Issue(path, message, mark.line + 1, mark.column + 1)
+
+
+def _duplicate_keys(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[Loc, yaml.Mark, str]]:
+    """Keys given twice in one mapping (PyYAML silently keeps the last)."""
+    found: list[tuple[Loc, yaml.Mark, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name != "<<":
+                if name in seen:
+                    found.append((loc, key.start_mark, f"duplicate key {name!r}"))
+                seen.add(name)
+            found += _duplicate_keys(value, (*loc, name if name is not None else "?"))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicate_keys(item, (*loc, i))
+    return found
+
+
+# -- pydantic errors -> issues ---------------------------------------------------------
+def _show(value: Any, limit: int = 60) -> str:
+    """A value as the user wrote it in YAML, shortened."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated and Optional from a type annotation."""
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+            continue
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if get_origin(tp) in (Union, types.UnionType) and len(args) == 1:
+            tp = args[0]
+            continue
+        return tp
+
+
+def _type_at(model: Any, loc: Loc) -> Any:
+    """The annotation at ``loc`` inside ``model`` (best effort; None when unknown)."""
+    tp: Any = model
+    for step in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if not isinstance(step, str) or step not in tp.model_fields:
+                return None
+            tp = tp.model_fields[step].annotation
+        elif get_origin(tp) in (list, tuple, set) and isinstance(step, int):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+    return _unwrap(tp)
+
+
+def _noun(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if get_origin(tp) in (list, tuple):
+        return "a list"
+    if get_origin(tp) is dict or (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return "a mapping"
+    return "a value"
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "set_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+_BOUNDS = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+
+
+def _message(err: dict[str, Any], model: Any) -> str:
+    """What a pydantic error means, in the suite's terms."""
+    kind, ctx, loc = err["type"], err.get("ctx") or {}, tuple(err["loc"])
+    value = err.get("input")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        parent = _type_at(model, loc[:-1])
+        allowed = list(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+        hint = _suggest(loc[-1], allowed) + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        return f"unknown field {loc[-1]!r}{hint}"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    if kind in _BOUNDS:
+        op, key = _BOUNDS[kind]
+        expected = f"{_noun(_type_at(model, loc))} {op} {ctx.get(key)}"
+    elif kind in _EXPECTED:
+        expected = _EXPECTED[kind]
+    elif kind in ("literal_error", "enum"):
+        expected = ctx.get("expected", "one of the allowed values")
+    elif kind == "string_pattern_mismatch":
+        expected = f"a string matching {ctx.get('pattern')}"
+    elif kind == "string_too_short":
+        expected = "a non-empty string"
+    elif kind == "too_short":
+        n = ctx.get("min_length", 1)
+        expected = "a non-empty list" if n == 1 else f"a list of at least {n} items"
+    elif kind == "too_long":
+        expected = f"a list of at most {ctx.get('max_length')} items"
+    else:
+        return f"{err['msg']}, got {_show(value)}"
+    return f"expected {expected}, got {_show(value)}"
+
+
+def _issues(exc: ValidationError, model: Any, prefix: Loc, locator: _Locator) -> list[Issue]:
+    """One issue per offending field (the first error of a union is kept)."""
+    issues: dict[str, Issue] = {}
+    for err in exc.errors(include_url=False):
+        issue = locator.issue((*prefix, *err["loc"]), _message(err, model), err["type"])
+        issues.setdefault(issue.field, issue)
+    return list(issues.values())
+
+
+# -- loading ---------------------------------------------------------------------------
+def _yaml_error(file: str, exc: yaml.YAMLError) -> SuiteError:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    text = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+    issue = Issue("", text, mark.line + 1, mark.column + 1) if mark else Issue("", text)
+    return SuiteError.from_issues(file, [issue])
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None]:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.SafeLoader("").construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        raise _yaml_error(file, exc) from None
+    return data, root
+
+
+def _check_params(raw: Any, locator: _Locator) -> tuple[dict[int, dict[str, Any]], list[Issue]]:
+    """Validate each workload's params with its kind's model and build its graph once."""
+    normalised: dict[int, dict[str, Any]] = {}
+    issues: list[Issue] = []
+    for i, item in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(item, dict) or item.get("kind") not in WORKLOADS:
+            continue
+        kind = WORKLOADS[item["kind"]]
+        params = item.get("params", {})
+        if not isinstance(params, dict):
+            continue  # reported by the schema
+        loc: Loc = ("workloads", i, "params")
+        try:
+            model = kind.params_model.model_validate(params)
+        except ValidationError as exc:
+            issues += _issues(exc, kind.params_model, loc, locator)
+            continue
+        try:
+            kind.build(model, 1)
+        except Exception as exc:  # a builder's complaint, e.g. a kernel larger than the input
+            issues.append(locator.issue(loc, f"cannot build a {kind.name} workload: {exc}"))
+            continue
+        normalised[i] = model.model_dump(mode="json")
+    return normalised, issues
+
+
+def _check_references(suite: Suite, raw: dict[str, Any], locator: _Locator) -> list[Issue]:
+    """Duplicate workload ids, references to unknown ids, presets' merged timing."""
+    issues: list[Issue] = []
+    ids: dict[str, int] = {}
+    for i, w in enumerate(suite.workloads):
+        if w.id in ids:
+            first = locator.issue(("workloads", ids[w.id], "id"), "")
+            issues.append(
+                locator.issue(
+                    ("workloads", i, "id"),
+                    f"duplicate workload id {w.id!r} (first defined on line {first.line})",
+                )
+            )
+        ids.setdefault(w.id, i)
+
+    def refs(loc: Loc, names: Sequence[str] | None) -> None:
+        for j, name in enumerate(names or []):
+            if name not in ids:
+                issues.append(locator.issue((*loc, j), _unknown("workload id", name, ids)))
+
+    def matrix_refs(loc: Loc, matrices: Sequence[Matrix], rules: Sequence[ExcludeRule]) -> None:
+        for k, m in enumerate(matrices):
+            refs((*loc, "matrix", k, "workload"), m.workload)
+        for k, rule in enumerate(rules):
+            refs((*loc, "exclude", k, "workload"), rule.workload)
+
+    matrix_refs((), suite.matrix, suite.exclude)
+    base_timing = raw.get("timing") if isinstance(raw.get("timing"), dict) else {}
+    for name, preset in suite.presets.items():
+        loc: Loc = ("presets", name)
+        refs((*loc, "workloads"), preset.workloads)
+        matrix_refs(loc, preset.matrix or [], preset.exclude)
+        if preset.timing is not None:
+            try:
+                TimingConfig.model_validate({**base_timing, **preset.timing})
+            except ValidationError as exc:
+                for err in exc.errors(include_url=False):
+                    own = not err["loc"] or err["loc"][0] in preset.timing
+                    at: Loc = (*loc, "timing") if own else ("timing",)
+                    issues.append(
+                        locator.issue((*at, *err["loc"]), _message(err, TimingConfig), err["type"])
+                    )
+    return issues
+
+
+def loads_suite(text: str, path: str | os.PathLike[str] = "<suite>") -> Suite:
+    """Parse and validate suite ``text``; ``path`` names it in errors and gives its name."""
+    file = str(path)
+    data, root = _parse_yaml(text, file)
+    locator = _Locator(root)
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else _show(data)
+        raise SuiteError.from_issues(
+            file, [locator.issue((), f"expected a mapping with a 'workloads' list, got {got}")]
+        )
+    issues = [Issue(_format_loc(loc), msg, m.line + 1, m.column + 1) for loc, m, msg in _duplicate_keys(root)]
+    params, param_issues = _check_params(data.get("workloads"), locator)
+    issues += param_issues
+    context = {"stem": Path(file).stem, "backends": backend_names()}
+    try:
+        suite = Suite.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise SuiteError.from_issues(file, issues + _issues(exc, Suite, (), locator)) from None
+    issues += _check_references(suite, data, locator)
+    if issues:
+        raise SuiteError.from_issues(file, issues)
+    workloads = [w.model_copy(update={"params": params[i]}) for i, w in enumerate(suite.workloads)]
+    suite = suite.model_copy(update={"workloads": workloads})
+    suite._path = Path(path) if file != "<suite>" else None
+    return suite
+
+
+def load_suite(path: str | os.PathLike[str]) -> Suite:
+    """Read and validate the suite file at ``path``; any problem raises :class:`SuiteError`."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problem = "no such suite file"
+    except IsADirectoryError:
+        problem = "is a directory, not a suite file"
+    except OSError as exc:
+        problem = f"cannot read: {exc.strerror or exc}"
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+    else:
+        return loads_suite(text, path)
+    raise SuiteError.from_issues(file, [Issue("", problem)])
+    return loads_suite(text, path)
+
+
+def expand(suite: Suite, preset: str | None = None) -> list[Case]:
+    """The cases of ``suite`` with ``preset`` applied, deduplicated, in run order."""
+    return suite.resolved(preset).cases
+
+
+# -- filtering -------------------------------------------------------------------------
+def cases_frame(cases: Sequence[Case]) -> pd.DataFrame:
+    """The key columns of ``cases`` (``threads`` a float, NaN for the machine's cores)."""
+    frame = pd.DataFrame([{c: getattr(case, c) for c in FILTER_COLUMNS} for case in cases], columns=list(FILTER_COLUMNS))
+    frame["threads"] = pd.to_numeric(frame["threads"], errors="coerce").astype(float)
+    return frame
+
+
+def filter_cases(cases: Sequence[Case], expr: str) -> list[Case]:
+    """The cases for which the pandas query ``expr`` holds, e.g. ``batch > 1 and
+    variant == "native"`` or ``variant.str.startswith("diag")``; :class:`FilterError`
+    when ``expr`` is not a valid condition over :data:`FILTER_COLUMNS`."""
+    if not expr or not expr.strip():
+        return list(cases)
+    frame = cases_frame(cases)
+    columns = ", ".join(FILTER_COLUMNS)
+
+    def fail(reason: str) -> FilterError:
+        return FilterError(f"--filter {expr!r}: {reason} (columns: {columns})")
+
+    try:
+        mask = frame.eval(expr, engine="python")
+    except Exception as exc:
+        if type(exc).__name__ == "UndefinedVariableError":
+            name = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
+            raise fail(f"unknown column {name!r}{_suggest(name, FILTER_COLUMNS)}") from None
+        raise fail(f"{type(exc).__name__}: {exc}") from None
+    if isinstance(mask, pd.DataFrame):
+        raise fail("not a condition (use '==' to compare, not '=')")
+    if isinstance(mask, bool):
+        return list(cases) if mask else []
+    if not isinstance(mask, pd.Series) or mask.dtype != bool:
+        raise fail("not a condition: it must give true or false for each case")
+    return [case for case, keep in zip(cases, mask.tolist()) if keep]
+
+
+__all__ = [
+    "FILTER_COLUMNS",
+    "ExcludeRule",
+    "FilterError",
+    "Issue",
+    "Matrix",
+    "Preset",
+    "ResolvedSuite",
+    "Suite",
+    "SuiteError",
+    "WorkloadSpec",
+    "cases_frame",
+    "expand",
+    "filter_cases",
+    "load_suite",
+    "loads_suite",
+    "resolve_interpreter",
+]

@@ -1,0 +1,100 @@
+"""The end-of-run summary: per case group, each variant's time and its speedup."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+#: Columns that identify a row of the summary (a case without its variant).
+GROUP_COLUMNS = ["workload", "backend", "device", "mode", "batch", "dtype", "layout", "execution", "threads"]
+
+
+def format_time(seconds: float | None) -> str:
+    """Seconds in the unit that reads best (s, ms, us)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def speedup(row: pd.Series, base: pd.Series | None) -> tuple[float | None, float | None, float | None]:
+    """Speedup of ``row`` over its baseline: 1 / (per-round ratio) with its CI when the
+    case was interleaved, else the ratio of medians (no CI)."""
+    if _num(row.get("ratio")):
+        return 1 / row["ratio"], _inv(row.get("ratio_ci_high")), _inv(row.get("ratio_ci_low"))
+    if base is not None and _num(base.get("median")) and _num(row.get("median")):
+        return base["median"] / row["median"], None, None
+    return None, None, None
+
+
+def _num(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _inv(value: Any) -> float | None:
+    return 1 / value if _num(value) and value else None
+
+
+def cell(row: pd.Series) -> str:
+    """A case's time with its spread (IQR as % of the median), or its status."""
+    if row["status"] != "ok":
+        return f"[yellow]{row['status']}[/]"
+    if not _num(row.get("median")):
+        return "[green]verified[/]"
+    spread = row["iqr"] / row["median"] * 100 if row["median"] else float("nan")
+    flag = "" if row.get("converged") else "*"
+    return f"{format_time(row['median'])} ±{spread:.0f}%{flag}"
+
+
+def summary_frame(cases: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One row per case group: per variant its cell, per non-baseline variant its speedup."""
+    cases = cases.copy()
+    cases["threads"] = cases["threads"].astype(object).where(cases["threads"].notna(), None)
+    variants = list(dict.fromkeys(cases["variant"]))
+    rows = []
+    for key, group in cases.groupby(GROUP_COLUMNS, sort=False, dropna=False):
+        by_variant = {r["variant"]: r for _, r in group.iterrows()}
+        base_name = next((r["baseline"] for r in by_variant.values() if _num(r.get("baseline"))), variants[0])
+        base = by_variant.get(base_name)
+        out: dict[str, Any] = dict(zip(GROUP_COLUMNS, key))
+        errors = [r["verify_error"] for r in by_variant.values() if _num(r.get("verify_error"))]
+        out["verify_error"] = max(errors) if errors else None
+        for v in variants:
+            r = by_variant.get(v)
+            out[v] = cell(r) if r is not None else ""
+            if r is not None and v != base_name:
+                out[f"speedup:{v}"] = speedup(r, base) if r["status"] == "ok" else (None, None, None)
+        out["notes"] = "; ".join(
+            f"{v}: {r['reason']}" for v, r in by_variant.items() if r["status"] != "ok" and r.get("reason")
+        )
+        rows.append(out)
+    return pd.DataFrame(rows), variants
+
+
+def summary_table(cases: pd.DataFrame, title: str = "convbench summary") -> Table:
+    """A rich table: workload and case columns that vary, then variants, speedups, error."""
+    frame, variants = summary_frame(cases)
+    varying = [c for c in GROUP_COLUMNS if c == "workload" or frame[c].astype(str).nunique() > 1]
+    table = Table(title=title, title_justify="left")
+    for c in varying:
+        table.add_column(c)
+    for v in variants:
+        table.add_column(f"{v}\nmedian ±IQR", justify="right")
+    speed_cols = [c for c in frame.columns if c.startswith("speedup:")]
+    for c in speed_cols:
+        table.add_column(f"speedup\n{c.split(':', 1)[1]} [95% CI]", justify="right")
+    table.add_column("verify\nrel. err", justify="right")
+    for _, r in frame.iterrows():
+        speeds = []
+        for c in speed_cols:
+            s, lo, hi = r[c] if isinstance(r[c], tuple) else (None, None, None)
+            speeds.append("-" if s is None else f"{s:.2f}x" + (f" [{lo:.2f}-{hi:.2f}]" if lo is not None else ""))
+        err = "-" if not _num(r["verify_error"]) else f"{r['verify_error']:.1e}"
+        table.add_row(*[str(r[c]) for c in varying], *[r[v] for v in variants], *speeds, err)
+    table.caption = "time per iteration; * = did not converge to the requested precision; speedup = baseline / variant (>1: faster)"
+    return table

@@ -1,0 +1,473 @@
+"""The timing protocol and its statistics (DESIGN.md, "The timing protocol").
+
+Framework-free: a backend hands in a :data:`Sampler` (a callable that runs ``n``
+iterations and returns their total seconds) and gets back a :class:`Measurement`.
+:func:`host_sampler` builds a sampler from a step and a synchronize function; a GPU
+backend may instead build one from device events on its own stream.
+
+Statistics
+    :func:`summarize` reports the median with a distribution-free confidence interval
+    from binomial order statistics (see :func:`median_ci_ranks`), quartiles (linear
+    interpolation, NumPy's default), mean, sample stdev, min and max.
+
+Protocol (:func:`measure`)
+    1. Warm up: at least ``warmup_iters`` iterations and at least ``warmup_time``
+       seconds, in batches that grow geometrically.
+    2. Calibrate the inner loop count so that one sample lasts at least
+       ``min_sample_time`` (see :func:`measure` for the cap on slow ops).
+    3. Sample until converged or the budget is spent (see :func:`measure`).
+
+Interleaving (:func:`measure_interleaved`) samples several samplers in shuffled rounds
+and reports per-round ratios against a baseline, which survive machine drift.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy.stats import binom
+
+__all__ = [
+    "InterleavedMeasurement",
+    "Measurement",
+    "Sampler",
+    "Stats",
+    "TimingConfig",
+    "host_sampler",
+    "measure",
+    "measure_interleaved",
+    "median_ci_ranks",
+    "summarize",
+]
+
+Sampler = Callable[[int], float]
+"""Runs ``n`` iterations and returns their total duration in seconds."""
+
+Clock = Callable[[], float]
+
+#: Past the time budget, sampling goes on only until this many samples exist (the
+#: fewest whose median one outlier cannot move).
+MIN_SLOW_SAMPLES = 3
+#: A sample (or round) is never started when it is predicted to end later than
+#: ``HARD_LIMIT_FACTOR * max_time`` after sampling began; at least one is always taken.
+HARD_LIMIT_FACTOR = 3.0
+#: Geometric growth factor of warm-up batches and of the calibration search.
+GROWTH = 10
+#: Calibration aims this much above ``min_sample_time`` so noise rarely dips below it.
+SAFETY = 1.1
+_MAX_INNER = 2**31
+_MAX_CALIBRATION_STEPS = 40
+
+
+class TimingConfig(BaseModel):
+    """How one case is timed. Times are in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warmup_iters: int = Field(3, ge=0, description="minimum warm-up iterations")
+    warmup_time: float = Field(0.1, ge=0, description="minimum warm-up seconds")
+    min_sample_time: float = Field(0.005, gt=0, description="minimum seconds per sample")
+    min_samples: int = Field(10, ge=3, description="minimum samples (rounds when interleaved)")
+    max_samples: int = Field(1000, ge=3, description="maximum samples (rounds when interleaved)")
+    precision: float = Field(
+        0.02, gt=0, description="converged when the CI half-width of the median / median <= this"
+    )
+    confidence: float = Field(0.95, gt=0, lt=1, description="confidence level of the CIs")
+    max_time: float = Field(5.0, gt=0, description="sampling budget per case (per member)")
+    interleave: bool = Field(True, description="interleave compared variants (runner)")
+    processes: int = Field(1, ge=1, description="fresh processes per case (runner)")
+
+    @model_validator(mode="after")
+    def _check_sample_bounds(self) -> TimingConfig:
+        if self.max_samples < self.min_samples:
+            raise ValueError(
+                f"max_samples ({self.max_samples}) must be >= min_samples ({self.min_samples})"
+            )
+        return self
+
+
+def host_sampler(
+    step: Callable[[], None],
+    sync: Callable[[], None],
+    clock: Clock = time.perf_counter,
+) -> Sampler:
+    """A sampler timing ``n`` calls of ``step`` by host wall clock.
+
+    ``sync`` runs before each clock read: a device may return from ``step`` before its
+    work is done, and work queued earlier must not leak into this sample.
+    """
+
+    def sample(n: int) -> float:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        sync()
+        t0 = clock()
+        for _ in range(n):
+            step()
+        sync()
+        return clock() - t0
+
+    return sample
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@lru_cache(maxsize=4096)
+def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int, float]:
+    """1-based ranks ``(l, u)`` of the order statistics bounding the median, and coverage.
+
+    The number ``B`` of samples below the true median is Binomial(n, 1/2), so for
+    ``u = n + 1 - l`` the interval ``[x_(l), x_(u)]`` contains the median with
+    probability ``1 - 2 * P(B <= l - 1)`` whatever the distribution (continuous).
+    ``l`` is the largest rank with ``P(B <= l - 1) <= (1 - confidence) / 2``: the
+    narrowest symmetric interval whose coverage is at least ``confidence``. When no
+    rank qualifies (n <= 5 at 95%), the rule falls back to ``[min, max]`` (``l = 1``)
+    and the returned coverage, ``1 - 2**(1 - n)``, is below ``confidence``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    cdf = binom.cdf(np.arange(n), n, 0.5)  # cdf[j] = P(B <= j)
+    ok = np.flatnonzero(cdf <= (1 - confidence) / 2)
+    low = int(ok[-1]) + 1 if ok.size else 1
+    coverage = float(1 - 2 * cdf[low - 1])
+    return low, n + 1 - low, coverage
+
+
+@dataclass
+class Stats:
+    """Summary of a set of samples (all values in the samples' unit)."""
+
+    n: int
+    median: float
+    q1: float
+    q3: float
+    iqr: float
+    ci_low: float  #: lower bound of the confidence interval of the median
+    ci_high: float  #: upper bound of the confidence interval of the median
+    mean: float
+    stdev: float  #: sample standard deviation (ddof=1); 0 for n == 1
+    min: float
+    max: float
+    confidence: float = 0.95  #: the level asked for
+    ci_coverage: float = 0.95  #: exact coverage of [ci_low, ci_high]; < confidence if n tiny
+
+    @property
+    def rel_ci_halfwidth(self) -> float:
+        """Half-width of the median's CI relative to the median."""
+        half = (self.ci_high - self.ci_low) / 2
+        if self.median == 0:
+            return 0.0 if half == 0 else math.inf
+        return half / abs(self.median)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict of the fields plus ``rel_ci_halfwidth``."""
+        d = asdict(self)
+        d["rel_ci_halfwidth"] = self.rel_ci_halfwidth
+        return d
+
+
+def summarize(samples: Sequence[float], confidence: float = 0.95) -> Stats:
+    """Median with its order-statistic CI (:func:`median_ci_ranks`), quartiles, moments."""
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    n = int(x.size)
+    if n == 0:
+        raise ValueError("summarize() needs at least one sample")
+    low, high, coverage = median_ci_ranks(n, confidence)
+    q1, median, q3 = (float(v) for v in np.percentile(x, [25, 50, 75]))
+    return Stats(
+        n=n,
+        median=median,
+        q1=q1,
+        q3=q3,
+        iqr=q3 - q1,
+        ci_low=float(x[low - 1]),
+        ci_high=float(x[high - 1]),
+        mean=float(x.mean()),
+        stdev=float(x.std(ddof=1)) if n > 1 else 0.0,
+        min=float(x[0]),
+        max=float(x[-1]),
+        confidence=confidence,
+        ci_coverage=coverage,
+    )
+
+
+def _rel_ci(sorted_samples: list[float], confidence: float) -> float:
+    """``Stats.rel_ci_halfwidth`` of already sorted samples, without the other stats."""
+    n = len(sorted_samples)
+    low, high, _ = median_ci_ranks(n, confidence)
+    mid = n // 2
+    median = sorted_samples[mid] if n % 2 else (sorted_samples[mid - 1] + sorted_samples[mid]) / 2
+    half = (sorted_samples[high - 1] - sorted_samples[low - 1]) / 2
+    if median == 0:
+        return 0.0 if half == 0 else math.inf
+    return half / abs(median)
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+@dataclass
+class Measurement:
+    """The timing of one sampler. Times are per iteration, in seconds."""
+
+    samples: list[float]  #: per-iteration seconds, one per sample (sample seconds / inner)
+    inner: int  #: iterations per sample
+    warmup_iters: int  #: warm-up iterations done
+    warmup_seconds: float
+    stats: Stats
+    converged: bool  #: n >= min_samples and stats.rel_ci_halfwidth <= precision
+    elapsed: float  #: seconds of the sampling phase (interleaved: this member's share)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the raw samples; ``stats`` nested as a dict."""
+        return {
+            "inner": self.inner,
+            "warmup_iters": self.warmup_iters,
+            "warmup_seconds": self.warmup_seconds,
+            "converged": self.converged,
+            "elapsed": self.elapsed,
+            "stats": self.stats.to_dict(),
+        }
+
+
+@dataclass
+class InterleavedMeasurement:
+    """Several samplers timed in shuffled rounds, with per-round ratios to a baseline."""
+
+    members: dict[str, Measurement]
+    baseline: str
+    ratios: dict[str, list[float]]  #: per round: member / baseline per-iteration time
+    ratio_stats: dict[str, Stats]
+    converged: bool  #: every member's median CI and every ratio CI within precision
+    rounds: int
+    elapsed: float  #: seconds of the whole sampling phase
+    orders: list[list[str]] = field(default_factory=list)  #: member order of each round
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but raw samples, raw ratios and round orders."""
+        return {
+            "baseline": self.baseline,
+            "converged": self.converged,
+            "rounds": self.rounds,
+            "elapsed": self.elapsed,
+            "members": {k: m.to_dict() for k, m in self.members.items()},
+            "ratio_stats": {k: s.to_dict() for k, s in self.ratio_stats.items()},
+        }
+
+
+def _warmup(
+    sampler: Sampler, config: TimingConfig, clock: Clock
+) -> tuple[int, float, float | None]:
+    """Run >= warmup_iters iterations and >= warmup_time seconds.
+
+    Batches start at one iteration and grow at most ``GROWTH``-fold, sized from the last
+    batch's per-iteration time to what is still missing. Returns (iterations, seconds,
+    per-iteration seconds of the last batch or None when nothing ran).
+    """
+    start = clock()
+    done, batch, per = 0, 1, None
+    while done < config.warmup_iters or clock() - start < config.warmup_time:
+        t = sampler(batch)
+        done += batch
+        per = t / batch
+        spent = clock() - start
+        if done >= config.warmup_iters and spent >= config.warmup_time:
+            break
+        need = config.warmup_iters - done
+        if spent < config.warmup_time:
+            more = (config.warmup_time - spent) / per if per > 0 else math.inf
+            need = max(need, math.ceil(more) if math.isfinite(more) else _MAX_INNER)
+        batch = max(1, min(need, batch * GROWTH, _MAX_INNER))
+    return done, clock() - start, per
+
+
+def _calibrate(sampler: Sampler, config: TimingConfig, hint: float | None) -> int:
+    """Inner iteration count so that one sample lasts >= min_sample_time.
+
+    Start from the warm-up's per-iteration time (``hint``) or 1, grow ``GROWTH``-fold
+    while a sample is too short to trust (< min_sample_time / GROWTH), then set
+    ``n = ceil(SAFETY * min_sample_time / per_iteration)`` and check it with one more
+    sample. ``n`` is capped so one sample lasts at most
+    ``max(min_sample_time, max_time / min_samples)``: a slow op gets ``n = 1``. When
+    the warm-up already saw one iteration last >= min_sample_time, no sample is taken.
+    """
+    mst = config.min_sample_time
+    cap = max(mst, config.max_time / config.min_samples)
+
+    def limit(per: float) -> int:
+        if per <= 0:
+            return _MAX_INNER
+        return min(_MAX_INNER, max(1, math.floor(cap / per), math.ceil(mst / per)))
+
+    def target(per: float) -> int:
+        return min(math.ceil(SAFETY * mst / per), limit(per))
+
+    if hint is not None and hint >= mst:
+        return 1
+    n = target(hint) if hint is not None and hint > 0 else 1
+    for _ in range(_MAX_CALIBRATION_STEPS):
+        t = sampler(n)
+        per = t / n
+        if t >= mst:
+            # Long enough; add the safety margin, or shrink if over the cap.
+            return target(per) if n > limit(per) else max(n, target(per))
+        new = n * GROWTH if per <= 0 or t < mst / GROWTH else math.ceil(SAFETY * mst / per)
+        new = min(max(new, n + 1), limit(per))
+        if new <= n:
+            return n
+        n = new
+    return n
+
+
+def _stop_reason(count: int, elapsed: float, budget: float, max_count: int) -> str | None:
+    """Why the (unconverged) sampling loop stops now, or None to go on."""
+    if count >= max_count:
+        return "max_samples"
+    if elapsed >= budget and count >= MIN_SLOW_SAMPLES:
+        return "max_time"
+    if elapsed + elapsed / count > HARD_LIMIT_FACTOR * budget:
+        return "hard_limit"
+    return None
+
+
+def measure(
+    sampler: Sampler, config: TimingConfig, clock: Clock = time.perf_counter
+) -> Measurement:
+    """Warm up, calibrate and sample one sampler (see the module docstring).
+
+    Stopping rule: after each sample, stop converged when there are >= min_samples
+    samples and the CI of the median is within ``precision`` of it; otherwise stop
+    unconverged at ``max_samples``, or once ``max_time`` seconds of sampling are spent
+    and at least ``MIN_SLOW_SAMPLES`` (3) samples exist, or when the next sample is
+    predicted (from the mean sample so far) to end after ``HARD_LIMIT_FACTOR * max_time``.
+    So an op at most ``max_time`` long per iteration gets >= 3 samples (a 2 s op with
+    max_time 5 gets 3, in 6 s), a slower one as many as fit in 3x max_time (at least
+    1), and a normal op >= min_samples, because calibration caps one sample at
+    ``max_time / min_samples``.
+    """
+    warm_iters, warm_seconds, hint = _warmup(sampler, config, clock)
+    inner = _calibrate(sampler, config, hint)
+    samples: list[float] = []
+    ordered: list[float] = []
+    converged = False
+    start = clock()
+    while True:
+        value = sampler(inner) / inner
+        samples.append(value)
+        bisect.insort(ordered, value)
+        elapsed = clock() - start
+        count = len(samples)
+        if count >= config.min_samples and _rel_ci(ordered, config.confidence) <= config.precision:
+            converged = True
+            break
+        if _stop_reason(count, elapsed, config.max_time, config.max_samples):
+            break
+    return Measurement(
+        samples=samples,
+        inner=inner,
+        warmup_iters=warm_iters,
+        warmup_seconds=warm_seconds,
+        stats=summarize(samples, config.confidence),
+        converged=converged,
+        elapsed=clock() - start,
+    )
+
+
+def measure_interleaved(
+    samplers: Mapping[str, Sampler],
+    config: TimingConfig,
+    baseline: str,
+    clock: Clock = time.perf_counter,
+    seed: int = 0,
+) -> InterleavedMeasurement:
+    """Time several samplers side by side, in rounds, against ``baseline`` (DESIGN 7).
+
+    Each member is warmed up and calibrated on its own. Then every round takes one
+    sample of each member in an order shuffled by ``random.Random(seed)``, and records
+    each non-baseline member's per-iteration time divided by the baseline's of the same
+    round. Stopping follows :func:`measure` with rounds for samples and a budget of
+    ``max_time * len(samplers)``; it is converged when, after >= min_samples rounds,
+    every member's median and every ratio's median have a CI within ``precision``.
+    A member's own ``converged`` is its own median criterion; its ``elapsed`` is the
+    time spent in its own samples.
+    """
+    if baseline not in samplers:
+        raise ValueError(f"baseline {baseline!r} is not one of {sorted(samplers)}")
+    names = list(samplers)
+    rng = random.Random(seed)
+    prepared: dict[str, tuple[int, float, int]] = {}
+    for name in names:
+        warm_iters, warm_seconds, hint = _warmup(samplers[name], config, clock)
+        prepared[name] = (warm_iters, warm_seconds, _calibrate(samplers[name], config, hint))
+
+    others = [name for name in names if name != baseline]
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    ordered: dict[str, list[float]] = {name: [] for name in names}
+    spent: dict[str, float] = dict.fromkeys(names, 0.0)
+    ratios: dict[str, list[float]] = {name: [] for name in others}
+    ordered_ratios: dict[str, list[float]] = {name: [] for name in others}
+    orders: list[list[str]] = []
+    budget = config.max_time * len(names)
+    converged = False
+    start = clock()
+    while True:
+        order = names[:]
+        rng.shuffle(order)
+        orders.append(order)
+        for name in order:
+            inner = prepared[name][2]
+            t0 = clock()
+            value = samplers[name](inner) / inner
+            spent[name] += clock() - t0
+            samples[name].append(value)
+            bisect.insort(ordered[name], value)
+        base = samples[baseline][-1]
+        for name in others:
+            ratio = samples[name][-1] / base if base > 0 else math.inf
+            ratios[name].append(ratio)
+            bisect.insort(ordered_ratios[name], ratio)
+        rounds = len(orders)
+        if rounds >= config.min_samples and all(
+            _rel_ci(s, config.confidence) <= config.precision
+            for s in [*ordered.values(), *ordered_ratios.values()]
+        ):
+            converged = True
+            break
+        if _stop_reason(rounds, clock() - start, budget, config.max_samples):
+            break
+
+    members = {}
+    for name in names:
+        warm_iters, warm_seconds, inner = prepared[name]
+        members[name] = Measurement(
+            samples=samples[name],
+            inner=inner,
+            warmup_iters=warm_iters,
+            warmup_seconds=warm_seconds,
+            stats=summarize(samples[name], config.confidence),
+            converged=len(samples[name]) >= config.min_samples
+            and _rel_ci(ordered[name], config.confidence) <= config.precision,
+            elapsed=spent[name],
+        )
+    return InterleavedMeasurement(
+        members=members,
+        baseline=baseline,
+        ratios=ratios,
+        ratio_stats={k: summarize(v, config.confidence) for k, v in ratios.items()},
+        converged=converged,
+        rounds=len(orders),
+        elapsed=clock() - start,
+        orders=orders,
+    )

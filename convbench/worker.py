@@ -1,0 +1,246 @@
+"""The worker: a subprocess that hosts one backend and runs cases sent as JSON lines.
+
+Started as ``python -m convbench.worker --backend NAME`` with the backend's interpreter.
+Protocol (one JSON object per line): the worker first writes ``{"event": "hello",
+"info": {...}}``; then for each command read from stdin it answers:
+
+* ``{"cmd": "run", "cases": [...], "timing": {...}, "tolerance": {...}, "verify_only": b}``:
+  the cases of one group (they differ only in variant). For each case the worker emits
+  ``{"event": "start", "case_id"}``, then ``{"event": "result", "row": {...},
+  "samples": [...]}``; then ``{"event": "done"}``.
+* ``{"cmd": "exit"}``: the worker exits.
+
+The protocol uses a private duplicate of stdout; the real stdout is redirected to
+stderr, so whatever a framework prints never corrupts the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import asdict
+from typing import IO, Any
+
+import numpy as np
+
+from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase, load_backend
+from convbench.cases import DEFAULT_TOLERANCE, ITEMSIZE, Case
+from convbench.data import make_cotangents, make_tensors
+from convbench.results import empty_row, now_iso
+from convbench.timing import Measurement, TimingConfig, host_sampler, measure, measure_interleaved
+from convbench.variants import parse_variant
+from convbench.verify import verify
+from convbench.workloads import build_graph
+
+REFERENCE_CACHE_SIZE = 2
+
+
+class Protocol:
+    """Writes events as JSON lines on a private copy of stdout."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def send(self, event: str, **fields: Any) -> None:
+        self.stream.write(json.dumps({"event": event, **fields}, default=_jsonable) + "\n")
+        self.stream.flush()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+class CaseRunner:
+    """Builds, verifies and times the cases of one backend."""
+
+    def __init__(self, backend: Backend, protocol: Protocol) -> None:
+        self.backend = backend
+        self.protocol = protocol
+        self._reference: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
+
+    def reference(self, case: Case, graph, tensors, cotangents) -> dict[str, np.ndarray]:  # noqa: ANN001
+        """Float64 reference of the native graph, cached across variants of one workload."""
+        from convbench.reference import run_reference
+
+        key = (case.kind, json.dumps(case.params, sort_keys=True), case.batch, case.mode)
+        if key not in self._reference:
+            self._reference[key] = run_reference(graph, tensors, cotangents, case.mode)
+            while len(self._reference) > REFERENCE_CACHE_SIZE:
+                self._reference.popitem(last=False)
+        return self._reference[key]
+
+    def run_group(self, cases: list[Case], timing: TimingConfig, tolerance: dict[str, float], verify_only: bool) -> None:
+        rows: dict[str, dict[str, Any]] = {}
+        ready: dict[str, Prepared] = {}
+        try:
+            for case in cases:
+                self.protocol.send("start", case_id=case.case_id)
+                row = empty_row(case)
+                row["worker_pid"] = os.getpid()
+                rows[case.case_id] = row
+                try:
+                    prepared = self.prepare_and_verify(case, row, tolerance)
+                except Exception as exc:  # a failing case never stops the group
+                    row.update(status="error", reason=f"{type(exc).__name__}: {exc}", details=traceback.format_exc(limit=8))
+                    prepared = None
+                if prepared is not None and row["status"] == "ok" and not verify_only:
+                    ready[case.case_id] = prepared
+                elif prepared is not None:
+                    prepared.close()
+                if case.case_id not in ready:
+                    self.finish(row, [])
+            if ready:
+                self.protocol.send("timing", case_ids=list(ready))
+                self.time_cases(cases, rows, ready, timing)
+        finally:
+            for prepared in ready.values():
+                prepared.close()
+
+    def prepare_and_verify(self, case: Case, row: dict[str, Any], tolerance: dict[str, float]) -> Prepared | None:
+        graph = build_graph(case.kind, case.params, case.batch)
+        variant = parse_variant(case.variant)
+        itemsize = ITEMSIZE[case.dtype]
+        row.update(macs=graph.macs(), flops=2 * graph.macs(), bytes=graph.bytes_moved(itemsize), param_count=graph.param_count())
+        if not variant.applies(graph):
+            row.update(status="skipped", reason=f"variant {case.variant} changes nothing in workload {case.workload}")
+            return None
+        executed = variant.apply(graph)
+        row["executed_macs"] = executed.macs()
+        reason = self.backend.skip_reason(case)
+        if reason:
+            row.update(status="skipped", reason=reason)
+            return None
+        self.backend.set_threads(case.threads)
+        tensors = make_tensors(executed, case.data_seed)
+        cotangents = make_cotangents(graph, case.data_seed)
+        want = self.reference(case, graph, {k: tensors[k] for k in make_tensors_keys(graph)}, cotangents)
+        try:
+            prepared = self.backend.prepare(case, executed, tensors, cotangents)
+        except UnsupportedCase as exc:
+            row.update(status="skipped", reason=str(exc))
+            return None
+        got = prepared.check()
+        tol = tolerance.get(case.dtype, DEFAULT_TOLERANCE[case.dtype])
+        result = verify(got, want, tol)
+        row.update(verify_error=result.error, verify_tolerance=tol, verify_worst=result.worst, details=prepared.details())
+        if result.ok:
+            row["status"] = "ok"
+        else:
+            missing = f"; missing {', '.join(result.missing)}" if result.missing else ""
+            row.update(status="mismatch", reason=f"relative error {result.error:.3g} in {result.worst} exceeds {tol:g}{missing}")
+        return prepared
+
+    def time_cases(self, cases: list[Case], rows: dict[str, dict], ready: dict[str, Prepared], timing: TimingConfig) -> None:
+        samplers = {cid: p.device_sampler() or host_sampler(p.step, p.sync) for cid, p in ready.items()}
+        timers = {cid: "device_events" if p.device_sampler() else "host_wall_sync" for cid, p in ready.items()}
+        order = [c.case_id for c in cases if c.case_id in ready]
+        baseline = next((c.case_id for c in cases if c.case_id in ready and c.variant == "native"), order[0])
+        baseline_variant = next(c.variant for c in cases if c.case_id == baseline)
+        if timing.interleave and len(order) > 1:
+            result = measure_interleaved({cid: samplers[cid] for cid in order}, timing, baseline)
+            for cid in order:
+                ratios = result.ratios.get(cid)
+                extra: dict[str, Any] = {"baseline": baseline_variant, "rounds": result.rounds}
+                if cid in result.ratio_stats:
+                    rs = result.ratio_stats[cid]
+                    extra.update(ratio=rs.median, ratio_ci_low=rs.ci_low, ratio_ci_high=rs.ci_high)
+                self.record_timing(rows[cid], ready[cid], result.members[cid], timers[cid], extra, ratios)
+        else:
+            for cid in order:
+                m = measure(samplers[cid], timing)
+                self.record_timing(rows[cid], ready[cid], m, timers[cid], {}, None)
+
+    def record_timing(self, row: dict, prepared: Prepared, m: Measurement, timer: str, extra: dict, ratios: list[float] | None) -> None:
+        stats = m.stats
+        median = stats.median
+        row.update(
+            timer=timer, median=median, q1=stats.q1, q3=stats.q3, iqr=stats.iqr, ci_low=stats.ci_low, ci_high=stats.ci_high,
+            mean=stats.mean, stdev=stats.stdev, min=stats.min, max=stats.max, n=stats.n, inner=m.inner,
+            converged=m.converged, warmup_iters=m.warmup_iters, timing_seconds=m.elapsed, peak_memory=prepared.peak_memory_bytes(),
+        )  # fmt: skip
+        row.update(extra)
+        if median and median > 0:
+            batch = int(row["batch"])
+            row.update(throughput=batch / median, gflops=row["flops"] / median / 1e9, gbps=row["bytes"] / median / 1e9)
+        samples = [
+            {"case_id": row["case_id"], "index": i, "seconds": s, "ratio": ratios[i] if ratios and i < len(ratios) else None}
+            for i, s in enumerate(m.samples)
+        ]
+        self.finish(row, samples)
+
+    def finish(self, row: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+        row["finished_at"] = now_iso()
+        self.protocol.send("result", row=row, samples=samples)
+
+
+def make_tensors_keys(graph) -> list[str]:  # noqa: ANN001
+    """Names of the source nodes of ``graph`` (the data the reference needs)."""
+    return [n.name for n in graph.nodes if n.op in ("input", "param", "const")]
+
+
+def _open_protocol() -> Protocol:
+    proto_fd = os.dup(1)
+    os.dup2(2, 1)  # anything printed from now on goes to stderr
+    sys.stdout = sys.stderr
+    return Protocol(os.fdopen(proto_fd, "w", buffering=1))
+
+
+def info_of(name: str) -> BackendInfo:
+    try:
+        return load_backend(name).info()
+    except Exception as exc:
+        return BackendInfo(name=name, available=False, reason=f"cannot load backend {name!r}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convbench.worker")
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--info", action="store_true", help="print the backend's info and exit")
+    args = parser.parse_args(argv)
+    protocol = _open_protocol()
+    info = info_of(args.backend)
+    protocol.send("hello", info=asdict(info), pid=os.getpid(), python=sys.executable)
+    if args.info:
+        return 0
+    backend = load_backend(args.backend) if info.available else _Unavailable(info)
+    runner = CaseRunner(backend, protocol)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        msg = json.loads(line)
+        if msg.get("cmd") == "exit":
+            break
+        if msg.get("cmd") == "run":
+            cases = [Case.model_validate(c) for c in msg["cases"]]
+            timing = TimingConfig.model_validate(msg.get("timing", {}))
+            started = time.perf_counter()
+            runner.run_group(cases, timing, msg.get("tolerance", {}), bool(msg.get("verify_only")))
+            protocol.send("done", seconds=time.perf_counter() - started)
+    return 0
+
+
+class _Unavailable(Backend):
+    """Stands in for a backend that cannot load: every case is skipped with its reason."""
+
+    def __init__(self, info: BackendInfo) -> None:
+        self._info = info
+        self.name = info.name
+
+    def info(self) -> BackendInfo:
+        return self._info
+
+    def prepare(self, case, graph, tensors, cotangents):  # noqa: ANN001,ANN201
+        raise UnsupportedCase(self._info.reason or "backend unavailable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Shared fixtures: run the convbench CLI in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for a convbench subprocess: tests importable, fake backends registered."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env["CONVBENCH_EXTRA_BACKENDS"] = "faulty=fake_backends:FaultyBackend"
+    env["COLUMNS"] = "200"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """``convbench ARGS`` in a fresh interpreter; returns the completed process."""
+    return subprocess.run(
+        [sys.executable, "-m", "convbench.cli", *args],
+        cwd=cwd or ROOT,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,37 @@
+"""Backends that misbehave on purpose, for the runner's fault tests.
+
+Registered in tests through CONVBENCH_EXTRA_BACKENDS. They compute like the reference
+backend, except on workloads whose id asks otherwise:
+
+* ``crash*``: the worker process dies (exit code 7) while preparing the case;
+* ``hang*``: the worker sleeps far past any timeout;
+* ``wrong*``: the results are perturbed by 1%, so verification must fail.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from convbench.reference_backend import ReferenceBackend
+
+
+class FaultyBackend(ReferenceBackend):
+    name = "faulty"
+
+    def prepare(self, case, graph, tensors, cotangents):  # noqa: ANN001,ANN201
+        if case.workload.startswith("crash"):
+            os._exit(7)
+        if case.workload.startswith("hang"):
+            time.sleep(3600)
+        prepared = super().prepare(case, graph, tensors, cotangents)
+        if case.workload.startswith("wrong"):
+            check = prepared.check
+
+            def perturbed() -> dict[str, np.ndarray]:
+                return {k: v * 1.01 for k, v in check().items()}
+
+            prepared.check = perturbed  # type: ignore[method-assign]
+        return prepared

@@ -1,0 +1,143 @@
+"""End to end: `convbench run` in a subprocess, its run folder, resume, faults, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import convbench
+from tests.conftest import ROOT, cli_env, run_cli
+
+SMOKE = str(ROOT / "suites" / "smoke.yaml")
+
+
+def write_suite(path: Path, workloads: list[str], backend: str = "faulty", timeout: float = 60, max_time: float = 0.05, extra: str = "") -> Path:
+    lines = ["name: faults", "workloads:"]
+    lines += [f"  - {{id: {w}, kind: depthwise, params: {{channels: 4, size: 6}}}}" for w in workloads]
+    lines += [
+        "matrix:",
+        f"  variant: [native]\n  backend: [{backend}]\n  device: [cpu]\n  mode: [inference]\n  batch: [1]",
+        f"timing: {{warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: {max_time}}}",
+        f"timeout: {timeout}",
+        extra,
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def cases_of(run: Path) -> pd.DataFrame:
+    return pd.read_parquet(run / "cases.parquet")
+
+
+def test_smoke_run_writes_a_complete_run_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_cli("run", SMOKE, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["environment"]["core"]["cpu"]
+    assert "torch:cpu" in meta["environment"]["backends"]
+    cases = cases_of(out)
+    assert len(cases) == len(meta["cases"]) == 3 * 2 * 2 * 2 + 2
+    cpu = cases[cases.device == "cpu"]
+    assert (cpu.status == "ok").all(), cpu[cpu.status != "ok"][["case_id", "reason"]].to_string()
+    assert (cpu.verify_error < 1e-4).all()
+    assert cpu["median"].gt(0).all() and cpu["n"].ge(3).all()
+    cuda = cases[cases.device == "cuda"]
+    assert set(cuda.status) <= {"skipped", "ok"}
+    if (cuda.status == "skipped").any():
+        assert cuda.reason.str.contains("cuda").all()
+    diag = cpu[cpu.variant == "diagonalwise"]
+    assert diag.ratio.notna().all() and (diag.baseline == "native").all()
+    assert (diag.executed_macs > diag.macs).all()
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert set(samples.case_id) == set(cpu.case_id)
+    loaded = convbench.load(out)
+    assert len(loaded) == len(cases) and (loaded.run == "run").all()
+    assert "speedup" in proc.stdout and "dw_odd" in proc.stdout
+
+
+def test_dry_run_prints_the_matrix_and_runs_nothing(tmp_path: Path) -> None:
+    proc = run_cli("run", SMOKE, "--dry-run", "--filter", "backend == 'torch'")
+    assert proc.returncode == 0, proc.stderr
+    assert "14 cases" in proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_suite_gives_one_clear_message_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMOKE and Path(SMOKE).read_text().replace("channels: 40", "channels: -40"))
+    proc = run_cli("run", str(bad))
+    assert proc.returncode == 2
+    assert "bad.yaml:" in proc.stderr and "channels" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_verifies_without_timing() -> None:
+    proc = run_cli("check", SMOKE, "--filter", "backend == 'reference'")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "12 ok" in proc.stdout
+
+
+def test_crash_and_hang_become_error_rows_and_the_run_goes_on(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "faults.yaml", ["ok_a", "crash_b", "ok_c", "hang_d", "ok_e", "wrong_f"], timeout=8)
+    out = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = cases_of(out).set_index("workload")
+    assert list(rows.index) == ["ok_a", "crash_b", "ok_c", "hang_d", "ok_e", "wrong_f"]
+    assert (rows.loc[["ok_a", "ok_c", "ok_e"], "status"] == "ok").all()
+    assert rows.loc["crash_b", "status"] == "error" and "code 7" in rows.loc["crash_b", "reason"]
+    assert rows.loc["hang_d", "status"] == "error" and "timed out" in rows.loc["hang_d", "reason"]
+    wrong = rows.loc["wrong_f"]
+    assert wrong.status == "mismatch" and "exceeds" in wrong.reason
+    assert pd.isna(wrong["median"]), "a mismatching case must not be timed"
+    assert len(list((out / "logs").glob("worker-*.log"))) == 3
+
+
+def _wait_for_rows(run: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run / "cases.parquet").exists() and len(cases_of(run)) >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("the run produced no rows in time")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path: Path, sig: int) -> None:
+    workloads = [f"w{i}" for i in range(6)]
+    suite = write_suite(tmp_path / "slow.yaml", workloads, backend="reference", max_time=1.0,
+                        extra="")  # fmt: skip
+    suite.write_text(suite.read_text().replace("precision: 0.5", "precision: 0.0001"))
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convbench.cli", "run", str(suite), "--out", str(out)],
+        cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for_rows(out, 2, proc)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    before = cases_of(out)
+    assert 2 <= len(before) < len(workloads)
+    meta = json.loads((out / "run.json").read_text())
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert f"convbench run --resume {out}" in stderr.replace("\n", "")
+        assert meta["status"] == "interrupted"
+    resumed = run_cli("run", "--resume", str(out), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = cases_of(out)
+    assert sorted(after.workload) == sorted(workloads)
+    assert after.case_id.is_unique
+    kept = after.set_index("case_id").loc[before.case_id, "finished_at"]
+    assert list(kept) == list(before.finished_at), "finished cases were redone"
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
