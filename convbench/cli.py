@@ -20,8 +20,14 @@ from rich.table import Table
 from convbench import __version__
 from convbench.cases import Case
 
-console = Console()
-err_console = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    """A console; when output is not a terminal, wide enough for the summary table."""
+    probe = Console(stderr=stderr)
+    return probe if probe.is_terminal else Console(stderr=stderr, width=max(probe.width, 180))
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -167,6 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     folder.finish("complete")
     console.print(summary_table(frame, title=f"{folder.meta['suite']}: {folder.path}"))
+    for reason, count in frame.loc[frame["status"] != "ok", "reason"].value_counts().items():
+        console.print(f"  {count} x {reason}", highlight=False)
     console.print(f"{len(frame)} cases: {_status_counts(frame)}. Results in {folder.path}")
     return EXIT_OK
 

@@ -189,9 +189,7 @@ def _max_mhz(lscpu: dict[str, str]) -> float | None:
 def _cpu() -> dict[str, Any]:
     info = _safe(lambda: parse_cpuinfo(_read("/proc/cpuinfo") or "")) or {}
     lscpu = _safe(lambda: parse_lscpu(_run(["lscpu"]) or "")) or {}
-    lscpu_cores = _safe(
-        lambda: int(lscpu["Core(s) per socket"]) * int(lscpu.get("Socket(s)", "1"))
-    )
+    lscpu_cores = _safe(lambda: int(lscpu["Core(s) per socket"]) * int(lscpu.get("Socket(s)", "1")))
     model = info.get("model_name") or lscpu.get("Model name")
     if model is None and info.get("part"):
         model = " ".join(str(x) for x in (info.get("implementer"), info.get("part")) if x)
@@ -200,7 +198,9 @@ def _cpu() -> dict[str, Any]:
         "cpu_vendor": info.get("vendor") or lscpu.get("Vendor ID"),
         "cpu_implementer": info.get("implementer"),
         "cpu_part": info.get("part"),
-        "cpu_physical_cores": info.get("physical_cores") or _safe(_sysfs_physical_cores) or lscpu_cores,
+        "cpu_physical_cores": info.get("physical_cores")
+        or _safe(_sysfs_physical_cores)
+        or lscpu_cores,
         "cpu_logical_cores": os.cpu_count(),
         "cpu_usable_cores": _safe(lambda: len(os.sched_getaffinity(0))),
         "cpu_cgroup_quota": _safe(_cgroup_cpu_quota),

@@ -86,12 +86,21 @@ from pydantic import (
 )
 
 from convbench.backend import backend_names
-from convbench.cases import DEFAULT_TOLERANCE, Case, Device, DType, Execution, Layout, Mode
+from convbench.cases import (
+    DEFAULT_TOLERANCE,
+    KEY_FIELDS,
+    Case,
+    Device,
+    DType,
+    Execution,
+    Layout,
+    Mode,
+)
 from convbench.timing import TimingConfig
 from convbench.variants import parse_variant
 from convbench.workloads import WORKLOADS
 
-Loc = tuple[Union[str, int], ...]
+Loc = tuple[str | int, ...]
 
 #: Columns a ``--filter`` expression can use (``threads`` is NaN for the machine's cores).
 FILTER_COLUMNS = (
@@ -107,6 +116,9 @@ FILTER_COLUMNS = (
     "execution",
     "threads",
 )
+
+#: Axes of a matrix mapping, outermost first: the order cases are expanded in.
+MATRIX_AXES = KEY_FIELDS
 
 #: The preset that means "no overrides" when a suite does not define it.
 FULL_PRESET = "full"
@@ -326,7 +338,7 @@ class Suite(_Model):
         cases = self._cases(p)
         if not cases:
             where = f" with preset {preset!r}" if preset else ""
-            raise SuiteError(f"{self._file}: the matrix{where} expands to no cases")
+            raise SuiteError(f"{self._file}: the matrix{where} expands to no cases (all excluded?)")
         return ResolvedSuite(
             suite=self,
             preset=preset,
@@ -347,39 +359,13 @@ class Suite(_Model):
         rules = [*self.exclude, *p.exclude]
         cases: dict[str, Case] = {}
         for m in p.matrix or self.matrix:
-            axes = (
-                m.workload or list(order),
-                m.variant,
-                m.backend,
-                m.device,
-                m.mode,
-                m.batch,
-                m.dtype,
-                m.layout,
-                m.execution,
-                m.threads,
-            )
-            for wid, variant, backend, device, mode, batch, dtype, layout, execution, threads in (
-                itertools.product(*axes)
-            ):
-                if wid not in keep:
+            axes = [m.workload or list(order), *(getattr(m, name) for name in MATRIX_AXES[1:])]
+            for values in itertools.product(*axes):
+                key = dict(zip(MATRIX_AXES, values, strict=True))
+                if key["workload"] not in keep:
                     continue
-                spec = self.workload(wid)
-                case = Case(
-                    suite=self.name,
-                    workload=wid,
-                    kind=spec.kind,
-                    params=spec.params,
-                    variant=variant,
-                    backend=backend,
-                    device=device,
-                    mode=mode,
-                    batch=batch,
-                    dtype=dtype,
-                    layout=layout,
-                    execution=execution,
-                    threads=threads,
-                )
+                spec = self.workload(key["workload"])
+                case = Case(suite=self.name, kind=spec.kind, params=spec.params, **key)
                 if not any(rule.matches(case) for rule in rules):
                     cases.setdefault(case.case_id, case)
         return sorted(cases.values(), key=lambda c: order[c.workload])
@@ -462,8 +448,10 @@ class _Locator:
                 if pair is not None:
                     key, node = pair
                     path.append(step)
-                    on_key = (last and kind == "extra_forbidden") or (
-                        node.start_mark.line != key.start_mark.line
+                    on_key = (
+                        (last and kind == "extra_forbidden")
+                        or loc[i + 1 : i + 2] == ("[key]",)
+                        or node.start_mark.line != key.start_mark.line
                     )
                     mark = key.start_mark if on_key else node.start_mark
                     continue
@@ -493,13 +481,15 @@ def _duplicate_keys(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[Loc, ya
     """Keys given twice in one mapping (PyYAML silently keeps the last)."""
     found: list[tuple[Loc, yaml.Mark, str]] = []
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        seen: dict[str, yaml.Mark] = {}
         for key, value in node.value:
             name = key.value if isinstance(key, yaml.ScalarNode) else None
             if name is not None and name != "<<":
                 if name in seen:
-                    found.append((loc, key.start_mark, f"duplicate key {name!r}"))
-                seen.add(name)
+                    first = seen[name].line + 1
+                    message = f"given twice (also on line {first}); YAML would keep only this one"
+                    found.append(((*loc, name), key.start_mark, message))
+                seen.setdefault(name, key.start_mark)
             found += _duplicate_keys(value, (*loc, name if name is not None else "?"))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
@@ -598,14 +588,17 @@ def _message(err: dict[str, Any], model: Any) -> str:
         return "required field is missing"
     if kind == "extra_forbidden":
         parent = _type_at(model, loc[:-1])
-        allowed = list(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+        is_model = isinstance(parent, type) and issubclass(parent, BaseModel)
+        allowed = list(parent.model_fields) if is_model else []
         hint = _suggest(loc[-1], allowed) + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         return f"unknown field {loc[-1]!r}{hint}"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
     if kind in _BOUNDS:
         op, key = _BOUNDS[kind]
-        expected = f"{_noun(_type_at(model, loc))} {op} {ctx.get(key)}"
+        bound = ctx.get(key)
+        bound = f"{bound:g}" if isinstance(bound, float) else bound
+        expected = f"{_noun(_type_at(model, loc))} {op} {bound}"
     elif kind in _EXPECTED:
         expected = _EXPECTED[kind]
     elif kind in ("literal_error", "enum"):
@@ -638,6 +631,9 @@ def _yaml_error(file: str, exc: yaml.YAMLError) -> SuiteError:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
+        context += f" that starts on line {context_mark.line + 1}"
     text = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
     issue = Issue("", text, mark.line + 1, mark.column + 1) if mark else Issue("", text)
     return SuiteError.from_issues(file, [issue])
@@ -733,7 +729,10 @@ def loads_suite(text: str, path: str | os.PathLike[str] = "<suite>") -> Suite:
         raise SuiteError.from_issues(
             file, [locator.issue((), f"expected a mapping with a 'workloads' list, got {got}")]
         )
-    issues = [Issue(_format_loc(loc), msg, m.line + 1, m.column + 1) for loc, m, msg in _duplicate_keys(root)]
+    issues = [
+        Issue(_format_loc(loc), msg, m.line + 1, m.column + 1)
+        for loc, m, msg in _duplicate_keys(root)
+    ]
     params, param_issues = _check_params(data.get("workloads"), locator)
     issues += param_issues
     context = {"stem": Path(file).stem, "backends": backend_names()}
@@ -766,7 +765,6 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
     else:
         return loads_suite(text, path)
     raise SuiteError.from_issues(file, [Issue("", problem)])
-    return loads_suite(text, path)
 
 
 def expand(suite: Suite, preset: str | None = None) -> list[Case]:
@@ -777,7 +775,8 @@ def expand(suite: Suite, preset: str | None = None) -> list[Case]:
 # -- filtering -------------------------------------------------------------------------
 def cases_frame(cases: Sequence[Case]) -> pd.DataFrame:
     """The key columns of ``cases`` (``threads`` a float, NaN for the machine's cores)."""
-    frame = pd.DataFrame([{c: getattr(case, c) for c in FILTER_COLUMNS} for case in cases], columns=list(FILTER_COLUMNS))
+    rows = [{c: getattr(case, c) for c in FILTER_COLUMNS} for case in cases]
+    frame = pd.DataFrame(rows, columns=list(FILTER_COLUMNS))
     frame["threads"] = pd.to_numeric(frame["threads"], errors="coerce").astype(float)
     return frame
 
@@ -807,7 +806,7 @@ def filter_cases(cases: Sequence[Case], expr: str) -> list[Case]:
         return list(cases) if mask else []
     if not isinstance(mask, pd.Series) or mask.dtype != bool:
         raise fail("not a condition: it must give true or false for each case")
-    return [case for case, keep in zip(cases, mask.tolist()) if keep]
+    return [case for case, keep in zip(cases, mask.tolist(), strict=True) if keep]
 
 
 __all__ = [

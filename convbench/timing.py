@@ -274,13 +274,15 @@ def _warmup(
 
     Batches start at one iteration and grow at most ``GROWTH``-fold, sized from the last
     batch's per-iteration time to what is still missing. Returns (iterations, seconds,
-    per-iteration seconds of the last batch or None when nothing ran).
+    per-iteration seconds of the last batch), the last being None unless two or more
+    batches ran: the first call alone may be dominated by compilation or autotuning.
     """
     start = clock()
-    done, batch, per = 0, 1, None
+    done, batch, per, batches = 0, 1, None, 0
     while done < config.warmup_iters or clock() - start < config.warmup_time:
         t = sampler(batch)
         done += batch
+        batches += 1
         per = t / batch
         spent = clock() - start
         if done >= config.warmup_iters and spent >= config.warmup_time:
@@ -290,7 +292,7 @@ def _warmup(
             more = (config.warmup_time - spent) / per if per > 0 else math.inf
             need = max(need, math.ceil(more) if math.isfinite(more) else _MAX_INNER)
         batch = max(1, min(need, batch * GROWTH, _MAX_INNER))
-    return done, clock() - start, per
+    return done, clock() - start, per if batches >= 2 else None
 
 
 def _calibrate(sampler: Sampler, config: TimingConfig, hint: float | None) -> int:

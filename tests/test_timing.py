@@ -270,6 +270,20 @@ def test_calibration_makes_samples_long_enough(base: float) -> None:
     # ... and not needlessly long: about SAFETY * min_sample_time, or one iteration.
     assert m.inner == 1 or m.inner * base <= 1.2 * cfg.min_sample_time
     assert m.inner == 1 or m.inner * base >= SAFETY * cfg.min_sample_time * 0.95
+    # Calibration starts from the warm-up's per-iteration time: one checking sample at most.
+    before_sampling = op.calls[: len(op.calls) - len(m.samples)]
+    warmup_calls = next(k for k in range(len(op.calls)) if sum(op.calls[:k]) == m.warmup_iters)
+    assert len(before_sampling) - warmup_calls <= 1
+
+
+def test_calibration_ignores_slow_first_call() -> None:
+    clock = FakeClock()
+    op = FakeOp(clock, base=1e-4, first=1.0)  # compilation: the only warm-up call is slow
+    cfg = TimingConfig(warmup_iters=1, warmup_time=0.01)
+    m = measure(op, cfg, clock)
+    assert m.warmup_iters == 1
+    assert 55 <= m.inner <= 56  # SAFETY * min_sample_time / 1e-4, not 1
+    assert m.stats.median == pytest.approx(1e-4)
 
 
 def test_low_noise_converges_at_min_samples() -> None:

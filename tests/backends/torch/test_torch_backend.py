@@ -1,0 +1,362 @@
+"""The torch backend against the float64 NumPy reference.
+
+Run on its own (``pytest tests/backends/torch``): it imports torch, and frameworks are
+never imported together in one process. Shapes are tiny; the compiled cases are marked
+``slow`` (``-m "not slow"`` skips them).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from convbench.backend import UnsupportedCase  # noqa: E402
+from convbench.cases import DEFAULT_TOLERANCE, Case  # noqa: E402
+from convbench.data import make_cotangents, make_tensors  # noqa: E402
+from convbench.graph import Graph, GraphBuilder  # noqa: E402
+from convbench.reference import run_reference  # noqa: E402
+from convbench_torch import TorchBackend  # noqa: E402
+from convbench_torch.prepared import TorchPrepared  # noqa: E402
+
+FP32_TOL = 1e-4
+BACKEND = TorchBackend()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def make_case(**fields: object) -> Case:
+    base: dict[str, object] = {"suite": "test", "workload": "w", "kind": "test", "params": {}}
+    base.update(fields)
+    return Case(**base)  # type: ignore[arg-type]
+
+
+def prepare(graph: Graph, seed: int = 0, **fields: object) -> tuple[TorchPrepared, dict]:
+    """The prepared case and the reference's answer for it."""
+    case = make_case(**fields)
+    tensors = make_tensors(graph, seed)
+    cotangents = make_cotangents(graph, seed)
+    prepared = BACKEND.prepare(case, graph, tensors, cotangents)
+    assert isinstance(prepared, TorchPrepared)
+    want = run_reference(graph, tensors, cotangents, case.mode)
+    return prepared, want
+
+
+def errors(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
+    """Relative error ||a - b|| / ||b|| per key (absolute where b is all zeros)."""
+    assert set(got) == set(want), (sorted(got), sorted(want))
+    out = {}
+    for key, b in want.items():
+        a = got[key]
+        assert a.shape == b.shape, (key, a.shape, b.shape)
+        assert a.dtype == np.float64, key
+        scale = np.linalg.norm(b)
+        diff = np.linalg.norm(a - b)
+        out[key] = float(diff / scale) if scale > 0 else float(diff)
+    return out
+
+
+def assert_matches(graph: Graph, tol: float = FP32_TOL, **fields: object) -> TorchPrepared:
+    prepared, want = prepare(graph, **fields)
+    errs = errors(prepared.check(), want)
+    bad = {k: v for k, v in errs.items() if not v < tol}
+    assert not bad, f"{fields}: relative errors above {tol}: {bad}"
+    return prepared
+
+
+def gb(shape: tuple[int, ...] = (2, 4, 6, 6)) -> tuple[GraphBuilder, str]:
+    b = GraphBuilder()
+    return b, b.input("x", shape)
+
+
+# -- graphs ----------------------------------------------------------------------------------
+def all_ops_graph() -> Graph:
+    """One small graph that uses every op of the IR, with two outputs."""
+    b, x = gb((2, 4, 8, 8))
+    # (no conv bias before a batchnorm: in training its gradient is exactly zero)
+    y = b.act(b.batchnorm(b.conv2d(x, 8, 3, name="stem")), "relu")
+    y = b.conv2d(y, 16, 3, stride=2, groups=8, name="dw")  # depthwise, multiplier 2
+    y = b.act(b.batchnorm(y), "relu6")
+    y = b.conv2d(y, 8, 1, groups=4, name="gpw")  # grouped pointwise
+    lo = b.add("slice", [y], name="lo", axis=1, start=0, stop=4)
+    hi = b.add("slice", [y], name="hi", axis=1, start=4, stop=8)
+    gate = b.act(b.add("global_avgpool", [hi], name="gap_hi"), "sigmoid")
+    lo = b.add("mul", [lo, gate], name="gated")  # (2,4,4,4) * (2,4,1,1) broadcast
+    y = b.add("concat", [b.add("add", [lo, hi], name="sum"), hi], name="cat", axis=1)
+    y = b.pool(y, "avgpool", 3, stride=1, padding=1)
+    y = b.pool(y, "maxpool", 3, stride=2, padding=1)
+    feat = b.add("flatten", [b.add("global_avgpool", [y], name="gap")], name="flat")
+    logits = b.linear(feat, 5, name="fc")
+    return b.build([logits, y])
+
+
+def single_op_graph(op: str) -> Graph:
+    """A graph around one op (with a conv in front so the op sees a trained activation)."""
+    b, x = gb()
+    y = b.conv2d(x, 4, 3, name="c")
+    if op == "conv2d":
+        y = b.conv2d(y, 6, 3, padding=0, bias=True, name="op")
+    elif op == "batchnorm":
+        y = b.batchnorm(y)
+    elif op in ("relu", "relu6", "sigmoid"):
+        y = b.add("mul", [y, b.const("k", (1,), value=[4.0])], name="scaled")  # reach 6
+        y = b.act(y, op)
+    elif op in ("add", "mul"):
+        z = b.conv2d(x, 4, 1, name="c2")
+        y = b.add(op, [y, z], name="op")
+    elif op == "concat":
+        y = b.add("concat", [y, b.conv2d(x, 2, 1, name="c2")], name="op", axis=1)
+    elif op == "slice":
+        y = b.add("slice", [y], name="op", axis=3, start=1, stop=5)
+    elif op in ("avgpool", "maxpool"):
+        y = b.pool(y, op, 3, stride=2, padding=1)
+    elif op == "global_avgpool":
+        y = b.add("global_avgpool", [y], name="op")
+    elif op == "flatten":
+        y = b.add("flatten", [y], name="op")
+    elif op == "linear":
+        y = b.linear(b.add("flatten", [y], name="f"), 3, name="op")
+    else:
+        raise AssertionError(op)
+    return b.build([y])
+
+
+def masked_conv_graph() -> Graph:
+    """A depthwise weight made diagonal by a const 0/1 mask: conv weight = mul(param, const)."""
+    b, x = gb((2, 8, 6, 6))
+    c, group = 8, 4
+    w = b.param("dw.weight", (c, 1, 3, 3), "he_normal", fan_in=9)
+    out = np.arange(c) % group
+    mask = (out[:, None] == np.arange(group)[None, :]).astype(np.float64)[:, :, None, None]
+    m = b.const("dw.mask", (c, group, 1, 1), value=mask)
+    wd = b.add("mul", [w, m], name="dw.diag_weight")
+    y = b.add(
+        "conv2d", [x, wd], name="dw", stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=c // group
+    )
+    return b.build([b.act(b.batchnorm(y), "relu")])
+
+
+def conv_graph(groups: int, out: int, stride: int, c: int = 8) -> Graph:
+    b, x = gb((2, c, 7, 7))
+    return b.build([b.conv2d(x, out, 3, stride=stride, groups=groups, bias=True, name="conv")])
+
+
+ALL_OPS = [
+    "conv2d",
+    "batchnorm",
+    "relu",
+    "relu6",
+    "sigmoid",
+    "add",
+    "mul",
+    "concat",
+    "slice",
+    "avgpool",
+    "maxpool",
+    "global_avgpool",
+    "flatten",
+    "linear",
+]
+MODES = ["inference", "training"]
+LAYOUTS = ["nchw", "nhwc"]
+
+
+# -- plugin surface --------------------------------------------------------------------------
+def test_entry_point_loads_without_importing_torch() -> None:
+    code = (
+        "import sys\n"
+        "from convbench.backend import load_backend\n"
+        "b = load_backend('torch')\n"
+        "assert type(b).__name__ == 'TorchBackend'\n"
+        "assert 'torch' not in sys.modules, 'torch imported at plugin load'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_info_reports_torch_and_environment() -> None:
+    info = BACKEND.info()
+    assert info.available and info.name == "torch"
+    assert info.version == torch.__version__
+    assert info.devices[0] == "cpu"
+    assert ("cuda" in info.devices) == torch.cuda.is_available()
+    env = info.environment
+    for key in ("torch", "cuda", "cudnn", "gpus", "driver", "num_threads", "mkldnn"):
+        assert key in env
+    assert env["num_threads"] >= 1
+
+
+def test_set_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        BACKEND.set_threads(1)
+        assert torch.get_num_threads() == 1
+        BACKEND.set_threads(None)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_skip_reasons() -> None:
+    if not torch.cuda.is_available():
+        reason = BACKEND.skip_reason(make_case(device="cuda"))
+        assert reason and "cuda" in reason
+        with pytest.raises(UnsupportedCase):
+            BACKEND.prepare(make_case(device="cuda"), single_op_graph("relu"), {}, {})
+    assert BACKEND.skip_reason(make_case()) is None
+    assert BACKEND.skip_reason(make_case(variant="kernel")) is not None
+
+
+def test_unsupported_cases_raise() -> None:
+    b, x = gb()
+    g = b.build([b.pool(x, "maxpool", 2, stride=1, padding=2)])  # pad > kernel / 2
+    with pytest.raises(UnsupportedCase, match="padding"):
+        prepare(g)
+    b, x = gb((1, 4, 3, 3))
+    g = b.build([b.batchnorm(b.add("global_avgpool", [x]))])  # one value per channel
+    with pytest.raises(UnsupportedCase, match="one value per channel"):
+        prepare(g, mode="training")
+    prepare(g, mode="inference")  # fine with running statistics
+
+
+# -- correctness against the reference -------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_each_op(op: str, mode: str) -> None:
+    assert_matches(single_op_graph(op), mode=mode)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("mode", MODES)
+def test_all_ops_graph(mode: str, layout: str) -> None:
+    prepared = assert_matches(all_ops_graph(), mode=mode, layout=layout, batch=2)
+    details = prepared.details()
+    assert details["layout_used"] == layout
+    assert details["layout_requested"] == layout
+    assert details["execution"] == "eager"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("groups", "out", "stride"),
+    [(1, 6, 1), (4, 8, 1), (8, 8, 2), (8, 16, 1), (8, 16, 2), (2, 4, 2)],
+    ids=["dense", "grouped", "dw_s2", "dw_mult2", "dw_mult2_s2", "grouped_s2"],
+)
+def test_convolutions(groups: int, out: int, stride: int, mode: str, layout: str) -> None:
+    prepared = assert_matches(conv_graph(groups, out, stride), mode=mode, layout=layout)
+    assert prepared.details()["layout_used"] == layout
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("mode", MODES)
+def test_conv_weight_from_masked_param(mode: str, layout: str) -> None:
+    prepared = assert_matches(masked_conv_graph(), mode=mode, layout=layout)
+    if mode == "training":  # the mask is a buffer and never trained
+        assert "dw.mask" not in [n for n, _ in prepared.module.named_parameters()]
+        got = prepared.check()
+        assert got["grad:dw.weight"].shape == (8, 1, 3, 3)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision(dtype: str, mode: str) -> None:
+    reason = BACKEND.skip_reason(make_case(dtype=dtype))
+    if reason is not None:
+        pytest.skip(reason)
+    prepared = assert_matches(
+        all_ops_graph(), tol=DEFAULT_TOLERANCE[dtype], mode=mode, dtype=dtype, layout="nhwc"
+    )
+    assert all(p.dtype == getattr(torch, dtype) for p in prepared.module.parameters())
+
+
+# -- behaviour of check() and step() -----------------------------------------------------------
+def test_inference_check_is_repeatable() -> None:
+    prepared, _ = prepare(all_ops_graph(), layout="nhwc")
+    first = prepared.check()
+    for _ in range(3):
+        prepared.step()
+    second = prepared.check()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_training_step_updates_params_by_sgd() -> None:
+    prepared, want = prepare(all_ops_graph(), mode="training")
+    names = prepared.lowered.param_names
+    before = {n: prepared.lowered.parameter(n).detach().double().clone() for n in names}
+    got = prepared.check()
+    for n in names:
+        after = prepared.lowered.parameter(n).detach().double()
+        expected = before[n] - 0.01 * torch.from_numpy(got[f"grad:{n}"])
+        torch.testing.assert_close(after, expected, rtol=1e-6, atol=1e-6)
+        assert not torch.equal(after, before[n]), n
+    # step() keeps training; check() starts again from the initial weights.
+    prepared.step()
+    moved = prepared.lowered.parameter("fc.weight").detach().double()
+    assert not torch.allclose(moved, before["fc.weight"] - 0.01 * torch.from_numpy(got["grad:fc.weight"]))
+    again = prepared.check()
+    assert max(errors(again, want).values()) < FP32_TOL
+
+
+def test_reference_arrays_are_not_mutated() -> None:
+    graph = all_ops_graph()
+    case = make_case(mode="training")
+    tensors = make_tensors(graph, 0)
+    cotangents = make_cotangents(graph, 0)
+    copies = {k: v.copy() for k, v in tensors.items()}
+    prepared = BACKEND.prepare(case, graph, tensors, cotangents)
+    prepared.check()
+    prepared.step()
+    for k, v in tensors.items():
+        np.testing.assert_array_equal(v, copies[k])
+
+
+def test_cpu_has_no_device_timer() -> None:
+    prepared, _ = prepare(single_op_graph("relu"))
+    assert prepared.device_sampler() is None
+    assert prepared.peak_memory_bytes() is None
+    prepared.sync()
+    prepared.close()
+
+
+# -- compiled ------------------------------------------------------------------------------------
+def small_graph() -> Graph:
+    b, x = gb((2, 8, 6, 6))
+    y = b.act(b.batchnorm(b.conv2d(x, 16, 3, groups=8, name="dw")), "relu6")
+    y = b.conv2d(y, 8, 1, groups=2, name="pw")
+    return b.build([b.add("add", [y, x], name="res")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_compiled(mode: str) -> None:
+    reason = BACKEND.skip_reason(make_case(execution="compiled"))
+    if reason is not None:
+        pytest.skip(reason)
+    prepared = assert_matches(small_graph(), mode=mode, execution="compiled", layout="nhwc")
+    details = prepared.details()
+    assert details["compiled"]
+    assert details["compile_seconds"] > 0
+    assert details["layout_used"] == "nhwc"
+    again = prepared.check()  # no recompilation, same answer
+    want = run_reference(
+        small_graph(),
+        make_tensors(small_graph(), 0),
+        make_cotangents(small_graph(), 0),
+        mode,
+    )
+    assert max(errors(again, want).values()) < FP32_TOL
+    prepared.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda(mode: str) -> None:
+    prepared = assert_matches(all_ops_graph(), mode=mode, device="cuda", layout="nhwc")
+    sampler: Callable[[int], float] | None = prepared.device_sampler()
+    assert sampler is not None and sampler(3) > 0
+    assert (prepared.peak_memory_bytes() or 0) > 0

@@ -1,0 +1,94 @@
+"""Variants: diagonalwise computes what native computes, forward and gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convbench.data import make_cotangents, make_tensors
+from convbench.reference import run_reference
+from convbench.variants import diagonal_mask, parse_variant
+from convbench.verify import verify
+from convbench.workloads import build_graph
+
+
+def _same_function(kind: str, params: dict, batch: int, label: str, mode: str) -> float:
+    graph = build_graph(kind, params, batch)
+    rewritten = parse_variant(label).apply(graph)
+    tensors = make_tensors(rewritten, seed=7)
+    cot = make_cotangents(graph, seed=7)
+    want = run_reference(graph, make_tensors(graph, seed=7), cot, mode)
+    got = run_reference(rewritten, tensors, cot, mode)
+    result = verify(got, want, 1e-10)
+    assert result.ok, (result.error, result.worst, result.missing)
+    return result.error
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+@pytest.mark.parametrize(
+    "params, label",
+    [
+        ({"channels": 64, "size": 6}, "diagonalwise"),  # 2 groups of 32
+        ({"channels": 8, "size": 5}, "diagonalwise"),  # G = C: one dense conv
+        ({"channels": 70, "size": 7, "stride": 2}, "diagonalwise(group_size=16)"),  # 70 = 4*16 + 6
+        ({"channels": 5, "size": 6, "multiplier": 3, "bias": True}, "diagonalwise(group_size=2)"),
+        ({"channels": 33, "size": 9, "kernel": 5, "stride": 2, "bn": True, "act": "relu6"}, "diagonalwise"),
+    ],
+)
+def test_diagonalwise_equals_native(params: dict, label: str, mode: str) -> None:
+    _same_function("depthwise", params, 2, label, mode)
+
+
+def test_diagonalwise_equals_native_on_random_shapes() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        params = {
+            "channels": int(rng.integers(2, 50)),
+            "size": int(rng.integers(3, 9)),
+            "kernel": int(rng.choice([1, 3, 5])),
+            "stride": int(rng.integers(1, 3)),
+            "multiplier": int(rng.integers(1, 3)),
+        }
+        label = f"diagonalwise(group_size={int(rng.integers(1, 40))})"
+        _same_function("depthwise", params, 2, label, "training")
+
+
+def test_diagonalwise_on_a_network_keeps_parameters_and_multiplies_macs() -> None:
+    graph = build_graph("mobilenet_v1", {"width": 0.25, "resolution": 32, "classes": 10}, 1)
+    rewritten = parse_variant("diagonalwise").apply(graph)
+    assert [(n.name, n.shape) for n in rewritten.params] == [(n.name, n.shape) for n in graph.params]
+    assert rewritten.param_count() == graph.param_count()
+    assert rewritten.macs() > graph.macs()
+    assert not any(n.op == "conv2d" and n.attrs["groups"] == rewritten.shape(n.inputs[0])[1] > 1 for n in rewritten.nodes)
+    _same_function("mobilenet_v1", {"width": 0.25, "resolution": 32, "classes": 10}, 2, "diagonalwise", "training")
+
+
+def test_diagonalwise_macs_grow_by_the_group_size() -> None:
+    graph = build_graph("depthwise", {"channels": 64, "size": 8}, 1)
+    assert parse_variant("diagonalwise").apply(graph).macs() == 32 * graph.macs()
+
+
+def test_mask_is_block_diagonal() -> None:
+    mask = diagonal_mask(channels=4, group=2, multiplier=2)[:, :, 0, 0]
+    assert mask.tolist() == [[1, 0], [1, 0], [0, 1], [0, 1], [1, 0], [1, 0], [0, 1], [0, 1]]
+
+
+def test_variant_labels() -> None:
+    assert parse_variant("diagonalwise").label == "diagonalwise"
+    assert parse_variant("diagonalwise(group_size=32)").label == "diagonalwise"
+    assert parse_variant(" diagonalwise( group_size = 8 ) ").label == "diagonalwise(group_size=8)"
+    for bad, message in [
+        ("diagwise", "unknown variant"),
+        ("diagonalwise(size=3)", "bad argument"),
+        ("diagonalwise(group_size=x)", "must be int"),
+        ("diagonalwise(group_size=0)", ">= 1"),
+        ("native(", "malformed"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_variant(bad)
+
+
+def test_variant_that_changes_nothing_is_reported() -> None:
+    pw = build_graph("pointwise", {"in_channels": 4, "out_channels": 4, "size": 3}, 1)
+    assert not parse_variant("diagonalwise").applies(pw)
+    assert parse_variant("native").applies(pw)
