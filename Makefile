@@ -21,9 +21,12 @@ venv: $(BIN)/.installed
 run: venv
 	$(BIN)/convbench run $(SUITE) --preset $(PRESET)
 
+# The core tests, then each backend's own tests in a pytest process of their own:
+# frameworks are never imported together into one process.
 test: venv
 	$(BIN)/ruff check convbench backends tests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests --ignore=tests/backends
+	$(BIN)/python -m pytest -q tests/backends/torch
 
 lint: venv
 	$(BIN)/ruff check convbench backends tests

@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from convbench import __version__
 from convbench.cases import Case
+
 
 def _console(stderr: bool = False) -> Console:
     """A console; when output is not a terminal, wide enough for the summary table."""
@@ -180,6 +188,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from convbench.results import RunFolder
 
     suite, cases, resolved = _load_cases(args)
@@ -197,10 +207,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     for col in ("case", "status", "rel. error", "tolerance", "reason"):
         table.add_column(col)
     for _, r in frame.iterrows():
-        err = "-" if r["verify_error"] is None else f"{r['verify_error']:.2e}"
-        tol = "-" if r["verify_tolerance"] is None else f"{r['verify_tolerance']:g}"
+        err = "-" if pd.isna(r["verify_error"]) else f"{r['verify_error']:.2e}"
+        tol = "-" if pd.isna(r["verify_tolerance"]) else f"{r['verify_tolerance']:g}"
         style = {"ok": "green", "mismatch": "red", "error": "red"}.get(r["status"], "yellow")
-        table.add_row(r["case_id"], f"[{style}]{r['status']}[/]", err, tol, r["reason"] or "")
+        reason = r["reason"] if isinstance(r["reason"], str) else ""
+        table.add_row(r["case_id"], f"[{style}]{r['status']}[/]", err, tol, reason)
     console.print(table)
     console.print(f"{len(frame)} cases: {_status_counts(frame)}")
     return EXIT_FAIL if failed else EXIT_OK

@@ -194,7 +194,7 @@ def _cpu() -> dict[str, Any]:
     if model is None and info.get("part"):
         model = " ".join(str(x) for x in (info.get("implementer"), info.get("part")) if x)
     return {
-        "cpu_model": model or _safe(platform.processor) or None,
+        "cpu": model or _safe(platform.processor) or None,
         "cpu_vendor": info.get("vendor") or lscpu.get("Vendor ID"),
         "cpu_implementer": info.get("implementer"),
         "cpu_part": info.get("part"),
@@ -322,10 +322,15 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+_ARM_ONLY = ("cpu_implementer", "cpu_part")
+
+
 def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
     """(field, value) rows of ``env`` with nested values flattened, memory in GiB."""
     rows: list[tuple[str, str]] = []
     for key, value in env.items():
+        if key in _ARM_ONLY and value is None:
+            continue
         if key == "thread_env" and isinstance(value, dict):
             rows += [(name, v if v is not None else "unset") for name, v in value.items()]
         elif key == "gpus" and isinstance(value, list):
@@ -340,11 +345,11 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def format_environment(env: dict[str, Any]) -> Any:
+def format_environment(env: dict[str, Any], title: str = "environment") -> Any:
     """A two-column rich Table of ``env`` for ``convbench env``."""
     from rich.table import Table
 
-    table = Table(title="environment", show_header=True, header_style="bold")
+    table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("field", style="cyan", no_wrap=True)
     table.add_column("value")
     for key, value in environment_rows(env):

@@ -74,7 +74,7 @@ class GraphError(ValueError):
     """A graph is malformed: unknown op, wrong arity, or inconsistent shapes."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Node:
     """One value of the graph: its op, the names of its inputs, attributes and shape."""
 
@@ -171,7 +171,7 @@ def conv_output_hw(
 ) -> tuple[int, int]:
     """Spatial output size of a convolution or pooling window (floor mode)."""
     out = []
-    for size, k, s, p, d in zip(hw, kernel, stride, padding, dilation):
+    for size, k, s, p, d in zip(hw, kernel, stride, padding, dilation, strict=True):
         span = d * (k - 1) + 1
         o = (size + 2 * p - span) // s + 1
         if o < 1:
@@ -231,11 +231,11 @@ def infer_shape(op: str, in_shapes: list[Shape], attrs: Mapping[str, Any]) -> Sh
     if op == "concat":
         if not in_shapes:
             raise GraphError("concat needs at least one input")
-        axis = attrs["axis"]
         first = in_shapes[0]
+        axis = attrs["axis"] % len(first)
         for s in in_shapes[1:]:
             if len(s) != len(first) or any(
-                a != b for i, (a, b) in enumerate(zip(s, first)) if i != axis
+                a != b for i, (a, b) in enumerate(zip(s, first, strict=True)) if i != axis
             ):
                 raise GraphError(f"concat on axis {axis}: shapes {in_shapes} do not fit")
         out = list(first)
@@ -253,6 +253,8 @@ def infer_shape(op: str, in_shapes: list[Shape], attrs: Mapping[str, Any]) -> Sh
     if op in ("avgpool", "maxpool"):
         arity(1)
         n, c, h, w = in_shapes[0]
+        if any(p > k // 2 for p, k in zip(attrs["padding"], attrs["kernel"], strict=True)):
+            raise GraphError(f"{op}: padding {attrs['padding']} exceeds half the kernel {attrs['kernel']}")
         oh, ow = conv_output_hw((h, w), attrs["kernel"], attrs["stride"], attrs["padding"])
         return (n, c, oh, ow)
     if op == "global_avgpool":

@@ -19,7 +19,7 @@ Conventions (those of :mod:`convbench.graph`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -52,23 +52,28 @@ def _pad(x: Array, padding: tuple[int, int], value: float = 0.0) -> Array:
     return np.pad(x, widths, constant_values=value)
 
 
+Taps = list[tuple[int, int, tuple[slice, slice]]]
+
+
 def _taps(
     kernel: tuple[int, int],
     stride: tuple[int, int],
     dilation: tuple[int, int],
     out_hw: tuple[int, int],
-) -> Iterator[tuple[int, int, tuple[slice, slice]]]:
-    """(i, j, index) per kernel tap: ``xpad[..., *index]`` is what tap (i, j) reads.
+) -> Taps:
+    """(i, j, (rows, cols)) per kernel tap: ``xpad[..., rows, cols]`` is what tap (i, j) reads.
 
     Output pixel (oh, ow) reads padded pixel (oh*sh + i*dh, ow*sw + j*dw); trailing rows
     and columns that no window reaches are simply never indexed.
     """
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    taps = []
     for i in range(kh):
         for j in range(kw):
             rows = slice(i * dh, i * dh + sh * (oh - 1) + 1, sh)
             cols = slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)
-            yield i, j, (rows, cols)
+            taps.append((i, j, (rows, cols)))
+    return taps
 
 
 def _unpad(xp: Array, padding: tuple[int, int], hw: tuple[int, int]) -> Array:
@@ -82,6 +87,45 @@ def _conv_attrs(node: Node) -> tuple[tuple[int, int], tuple[int, int], tuple[int
     return _pair(a["stride"]), _pair(a["padding"]), _pair(a.get("dilation", 1)), int(a["groups"])
 
 
+#: Working-set size per batch chunk of the depthwise loops: cache-sized, since a tap loop
+#: makes many passes over its arrays and is bound by memory bandwidth.
+_CHUNK_BYTES = 4 << 20
+
+
+def _batch_chunks(n: int, sample_bytes: int) -> list[slice]:
+    """Slices of the batch axis whose arrays take about ``_CHUNK_BYTES`` each."""
+    step = max(1, _CHUNK_BYTES // max(sample_bytes, 1))
+    return [slice(s, min(n, s + step)) for s in range(0, n, step)]
+
+
+def _depthwise_forward(xp: Array, wr: Array, taps: Taps, out: Array) -> None:
+    """out (n, c, m, oh, ow) = sum over taps of xp[tap] (n, c, 1, ...) * wr (c, m, tap)."""
+    out[...] = 0.0
+    tmp = np.empty_like(out)
+    for i, j, (rows, cols) in taps:
+        np.multiply(xp[:, :, None, rows, cols], wr[None, :, :, i, j, None, None], out=tmp)
+        out += tmp
+
+
+def _depthwise_backward(
+    xp: Array, wr: Array, gy: Array, taps: Taps, gxp: Array | None, gw: Array | None
+) -> None:
+    """Accumulate into gxp (n, c, Hp, Wp) and gw (c, m, kh, kw); gy is (n, c, m, oh, ow)."""
+    m = wr.shape[1]
+    tmp = np.empty(gy.shape[:2] + gy.shape[3:]) if gxp is not None and m == 1 else None
+    for i, j, (rows, cols) in taps:
+        xs = xp[:, :, rows, cols]
+        if gw is not None:
+            gw[:, :, i, j] += np.einsum("ncmhw,nchw->ncm", gy, xs).sum(axis=0)
+        if gxp is None:
+            continue
+        if tmp is not None:
+            np.multiply(gy[:, :, 0], wr[None, :, 0, i, j, None, None], out=tmp)
+            gxp[:, :, rows, cols] += tmp
+        else:
+            gxp[:, :, rows, cols] += np.einsum("ncmhw,cm->nchw", gy, wr[:, :, i, j])
+
+
 def conv2d(
     x: Array,
     w: Array,
@@ -91,32 +135,31 @@ def conv2d(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
 ) -> Array:
-    """Grouped 2-D cross-correlation. x (N, C, H, W), w (O, C/groups, kh, kw), b (O,)."""
+    """Grouped 2-D cross-correlation. x (N, C, H, W), w (O, C/groups, kh, kw), b (O,).
+
+    Depthwise (C/groups == 1, any multiplier m = O/C: output o reads input o // m) runs
+    per-channel multiply-adds per tap in cache-sized batch chunks; other convs run one
+    batched matmul per tap.
+    """
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     out_hw = conv_output_hw((h, wd), (kh, kw), stride, padding, dilation)
     xp = _pad(x, padding)
     taps = _taps((kh, kw), stride, dilation, out_hw)
-    if cg == 1:  # depthwise (any channel multiplier m = O / C): per-channel multiply-adds
+    if cg == 1:
         m = o // c
         wr = w.reshape(c, m, kh, kw)
-        out = np.zeros((n, c, m) + out_hw)
-        tmp = np.empty((n, c, m) + out_hw)
-        for i, j, idx in taps:
-            np.multiply(xp[:, :, None, idx[0], idx[1]], wr[None, :, :, i, j, None, None], out=tmp)
-            out += tmp
-    else:  # dense per group: one batched matmul per tap
+        out = np.empty((n, c, m) + out_hw)
+        for sl in _batch_chunks(n, 8 * (xp[0].size + out[0].size)):
+            _depthwise_forward(xp[sl], wr, taps, out[sl])
+    else:
         og, p = o // groups, out_hw[0] * out_hw[1]
         wg = w.reshape(groups, og, cg, kh, kw)
-        out: Array | None = None
-        for i, j, idx in taps:
-            xs = xp[:, :, idx[0], idx[1]].reshape(n, groups, cg, p)
-            term = np.matmul(wg[:, :, :, i, j], xs)  # (g, og, cg) @ (n, g, cg, p)
-            if out is None:
-                out = term
-            else:
-                out += term
+        out = np.zeros((n, groups, og, p))
+        for i, j, (rows, cols) in taps:
+            xs = xp[:, :, rows, cols].reshape(n, groups, cg, p)
+            out += np.matmul(wg[:, :, :, i, j], xs)  # (g, og, cg) @ (n, g, cg, p)
     out = out.reshape((n, o) + out_hw)
     if b is not None:
         out += b[None, :, None, None]
@@ -153,27 +196,21 @@ def conv2d_grads(
         wr = w.reshape(c, m, kh, kw)
         gyr = gy.reshape((n, c, m) + out_hw)
         gwr = gw.reshape(c, m, kh, kw) if gw is not None else None
-        for i, j, idx in taps:
-            xs = xp[:, :, idx[0], idx[1]]
-            if gwr is not None:
-                gwr[:, :, i, j] = np.einsum("ncmhw,nchw->ncm", gyr, xs).sum(axis=0)
-            if gxp is not None:
-                if m == 1:
-                    gxp[:, :, idx[0], idx[1]] += gyr[:, :, 0] * wr[None, :, 0, i, j, None, None]
-                else:
-                    gxp[:, :, idx[0], idx[1]] += np.einsum("ncmhw,cm->nchw", gyr, wr[:, :, i, j])
+        for sl in _batch_chunks(n, 8 * (2 * xp[0].size + gy[0].size)):
+            gxs = gxp[sl] if gxp is not None else None
+            _depthwise_backward(xp[sl], wr, gyr[sl], taps, gxs, gwr)
     else:
         og, p = o // groups, out_hw[0] * out_hw[1]
         wg = w.reshape(groups, og, cg, kh, kw)
         gyg = gy.reshape(n, groups, og, p)
         gwg = gw.reshape(groups, og, cg, kh, kw) if gw is not None else None
-        for i, j, idx in taps:
+        for i, j, (rows, cols) in taps:
             if gwg is not None:
-                xs = xp[:, :, idx[0], idx[1]].reshape(n, groups, cg, p)
+                xs = xp[:, :, rows, cols].reshape(n, groups, cg, p)
                 gwg[:, :, :, i, j] = np.matmul(gyg, xs.swapaxes(2, 3)).sum(axis=0)
             if gxp is not None:
                 gxs = np.matmul(wg[:, :, :, i, j].swapaxes(1, 2), gyg)  # (n, g, cg, p)
-                gxp[:, :, idx[0], idx[1]] += gxs.reshape((n, c) + out_hw)
+                gxp[:, :, rows, cols] += gxs.reshape((n, c) + out_hw)
     gx = _unpad(gxp, padding, (h, wd)) if gxp is not None else None
     return gx, gw
 
@@ -530,6 +567,8 @@ def backward(
     grads: Tensors = {}
     for name in graph.outputs:
         if name in needs and name not in grads:
+            if name not in cotangents:
+                raise KeyError(f"no cotangent given for output {name!r}")
             ct = np.asarray(cotangents[name], dtype=np.float64)
             _check_shape(graph[name], ct, "cotangent of")
             grads[name] = ct

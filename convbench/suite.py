@@ -203,7 +203,7 @@ def _check_kind(name: str) -> str:
 
 Id = Annotated[str, StringConstraints(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
-PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 VariantLabel = Annotated[str, AfterValidator(_canonical_variant)]
 BackendName = Annotated[str, AfterValidator(_check_backend)]
 KindName = Annotated[str, AfterValidator(_check_kind)]
@@ -447,7 +447,7 @@ class _Locator:
                 )
                 if pair is not None:
                     key, node = pair
-                    path.append(step)
+                    path.append(str(step))
                     on_key = (
                         (last and kind == "extra_forbidden")
                         or loc[i + 1 : i + 2] == ("[key]",)
@@ -561,6 +561,7 @@ _EXPECTED = {
     "int_from_float": "an integer",
     "float_type": "a number",
     "float_parsing": "a number",
+    "finite_number": "a finite number",
     "bool_type": "true or false",
     "bool_parsing": "true or false",
     "string_type": "a string",
@@ -592,6 +593,8 @@ def _message(err: dict[str, Any], model: Any) -> str:
         allowed = list(parent.model_fields) if is_model else []
         hint = _suggest(loc[-1], allowed) + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         return f"unknown field {loc[-1]!r}{hint}"
+    if kind == "invalid_key":
+        return f"expected a string key, got {_show(value)}"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
     if kind in _BOUNDS:
@@ -630,10 +633,11 @@ def _issues(exc: ValidationError, model: Any, prefix: Loc, locator: _Locator) ->
 def _yaml_error(file: str, exc: yaml.YAMLError) -> SuiteError:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
+    problem = problem.removeprefix("but ")
     context = getattr(exc, "context", None)
     context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None and mark is not None and context_mark.line != mark.line:
-        context += f" that starts on line {context_mark.line + 1}"
+    if context and context_mark is not None:
+        context += f", line {context_mark.line + 1}"
     text = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
     issue = Issue("", text, mark.line + 1, mark.column + 1) if mark else Issue("", text)
     return SuiteError.from_issues(file, [issue])
@@ -653,7 +657,9 @@ def _check_params(raw: Any, locator: _Locator) -> tuple[dict[int, dict[str, Any]
     normalised: dict[int, dict[str, Any]] = {}
     issues: list[Issue] = []
     for i, item in enumerate(raw if isinstance(raw, list) else []):
-        if not isinstance(item, dict) or item.get("kind") not in WORKLOADS:
+        if not isinstance(item, dict) or not isinstance(item.get("kind"), str):
+            continue
+        if item["kind"] not in WORKLOADS:
             continue
         kind = WORKLOADS[item["kind"]]
         params = item.get("params", {})
@@ -725,7 +731,7 @@ def loads_suite(text: str, path: str | os.PathLike[str] = "<suite>") -> Suite:
     data, root = _parse_yaml(text, file)
     locator = _Locator(root)
     if not isinstance(data, dict):
-        got = "an empty file" if data is None else _show(data)
+        got = "an empty file" if root is None else _show(data)
         raise SuiteError.from_issues(
             file, [locator.issue((), f"expected a mapping with a 'workloads' list, got {got}")]
         )

@@ -61,7 +61,7 @@ def summary_frame(cases: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         by_variant = {r["variant"]: r for _, r in group.iterrows()}
         base_name = next((r["baseline"] for r in by_variant.values() if _num(r.get("baseline"))), variants[0])
         base = by_variant.get(base_name)
-        out: dict[str, Any] = dict(zip(GROUP_COLUMNS, key))
+        out: dict[str, Any] = dict(zip(GROUP_COLUMNS, key, strict=True))
         errors = [r["verify_error"] for r in by_variant.values() if _num(r.get("verify_error"))]
         out["verify_error"] = max(errors) if errors else None
         for v in variants:

@@ -49,7 +49,7 @@ def test_smoke_run_writes_a_complete_run_folder(tmp_path: Path) -> None:
     cpu = cases[cases.device == "cpu"]
     assert (cpu.status == "ok").all(), cpu[cpu.status != "ok"][["case_id", "reason"]].to_string()
     assert (cpu.verify_error < 1e-4).all()
-    assert cpu["median"].gt(0).all() and cpu["n"].ge(3).all()
+    assert cpu["median"].gt(0).all() and cpu["n"].ge(1).all()
     cuda = cases[cases.device == "cuda"]
     assert set(cuda.status) <= {"skipped", "ok"}
     if (cuda.status == "skipped").any():

@@ -15,6 +15,7 @@ import pytest
 from scipy.signal import correlate2d
 from scipy.special import expit
 
+from convbench import reference
 from convbench.backend import load_backend
 from convbench.cases import Case
 from convbench.data import make_cotangents, make_tensors
@@ -282,6 +283,23 @@ def test_conv2d_gradients(spec: dict[str, Any], mode: str) -> None:
     fd_check(conv_graph(spec), mode)
 
 
+@pytest.mark.parametrize(
+    "spec", [s for s in CONV_CASES if s.get("groups", 1) == s["x"][1]], ids=str
+)
+def test_depthwise_batch_chunks_agree(
+    spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The depthwise loops run in batch chunks; one sample per chunk gives the same result."""
+    graph = conv_graph(spec)
+    t = make_tensors(graph, SEED)
+    cts = make_cotangents(graph, SEED)
+    whole = run_reference(graph, t, cts, "training")
+    monkeypatch.setattr(reference, "_CHUNK_BYTES", 1)
+    chunked = run_reference(graph, t, cts, "training")
+    for key in whole:
+        np.testing.assert_allclose(chunked[key], whole[key], rtol=1e-13, atol=1e-15)
+
+
 def test_conv2d_unread_rows_get_zero_gradient() -> None:
     graph = conv_graph(dict(x=(1, 2, 6, 6), out=2, kernel=1, stride=2, padding=0))
     t = make_tensors(graph, SEED)
@@ -401,6 +419,18 @@ def test_batchnorm_training_gradient_sums_to_zero() -> None:
     t = make_tensors(graph, SEED)
     g = run_reference(graph, t, make_cotangents(graph, SEED), "training")["grad:x"]
     np.testing.assert_allclose(g.sum(axis=(0, 2, 3)), 0.0, atol=1e-13)
+
+
+def test_maxpool_ties_send_gradient_to_first_maximum() -> None:
+    """Ties (common after ReLU) are not differentiable; like PyTorch, the first maximum of
+    each window in row-major order takes the whole gradient."""
+    b = GraphBuilder()
+    graph = b.build([b.pool(b.input("x", (1, 1, 4, 4)), "maxpool", 3, 2, 1)])
+    gy = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    out = run_reference(graph, {"x": np.zeros((1, 1, 4, 4))}, {graph.outputs[0]: gy}, "training")
+    want = np.zeros((1, 1, 4, 4))
+    want[0, 0, :2, :2] = gy[0, 0]
+    np.testing.assert_array_equal(out["grad:x"], want)
 
 
 def test_masked_weight_const_gets_no_gradient() -> None:

@@ -12,6 +12,7 @@ This module imports torch; :mod:`convbench_torch.backend` imports it lazily.
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 from collections.abc import Mapping
@@ -46,10 +47,12 @@ SUPPORTED_OPS = SOURCE_OPS | frozenset(
     }
 )
 
+#: Case dtypes, plus float64, which no case names but tests use to check the lowering exactly.
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
 }
 
 
@@ -102,7 +105,9 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
 def _ident(name: str) -> str:
     """``name`` as a Python identifier (fx makes it unique)."""
     safe = re.sub(r"\W", "_", name)
-    return safe if safe and not safe[0].isdigit() else "_" + safe
+    if not safe or safe[0].isdigit() or keyword.iskeyword(safe):
+        safe = "_" + safe
+    return safe
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:

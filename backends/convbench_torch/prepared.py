@@ -71,10 +71,12 @@ class TorchPrepared(Prepared):
         if self.training:
             for x in self.inputs:
                 x.requires_grad_(True)
-            self.optimizer = torch.optim.SGD(
-                list(self.module.parameters()), lr=LEARNING_RATE, foreach=True
+            params = list(self.module.parameters())
+            if params:  # a shift layer has none: then the step is forward and backward only
+                self.optimizer = torch.optim.SGD(params, lr=LEARNING_RATE, foreach=True)
+            self._details["optimizer"] = (
+                f"SGD(lr={LEARNING_RATE}, foreach=True)" if params else "none (no parameters)"
             )
-            self._details["optimizer"] = f"SGD(lr={LEARNING_RATE}, foreach=True)"
             self._details["batchnorm_running_stats"] = "updated in place (module's own copies)"
         # Host copies of the initial weights and statistics: a training check() starts
         # from them, so it always matches the reference however many steps ran before.
@@ -108,8 +110,8 @@ class TorchPrepared(Prepared):
         for out, cot in zip(outs[1:], self.cotangents[1:], strict=True):
             loss = loss + out.mul(cot).sum()
         loss.backward()
-        assert self.optimizer is not None
-        self.optimizer.step()
+        if self.optimizer is not None:
+            self.optimizer.step()
         return outs
 
     def _run(self) -> Sequence[torch.Tensor]:
@@ -117,9 +119,9 @@ class TorchPrepared(Prepared):
         if not self.training:
             with torch.inference_mode():
                 return self._forward(*self.inputs)
-        assert self.optimizer is not None
         with torch.enable_grad():
-            self.optimizer.zero_grad(set_to_none=True)
+            if self.optimizer is not None:
+                self.optimizer.zero_grad(set_to_none=True)
             for x in self.inputs:
                 x.grad = None
             return self._train_inner()
@@ -133,6 +135,7 @@ class TorchPrepared(Prepared):
         import torch._dynamo
 
         torch._dynamo.reset()  # every case is a fresh module: start from an empty cache
+        graphs, breaks = _dynamo_counts()
         if self.training:
             self._train_inner = torch.compile(self._train_body, dynamic=False)
             target = "training step: forward, loss, backward, SGD update (zero_grad eager)"
@@ -147,6 +150,7 @@ class TorchPrepared(Prepared):
                 raise
             # Fall back to compiling the module only: AOTAutograd still compiles its
             # backward; the optimizer step stays eager.
+            self._restore_initial()
             torch._dynamo.reset()
             self._details["compile_fallback_reason"] = f"{type(exc).__name__}: {exc}"[:500]
             self._train_inner = self._train_body
@@ -157,13 +161,10 @@ class TorchPrepared(Prepared):
         self._details["compiled"] = target
         self._details["compile_seconds"] = round(time.perf_counter() - start, 3)
         self._details["compile_mode"] = "default"
-        try:
-            from torch._dynamo.utils import counters
-
-            self._details["dynamo_graphs"] = int(counters["stats"]["unique_graphs"])
-            self._details["dynamo_graph_breaks"] = int(sum(counters["graph_break"].values()))
-        except Exception:
-            pass
+        graphs_after, breaks_after = _dynamo_counts()
+        if graphs_after >= 0:
+            self._details["dynamo_graphs"] = graphs_after - graphs
+            self._details["dynamo_graph_breaks"] = breaks_after - breaks
 
     def _warm_up(self, iterations: int = 2) -> None:
         for _ in range(iterations):
@@ -269,6 +270,16 @@ class TorchPrepared(Prepared):
             torch._dynamo.reset()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _dynamo_counts() -> tuple[int, int]:
+    """Dynamo's process-wide (graphs compiled, graph breaks) so far; (-1, -1) if unknown."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
+    except Exception:
+        return -1, -1
 
 
 def _memory_format(t: torch.Tensor) -> str:

@@ -175,7 +175,7 @@ def dtype_reason(device: str, dtype: str) -> str | None:
         z = F.linear(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1), torch.randn(3, 8, **kw))
         z.sum().backward()
         with torch.no_grad():
-            F.batch_norm(x, mean, var, g[:4], b[:4], False)
+            F.batch_norm(x, mean[:4], var[:4], g[:4], b[:4], False)
         opt = torch.optim.SGD([w, g, b], lr=0.01, foreach=True)
         opt.step()
         for t in (z, x.grad, w.grad, w):

@@ -16,13 +16,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from convbench_torch import TorchBackend  # noqa: E402
+from convbench_torch.prepared import TorchPrepared, _dynamo_counts  # noqa: E402
+
 from convbench.backend import UnsupportedCase  # noqa: E402
 from convbench.cases import DEFAULT_TOLERANCE, Case  # noqa: E402
 from convbench.data import make_cotangents, make_tensors  # noqa: E402
-from convbench.graph import Graph, GraphBuilder  # noqa: E402
+from convbench.graph import Graph, GraphBuilder, GraphError  # noqa: E402
 from convbench.reference import run_reference  # noqa: E402
-from convbench_torch import TorchBackend  # noqa: E402
-from convbench_torch.prepared import TorchPrepared  # noqa: E402
 
 FP32_TOL = 1e-4
 BACKEND = TorchBackend()
@@ -74,21 +75,26 @@ def gb(shape: tuple[int, ...] = (2, 4, 6, 6)) -> tuple[GraphBuilder, str]:
 
 
 # -- graphs ----------------------------------------------------------------------------------
-def all_ops_graph() -> Graph:
-    """One small graph that uses every op of the IR, with two outputs."""
+def all_ops_graph(bn: bool = True) -> Graph:
+    """One small graph that uses every op of the IR (``batchnorm`` if ``bn``), two outputs."""
+
+    def norm(y: str) -> str:
+        return b.batchnorm(y) if bn else y
+
     b, x = gb((2, 4, 8, 8))
     # (no conv bias before a batchnorm: in training its gradient is exactly zero)
-    y = b.act(b.batchnorm(b.conv2d(x, 8, 3, name="stem")), "relu")
+    y = b.act(norm(b.conv2d(x, 8, 3, bias=not bn, name="stem")), "relu")
     y = b.conv2d(y, 16, 3, stride=2, groups=8, name="dw")  # depthwise, multiplier 2
-    y = b.act(b.batchnorm(y), "relu6")
+    y = b.act(norm(y), "relu6")
     y = b.conv2d(y, 8, 1, groups=4, name="gpw")  # grouped pointwise
     lo = b.add("slice", [y], name="lo", axis=1, start=0, stop=4)
     hi = b.add("slice", [y], name="hi", axis=1, start=4, stop=8)
     gate = b.act(b.add("global_avgpool", [hi], name="gap_hi"), "sigmoid")
     lo = b.add("mul", [lo, gate], name="gated")  # (2,4,4,4) * (2,4,1,1) broadcast
     y = b.add("concat", [b.add("add", [lo, hi], name="sum"), hi], name="cat", axis=1)
-    y = b.pool(y, "avgpool", 3, stride=1, padding=1)
+    # maxpool first: after a smoothing avgpool, near-ties flip its argmax in bfloat16.
     y = b.pool(y, "maxpool", 3, stride=2, padding=1)
+    y = b.pool(y, "avgpool", 3, stride=1, padding=1)
     feat = b.add("flatten", [b.add("global_avgpool", [y], name="gap")], name="flat")
     logits = b.linear(feat, 5, name="fc")
     return b.build([logits, y])
@@ -135,7 +141,13 @@ def masked_conv_graph() -> Graph:
     m = b.const("dw.mask", (c, group, 1, 1), value=mask)
     wd = b.add("mul", [w, m], name="dw.diag_weight")
     y = b.add(
-        "conv2d", [x, wd], name="dw", stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=c // group
+        "conv2d",
+        [x, wd],
+        name="dw",
+        stride=(1, 1),
+        padding=(1, 1),
+        dilation=(1, 1),
+        groups=c // group,
     )
     return b.build([b.act(b.batchnorm(y), "relu")])
 
@@ -212,9 +224,8 @@ def test_skip_reasons() -> None:
 
 def test_unsupported_cases_raise() -> None:
     b, x = gb()
-    g = b.build([b.pool(x, "maxpool", 2, stride=1, padding=2)])  # pad > kernel / 2
-    with pytest.raises(UnsupportedCase, match="padding"):
-        prepare(g)
+    with pytest.raises(GraphError, match="padding"):  # pad > kernel / 2: the IR refuses it
+        b.pool(x, "maxpool", 2, stride=1, padding=2)
     b, x = gb((1, 4, 3, 3))
     g = b.build([b.batchnorm(b.add("global_avgpool", [x]))])  # one value per channel
     with pytest.raises(UnsupportedCase, match="one value per channel"):
@@ -261,14 +272,37 @@ def test_conv_weight_from_masked_param(mode: str, layout: str) -> None:
         assert got["grad:dw.weight"].shape == (8, 1, 3, 3)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("graph", [all_ops_graph, masked_conv_graph])
+def test_float64_lowering_is_exact(graph: Callable[[], Graph], mode: str, layout: str) -> None:
+    """In float64 the lowering agrees with the reference to rounding: any float32 mismatch
+    is then the workload's conditioning, not a wrong op."""
+    g = graph()
+    case = Case.model_construct(
+        **{**make_case(mode=mode, layout=layout).model_dump(), "dtype": "float64"}
+    )
+    tensors, cotangents = make_tensors(g, 0), make_cotangents(g, 0)
+    got = TorchPrepared(case, g, tensors, cotangents).check()
+    errs = errors(got, run_reference(g, tensors, cotangents, mode))
+    assert max(errs.values()) < 1e-10, errs
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_low_precision(dtype: str, mode: str) -> None:
+    """Half precisions at the suite's tolerances.
+
+    Training leaves batchnorm out: its gamma gradient, sum(dy * x_hat) over N*H*W, cancels
+    (here sum|terms| / |sum| is about 80 for the stem), so rounding alone puts it past the
+    norm-wise tolerance (5.6% in bfloat16, 1.6% in float16), whatever the backend does.
+    """
     reason = BACKEND.skip_reason(make_case(dtype=dtype))
     if reason is not None:
         pytest.skip(reason)
+    graph = all_ops_graph(bn=mode == "inference")
     prepared = assert_matches(
-        all_ops_graph(), tol=DEFAULT_TOLERANCE[dtype], mode=mode, dtype=dtype, layout="nhwc"
+        graph, tol=DEFAULT_TOLERANCE[dtype], mode=mode, dtype=dtype, layout="nhwc"
     )
     assert all(p.dtype == getattr(torch, dtype) for p in prepared.module.parameters())
 
@@ -297,7 +331,9 @@ def test_training_step_updates_params_by_sgd() -> None:
     # step() keeps training; check() starts again from the initial weights.
     prepared.step()
     moved = prepared.lowered.parameter("fc.weight").detach().double()
-    assert not torch.allclose(moved, before["fc.weight"] - 0.01 * torch.from_numpy(got["grad:fc.weight"]))
+    assert not torch.allclose(
+        moved, before["fc.weight"] - 0.01 * torch.from_numpy(got["grad:fc.weight"])
+    )
     again = prepared.check()
     assert max(errors(again, want).values()) < FP32_TOL
 
@@ -313,6 +349,16 @@ def test_reference_arrays_are_not_mutated() -> None:
     prepared.step()
     for k, v in tensors.items():
         np.testing.assert_array_equal(v, copies[k])
+
+
+def test_training_without_params() -> None:
+    """A parameter-free graph (a shift layer, say) still trains: forward and backward."""
+    b, x = gb()
+    y = b.add("slice", [x], name="s", axis=2, start=1, stop=5)
+    g = b.build([b.add("concat", [b.act(y, "relu"), y], name="cat", axis=1)])
+    prepared = assert_matches(g, mode="training")
+    assert prepared.optimizer is None
+    prepared.step()
 
 
 def test_cpu_has_no_device_timer() -> None:
@@ -337,19 +383,18 @@ def test_compiled(mode: str) -> None:
     reason = BACKEND.skip_reason(make_case(execution="compiled"))
     if reason is not None:
         pytest.skip(reason)
-    prepared = assert_matches(small_graph(), mode=mode, execution="compiled", layout="nhwc")
+    prepared, want = prepare(small_graph(), mode=mode, execution="compiled", layout="nhwc")
+    assert max(errors(prepared.check(), want).values()) < FP32_TOL
     details = prepared.details()
     assert details["compiled"]
     assert details["compile_seconds"] > 0
+    assert details["dynamo_graphs"] >= 1
     assert details["layout_used"] == "nhwc"
-    again = prepared.check()  # no recompilation, same answer
-    want = run_reference(
-        small_graph(),
-        make_tensors(small_graph(), 0),
-        make_cotangents(small_graph(), 0),
-        mode,
-    )
-    assert max(errors(again, want).values()) < FP32_TOL
+    graphs = _dynamo_counts()[0]
+    for _ in range(2):  # neither check() nor step() recompiles, and check() stays right
+        prepared.step()
+        assert max(errors(prepared.check(), want).values()) < FP32_TOL
+    assert _dynamo_counts()[0] == graphs
     prepared.close()
 
 
