@@ -326,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="the machine and software a run would record")
     env.add_argument("--json", action="store_true")
     env.set_defaults(func=cmd_env)
+
+    from convbench.commands import register_all
+
+    register_all(sub)
     return parser
 
 
