@@ -7,7 +7,8 @@ A run folder holds
 * ``cases.parquet``: one row per finished case (keys, status, reason, verification error,
   statistics, throughput, MACs, bytes, achieved GFLOP/s and GB/s, ratios vs baseline);
 * ``samples.parquet``: raw per-iteration samples (seconds), one row per sample, with the
-  per-round ratio to the baseline variant where the case was interleaved;
+  per-round ratio to the baseline variant where the case was interleaved, and the index
+  of the fresh process that took it when the suite asks for ``processes: N``;
 * ``logs/``: each worker's stderr.
 
 Every write goes to a temporary file that replaces the old one (``os.replace``), so an
@@ -36,12 +37,12 @@ CASE_COLUMNS = (
     + ["status", "reason", "verify_error", "verify_tolerance", "verify_worst"]
     + ["timer", "median", "q1", "q3", "iqr", "ci_low", "ci_high", "mean", "stdev", "min", "max"]
     + ["n", "inner", "converged", "warmup_iters", "timing_seconds"]
-    + ["baseline", "ratio", "ratio_ci_low", "ratio_ci_high", "rounds"]
+    + ["baseline", "ratio", "ratio_ci_low", "ratio_ci_high", "rounds", "processes", "process_spread"]
     + ["macs", "executed_macs", "flops", "bytes", "param_count"]
     + ["throughput", "gflops", "gbps", "peak_memory", "details", "worker_pid", "finished_at"]
 )
 
-SAMPLE_COLUMNS = ["case_id", "index", "seconds", "ratio"]
+SAMPLE_COLUMNS = ["case_id", "index", "seconds", "ratio", "process"]
 
 
 class ResultsError(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import statistics
 import subprocess
 import sys
 import threading
@@ -23,10 +24,51 @@ from typing import Any
 
 from convbench.cases import Case
 from convbench.results import RunFolder, empty_row, now_iso
-from convbench.timing import TimingConfig
+from convbench.timing import TimingConfig, summarize
 
 STARTUP_TIMEOUT = 180.0
 ResultCallback = Callable[[dict[str, Any]], None]
+Sink = Callable[[dict[str, Any], list[dict[str, Any]]], None]
+
+#: Statistics columns recomputed from the pooled samples of several processes.
+_STAT_FIELDS = ("median", "q1", "q3", "iqr", "ci_low", "ci_high", "mean", "stdev", "min", "max", "n")
+
+
+def merge_processes(
+    runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], confidence: float = 0.95
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One row from the same case run in several fresh processes.
+
+    A case that failed in any process keeps that process's row (its reason says which).
+    Otherwise the statistics are recomputed over the pooled samples (within- and
+    between-process spread together), the per-round ratios are pooled likewise, and
+    ``process_spread`` is the relative spread between processes: the stdev of the
+    per-process medians over their median.
+    """
+    for k, (row, _) in enumerate(runs):
+        if row["status"] != "ok":
+            return {**row, "reason": f"process {k + 1} of {len(runs)}: {row['reason']}", "processes": len(runs)}, []
+    row = dict(runs[0][0])
+    samples = [{**s, "process": k} for k, (_, ss) in enumerate(runs) for s in ss]
+    for i, s in enumerate(samples):
+        s["index"] = i
+    if samples:
+        stats = summarize([s["seconds"] for s in samples], confidence)
+        row.update({f: getattr(stats, f) for f in _STAT_FIELDS})
+        medians = [r["median"] for r, _ in runs]
+        row["process_spread"] = statistics.stdev(medians) / statistics.median(medians) if len(medians) > 1 else 0.0
+        row["converged"] = all(r["converged"] for r, _ in runs)
+        ratios = [s["ratio"] for s in samples if s.get("ratio") is not None]
+        if ratios:
+            rs = summarize(ratios, confidence)
+            row.update(ratio=rs.median, ratio_ci_low=rs.ci_low, ratio_ci_high=rs.ci_high)
+        row["rounds"] = sum(r["rounds"] or 0 for r, _ in runs) or None
+        row["timing_seconds"] = sum(r["timing_seconds"] or 0 for r, _ in runs)
+        median = row["median"]
+        if median:
+            row.update(throughput=row["batch"] / median, gflops=row["flops"] / median / 1e9, gbps=row["bytes"] / median / 1e9)
+    row["processes"] = len(runs)
+    return row, samples
 
 
 class WorkerError(Exception):
@@ -171,11 +213,24 @@ class Runner:
         self.folder.add(row, samples or [])
         self.on_result(row)
 
-    def _fail(self, cases: list[Case], status: str, reason: str) -> None:
+    def _fail(self, cases: list[Case], status: str, reason: str, sink: Sink) -> None:
         for case in cases:
             row = empty_row(case)
             row.update(status=status, reason=reason, finished_at=now_iso())
-            self._record(row)
+            sink(row, [])
+
+    def run_group(self, group: list[Case]) -> None:
+        """Run one group; with ``processes: N``, N times in fresh workers, then merge."""
+        n = self.options.timing.processes
+        if n == 1:
+            self.run_group_once(group, self._record)
+            return
+        collected: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+        for _ in range(n):
+            self.stop_worker()  # a fresh process for every repetition
+            self.run_group_once(group, lambda row, samples: collected.setdefault(row["case_id"], []).append((row, samples)))
+        for case in group:
+            self._record(*merge_processes(collected[case.case_id], self.options.timing.confidence))
 
     def ensure_worker(self, case: Case) -> Worker:
         if self.worker is not None and self.worker_key == case.worker_key and self.worker.proc.poll() is None:
@@ -202,15 +257,16 @@ class Runner:
         self.worker = None
         self.worker_key = None
 
-    def run_group(self, group: list[Case]) -> None:
+    def run_group_once(self, group: list[Case], sink: Sink) -> None:
+        """Run one group in the current (or a fresh) worker; every case reaches ``sink``."""
         try:
             worker = self.ensure_worker(group[0])
         except FileNotFoundError as exc:
-            self._fail(group, "skipped", str(exc))
+            self._fail(group, "skipped", str(exc), sink)
             return
         except WorkerError as exc:
             self.stop_worker(kill=True)
-            self._fail(group, "error", f"worker for {group[0].backend} failed to start: {exc}")
+            self._fail(group, "error", f"worker for {group[0].backend} failed to start: {exc}", sink)
             return
         options = {
             "timing": self.options.timing.model_dump(),
@@ -229,15 +285,15 @@ class Runner:
                 else:
                     row = event["row"]
                     pending.pop(row["case_id"], None)
-                    self._record(row, event.get("samples"))
+                    sink(row, event.get("samples") or [])
         except WorkerError as exc:
             self.stop_worker(kill=True)
             # The case in progress fails; cases not yet started go to a fresh worker.
             # A failure while the group is timed interleaved hits every case being timed.
             failed = [cid for cid in (timing or [current or next(iter(pending))]) if cid in pending]
-            self._fail([pending.pop(cid) for cid in failed], "error", f"worker failed: {exc}")
+            self._fail([pending.pop(cid) for cid in failed], "error", f"worker failed: {exc}", sink)
             if pending and not timing:
-                self.run_group(list(pending.values()))
+                self.run_group_once(list(pending.values()), sink)
         except BaseException:
             self.stop_worker(kill=True)
             raise

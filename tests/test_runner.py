@@ -1,0 +1,78 @@
+"""The runner's pure parts and its handling of processes and interpreters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from convbench.cases import Case
+from convbench.results import empty_row
+from convbench.runner import group_cases, interpreter_for, merge_processes
+from tests.conftest import run_cli
+from tests.test_end_to_end import write_suite
+
+
+def case(variant: str = "native", backend: str = "reference", workload: str = "w", device: str = "cpu") -> Case:
+    return Case(suite="s", workload=workload, kind="depthwise", params={"channels": 4, "size": 4}, variant=variant, backend=backend, device=device)
+
+
+def ok_row(c: Case, seconds: list[float]) -> tuple[dict, list[dict]]:
+    row = empty_row(c)
+    row.update(status="ok", median=sorted(seconds)[len(seconds) // 2], converged=True, batch=1, flops=100, bytes=10, rounds=None, timing_seconds=1.0)
+    return row, [{"case_id": c.case_id, "index": i, "seconds": s, "ratio": None} for i, s in enumerate(seconds)]
+
+
+def test_merge_processes_pools_samples_and_reports_between_process_spread() -> None:
+    c = case()
+    merged, samples = merge_processes([ok_row(c, [1.0, 1.1, 0.9]), ok_row(c, [2.0, 2.1, 1.9])])
+    assert merged["processes"] == 2 and merged["n"] == 6
+    assert merged["median"] == pytest.approx(1.5)  # median of the pooled six samples
+    assert merged["process_spread"] == pytest.approx(pd.Series([1.0, 2.0]).std() / 1.5)
+    assert [s["process"] for s in samples] == [0, 0, 0, 1, 1, 1]
+    assert [s["index"] for s in samples] == list(range(6))
+
+
+def test_merge_processes_keeps_a_failure() -> None:
+    c = case()
+    bad = empty_row(c)
+    bad.update(status="error", reason="worker failed: boom")
+    merged, samples = merge_processes([ok_row(c, [1.0]), (bad, [])])
+    assert merged["status"] == "error" and merged["reason"].startswith("process 2 of 2: worker failed")
+    assert samples == []
+
+
+def test_groups_put_variants_together_and_order_by_worker() -> None:
+    cases = [case("native", "torch"), case("native", "reference"), case("diagonalwise", "torch"), case("native", "torch", "v")]
+    groups = group_cases(cases)
+    assert [[c.variant for c in g] for g in groups] == [["native", "diagonalwise"], ["native"], ["native"]]
+    assert [g[0].backend for g in groups] == ["torch", "torch", "reference"]
+
+
+def test_interpreter_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVBENCH_PYTHON_MXNET", "/opt/mx/bin/python")
+    assert interpreter_for("mxnet") == "/opt/mx/bin/python"
+    assert interpreter_for("mxnet", {"mxnet": "/suite/python"}) == "/suite/python"
+
+
+def test_processes_run_each_group_in_fresh_workers(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "p.yaml", ["a", "b"], backend="reference")
+    suite.write_text(suite.read_text().replace("max_time: 0.05}", "max_time: 0.05, processes: 2}"))
+    out = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = pd.read_parquet(out / "cases.parquet")
+    assert (rows.status == "ok").all() and (rows.processes == 2).all() and rows.process_spread.notna().all()
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert set(samples.process) == {0, 1}
+    assert len(list((out / "logs").glob("worker-*.log"))) == 4  # 2 groups x 2 processes
+
+
+def test_missing_interpreter_gives_skipped_rows(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "i.yaml", ["a"], backend="reference", extra="interpreters: {reference: /nonexistent/python}")
+    out = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = pd.read_parquet(out / "cases.parquet").iloc[0]
+    assert row.status == "skipped" and "/nonexistent/python" in row.reason and "CONVBENCH_PYTHON_REFERENCE" in row.reason
