@@ -141,3 +141,20 @@ def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path: Path, 
     kept = after.set_index("case_id").loc[before.case_id, "finished_at"]
     assert list(kept) == list(before.finished_at), "finished cases were redone"
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_list_shows_workloads_variants_and_backends() -> None:
+    proc = run_cli("list", SMOKE)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "mobilenet_v1" in out and "4,231,976" in out and "568,740,352" in out
+    assert "dw_odd" in out and "diagonalwise" in out
+    assert "torch" in out and "2.13" in out and "reference" in out
+
+
+def test_env_reports_machine_and_backends_as_json() -> None:
+    proc = run_cli("env", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    env = json.loads(proc.stdout)
+    assert env["core"]["cpu_logical_cores"] >= 1 and env["core"]["convbench_version"]
+    assert env["backends"]["torch"]["available"] and env["backends"]["torch"]["environment"]["torch"]
