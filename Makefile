@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 SUITE ?= suites/depthwise.yaml
 PRESET ?= quick
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean report frameworks mxnet-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,19 +18,54 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+# The other frameworks' backends (tensorflow, onnxruntime, jax) in the same venv: they
+# never share a process, each runs in its own worker. MXNet needs NumPy < 1.24, so it
+# gets its own venv (scripts/setup-mxnet.sh), which the runner uses for mxnet.
+VENV_MXNET ?= .venv-mxnet
+PYTHON_MXNET ?= python3.11
+$(BIN)/.frameworks: $(BIN)/.installed
+	$(BIN)/pip install -q -e ".[torch,tensorflow,onnxruntime,jax,dev]"
+	touch $@
+
+$(VENV_MXNET)/.installed: pyproject.toml scripts/setup-mxnet.sh scripts/mxnet-constraints.txt
+	PYTHON_MXNET=$(PYTHON_MXNET) scripts/setup-mxnet.sh $(VENV_MXNET)
+
+frameworks: $(BIN)/.frameworks $(VENV_MXNET)/.installed
+mxnet-venv: $(VENV_MXNET)/.installed
+
 run: venv
 	$(BIN)/convbench run $(SUITE) --preset $(PRESET)
 
 # The core tests, then each backend's own tests in a pytest process of their own:
 # frameworks are never imported together into one process.
-test: venv
+# The browser tests drive Debian's chromium (installed here where missing; run as root).
+test: venv frameworks
 	$(BIN)/ruff check convbench backends tests
-	$(BIN)/python -m pytest -q tests --ignore=tests/backends
+	$(BIN)/python -m pytest -q tests --ignore=tests/backends --ignore=tests/browser
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(BIN)/python -m pytest -q tests/browser
 	$(BIN)/python -m pytest -q tests/backends/torch
+	$(BIN)/python -m pytest -q tests/backends/tensorflow
+	$(BIN)/python -m pytest -q tests/backends/onnxruntime
+	$(BIN)/python -m pytest -q tests/backends/jax
+	$(VENV_MXNET)/bin/python -m pytest -q tests/backends/mxnet
+
+# `make report`: the quick preset of every suite that has one, run on this machine, then
+# the HTML site of those runs in $(REPORT_OUT) (open its index.html).
+REPORT_RUNS ?= results/report-quick
+REPORT_OUT ?= reports/latest
+report: venv
+	rm -rf $(REPORT_RUNS)
+	for s in suites/*.yaml; do \
+	  $(BIN)/python -c "import sys; from convbench.suite import load_suite; sys.exit(0 if 'quick' in load_suite(sys.argv[1]).presets else 3)" $$s; \
+	  rc=$$?; [ $$rc -eq 3 ] && continue; [ $$rc -eq 0 ] || exit 1; \
+	  $(BIN)/convbench run $$s --preset quick --out $(REPORT_RUNS)/$$(basename $$s .yaml) || exit 1; \
+	done
+	$(BIN)/convbench report $(REPORT_RUNS) -o $(REPORT_OUT)
 
 lint: venv
 	$(BIN)/ruff check convbench backends tests
 	$(BIN)/ruff format --check convbench backends tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV_MXNET) build *.egg-info

@@ -15,13 +15,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from convbench.cases import Case
 from convbench.data import Tensors
 from convbench.graph import Graph
+
+if TYPE_CHECKING:
+    from convbench.peaks import PeakWork
+    from convbench.timing import TimingConfig
 
 ENTRY_POINT_GROUP = "convbench.backends"
 
@@ -69,6 +73,23 @@ class Prepared(ABC):
         """Peak device memory of the case, where the framework can tell."""
         return None
 
+    def cache_flusher(self) -> Callable[[], None] | None:
+        """Optional: a function evicting the device's last-level cache, for cold-cache host
+        timing (``TimingConfig.cold_cache``); a device sampler flushes by itself."""
+        return None
+
+    def profile(self, steps: int) -> list[dict[str, Any]] | None:
+        """Optional: per-op time of ``steps`` steps from the framework's own profiler.
+
+        One dict per (graph node, framework op): ``op`` (the framework's name), ``node``
+        (the graph node it computes; None for work outside the graph: loss, optimizer),
+        ``self_time`` (seconds per step, excluding nested ops), ``count`` (calls per
+        step), optionally ``phase`` (forward/backward/update) and ``category`` (else the
+        core derives it from the node, :func:`convbench.profile.categorize`). Add key
+        ``source`` to every row to say which profiler and clock it is. None: no profiler.
+        """
+        return None
+
     def details(self) -> dict[str, Any]:
         """Facts about how the case actually ran (layout used, compiler, algorithm ...)."""
         return {}
@@ -82,6 +103,9 @@ class Backend(ABC):
 
     name: str = ""
     install_hint: str = ""
+    #: Backend-implemented variants (:data:`convbench.variants.BACKEND_VARIANTS`) it runs;
+    #: the worker skips cases of the others.
+    variants: frozenset[str] = frozenset()
 
     @abstractmethod
     def info(self) -> BackendInfo:
@@ -98,6 +122,16 @@ class Backend(ABC):
 
     def set_threads(self, threads: int | None) -> None:
         """Set the number of CPU threads the framework uses for the following cases."""
+
+    def configure(self, timing: TimingConfig) -> None:
+        """Timing options a backend implements itself, set before each group of cases:
+        ``autotune`` (cuDNN benchmark and its equivalents), ``cold_cache`` (flushing in
+        its device sampler), ``rotate_inputs``. Record in ``details()`` what took effect."""
+
+    def peak_work(self, device: str, dtype: str) -> PeakWork | None:
+        """Optional: a large matmul and a large device-to-device copy through the framework,
+        timed by the core to measure the device's peaks (:mod:`convbench.peaks`)."""
+        return None
 
     @abstractmethod
     def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:

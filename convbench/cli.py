@@ -237,10 +237,33 @@ def backend_infos(interpreters: dict[str, str] | None = None) -> dict[str, dict[
     return infos
 
 
+def _workloads_table() -> Table:
+    """Every workload kind; networks at their default parameters and every named
+    configuration, with its figures against the published ones."""
+    from convbench.workloads import catalogue
+
+    table = Table(title="workloads (batch 1; MACs: multiply-adds of convs and FC; parameters: trainable)")
+    for col in ("kind", "configuration", "input", "parameters", "MACs (M)", "published", "agrees", "source"):
+        table.add_column(col, justify="right" if col in ("parameters", "MACs (M)") else "left")
+    for r in catalogue():
+        if "macs" not in r:
+            table.add_row(r["kind"], "-", "", "", "", "", "", r["description"])
+            continue
+        pub = r["published"]
+        shown = ", ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in (pub.params, pub.macs) if v is not None) if pub else ""
+        agrees = "-" if not shown else "[green]yes[/]" if not r["mismatches"] else f"[red]{'; '.join(r['mismatches'])}[/]"
+        note = f"{pub.source}{' (' + pub.note + ')' if pub.note else ''}" if pub else r["description"]
+        table.add_row(r["kind"], r["config"], "x".join(map(str, r["input"])), f"{r['parameters']:,}", f"{r['macs'] / 1e6:.2f}", shown, agrees, note)
+    return table
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from convbench.variants import VARIANTS
     from convbench.workloads import WORKLOADS
 
+    if args.workloads:
+        console.print(_workloads_table())
+        return EXIT_OK
     if args.suite:
         suite, _, _ = _load_cases(argparse.Namespace(suite=args.suite, preset=None, filter=None))
         table = Table(title=f"workloads of {args.suite} (batch 1)")
@@ -321,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="workloads, variants and backends")
     lst.add_argument("suite", nargs="?", help="also list this suite's workloads")
+    lst.add_argument("--workloads", action="store_true", help="only the workloads: networks and their named configurations with parameters and MACs against the published figures")
     lst.set_defaults(func=cmd_list)
 
     env = sub.add_parser("env", help="the machine and software a run would record")
@@ -346,4 +370,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: subcommands raise
+    # convbench.cli.UsageError, which a __main__.UsageError handler would not catch.
+    from convbench.cli import main as _main
+
+    sys.exit(_main())

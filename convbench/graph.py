@@ -19,7 +19,26 @@ Node kinds:
   ``const`` (a non-trainable tensor: BN running statistics, masks);
 * ops: ``conv2d``, ``batchnorm``, ``relu``, ``relu6``, ``sigmoid``, ``add``, ``mul``,
   ``concat``, ``slice``, ``avgpool``, ``maxpool``, ``global_avgpool``, ``linear``,
-  ``flatten``.
+  ``flatten``, and the data-movement primitives below.
+
+Data-movement primitives (no multiply-adds; compact networks build their channel
+shuffles, channel splits, shifts and shortcuts from them, so a backend lowers four
+simple ops instead of one op per paper):
+
+* ``reshape`` (attr ``shape``: the whole output shape, batch included): the input's
+  elements, read in row-major (C) order, laid out in the new shape; same element count.
+  A channel shuffle with g groups of n channels is ``reshape`` (N, g, n, H, W),
+  ``transpose`` (0, 2, 1, 3, 4), ``reshape`` (N, g*n, H, W).
+* ``transpose`` (attr ``perm``): output axis i is input axis ``perm[i]``
+  (``numpy.transpose``, ``torch.permute``).
+* ``pad`` (attr ``pads``: one (before, after) pair of non-negative ints per axis): zeros
+  added before and after along each axis; output size ``before + size + after``.
+* ``shift`` (attr ``offsets``: one (dy, dx) pair of ints per channel; 4-D input): every
+  channel is moved spatially by its own offset and the vacated pixels are zero,
+  ``out[n, c, h, w] = x[n, c, h - dy_c, w - dx_c]`` where ``0 <= h - dy_c < H`` and
+  ``0 <= w - dx_c < W``, else 0. Each ``|dy_c| < H`` and ``|dx_c| < W``.
+  :func:`shift_offsets` builds the offsets of Wu et al.'s k x k shift and
+  :func:`shift_runs` groups consecutive channels that share an offset.
 
 Counting conventions (see FIELD.md):
 
@@ -32,7 +51,7 @@ Counting conventions (see FIELD.md):
 * **bytes** are the fewest bytes an op must move when it runs alone: it reads each of its
   inputs once and writes its output once, at the element size of the case's dtype. A
   graph's bytes are the sum over its ops (no fusion is assumed); source nodes move
-  nothing by themselves.
+  nothing by themselves, and neither does ``reshape`` (a view of its materialised input).
 """
 
 from __future__ import annotations
@@ -61,6 +80,10 @@ OPS = SOURCE_OPS | ELEMENTWISE_UNARY | frozenset(
         "global_avgpool",
         "linear",
         "flatten",
+        "reshape",
+        "transpose",
+        "pad",
+        "shift",
     }
 )
 
@@ -265,6 +288,32 @@ def infer_shape(op: str, in_shapes: list[Shape], attrs: Mapping[str, Any]) -> Sh
         arity(1)
         x = in_shapes[0]
         return (x[0], math.prod(x[1:]))
+    if op == "reshape":
+        arity(1)
+        shape = tuple(int(d) for d in attrs["shape"])
+        if any(d < 1 for d in shape) or math.prod(shape) != math.prod(in_shapes[0]):
+            raise GraphError(f"reshape: {in_shapes[0]} cannot be laid out as {shape}")
+        return shape
+    if op == "transpose":
+        arity(1)
+        perm = tuple(int(a) for a in attrs["perm"])
+        if sorted(perm) != list(range(len(in_shapes[0]))):
+            raise GraphError(f"transpose: {perm} is not a permutation of the axes of {in_shapes[0]}")
+        return tuple(in_shapes[0][a] for a in perm)
+    if op == "pad":
+        arity(1)
+        x, pads = in_shapes[0], attrs["pads"]
+        if len(pads) != len(x) or any(len(p) != 2 or min(p) < 0 for p in pads):
+            raise GraphError(f"pad: want one (before, after) pair >= 0 per axis of {x}, got {pads}")
+        return tuple(d + int(a) + int(b) for d, (a, b) in zip(x, pads, strict=True))
+    if op == "shift":
+        arity(1)
+        x, offsets = in_shapes[0], attrs["offsets"]
+        if len(x) != 4 or len(offsets) != x[1]:
+            raise GraphError(f"shift: want 4-D input and one offset per channel, got {x}, {len(offsets)} offsets")
+        if any(abs(dy) >= x[2] or abs(dx) >= x[3] for dy, dx in offsets):
+            raise GraphError(f"shift: an offset moves a channel out of its {x[2]}x{x[3]} plane")
+        return x
     if op == "linear":
         arity(2, 3)
         x, w = in_shapes[0], in_shapes[1]
@@ -288,10 +337,41 @@ def node_macs(graph: Graph, node: Node) -> int:
 
 def node_bytes(graph: Graph, node: Node, itemsize: int = 4) -> int:
     """Fewest bytes ``node`` moves alone: every input read once, its output written once."""
-    if node.op in SOURCE_OPS:
+    if node.op in SOURCE_OPS or node.op == "reshape":
         return 0
     elements = node.size + sum(graph[name].size for name in node.inputs)
     return elements * itemsize
+
+
+def shift_offsets(channels: int, kernel: int = 3, dilation: int = 1) -> tuple[tuple[int, int], ...]:
+    """Per-channel offsets of a k x k shift (Wu et al. 2017, arXiv 1711.08141).
+
+    The channels are split into k*k groups of consecutive channels, as equal as possible
+    (the first ``channels mod k*k`` groups have one channel more, as ``numpy.array_split``);
+    group i moves by the i-th offset of the k x k grid in row-major order,
+    ``(dilation * (i // k - k // 2), dilation * (i % k - k // 2))``, so the centre group
+    stays in place. ``kernel`` must be odd.
+    """
+    if kernel < 1 or kernel % 2 == 0:
+        raise GraphError(f"shift kernel must be odd and positive, got {kernel}")
+    half = kernel // 2
+    groups = np.array_split(np.arange(channels), kernel * kernel)
+    offsets: list[tuple[int, int]] = []
+    for i, members in enumerate(groups):
+        dy, dx = dilation * (i // kernel - half), dilation * (i % kernel - half)
+        offsets.extend([(dy, dx)] * len(members))
+    return tuple(offsets)
+
+
+def shift_runs(offsets: Sequence[Sequence[int]]) -> list[tuple[int, int, int, int]]:
+    """Maximal runs of consecutive channels sharing one offset: (start, stop, dy, dx)."""
+    runs: list[tuple[int, int, int, int]] = []
+    for c, (dy, dx) in enumerate(offsets):
+        if runs and runs[-1][1] == c and runs[-1][2:] == (dy, dx):
+            runs[-1] = (runs[-1][0], c + 1, dy, dx)
+        else:
+            runs.append((c, c + 1, int(dy), int(dx)))
+    return runs
 
 
 class GraphBuilder:
@@ -414,6 +494,18 @@ class GraphBuilder:
         if bias:
             inputs.append(self.param(f"{name}.bias", (out_features,), "fan_in_uniform", fan_in))
         return self.add("linear", inputs, name=name)
+
+    def reshape(self, x: str, shape: Sequence[int], name: str | None = None) -> str:
+        return self.add("reshape", [x], name=name, shape=tuple(int(d) for d in shape))
+
+    def transpose(self, x: str, perm: Sequence[int], name: str | None = None) -> str:
+        return self.add("transpose", [x], name=name, perm=tuple(int(a) for a in perm))
+
+    def pad(self, x: str, pads: Sequence[Sequence[int]], name: str | None = None) -> str:
+        return self.add("pad", [x], name=name, pads=tuple((int(a), int(b)) for a, b in pads))
+
+    def shift(self, x: str, offsets: Sequence[Sequence[int]], name: str | None = None) -> str:
+        return self.add("shift", [x], name=name, offsets=tuple((int(a), int(b)) for a, b in offsets))
 
     def act(self, x: str, kind: str | None) -> str:
         """Apply an activation by name (``relu``, ``relu6``, ``sigmoid``) or none."""

@@ -13,6 +13,9 @@ Conventions (those of :mod:`convbench.graph`):
 * ``batchnorm`` inputs are (x, gamma, beta, running_mean, running_var). Inference uses the
   running statistics; training uses the batch statistics over every axis but 1, with the
   biased variance (PyTorch's train mode). Gradients flow through the batch statistics;
+* ``reshape``, ``transpose``, ``pad`` and ``shift`` move data only; the gradient of each is
+  its adjoint: reshape back, the inverse permutation, the interior slice, and the shift by
+  the opposite offsets (zero fill again);
 * ``backward`` differentiates loss = sum over outputs of sum(output * cotangent). Only
   nodes that depend on an ``input`` or ``param`` receive gradients; ``const`` nodes never do.
 """
@@ -23,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from convbench.graph import SOURCE_OPS, Graph, Node, conv_output_hw
+from convbench.graph import SOURCE_OPS, Graph, Node, conv_output_hw, shift_runs
 
 Tensors = dict[str, np.ndarray]
 Array = np.ndarray
@@ -379,6 +382,53 @@ def _flatten_bwd(
     return [gy.reshape(ins[0].shape)]
 
 
+def _reshape_bwd(
+    node: Node, ins: list[Array], y: Array, gy: Array, needs: list[bool], training: bool
+) -> list[Array | None]:
+    return [gy.reshape(ins[0].shape)]
+
+
+def _transpose_fwd(node: Node, ins: list[Array], training: bool) -> Array:
+    return np.ascontiguousarray(np.transpose(ins[0], node.attrs["perm"]))
+
+
+def _transpose_bwd(
+    node: Node, ins: list[Array], y: Array, gy: Array, needs: list[bool], training: bool
+) -> list[Array | None]:
+    return [np.ascontiguousarray(np.transpose(gy, np.argsort(node.attrs["perm"])))]
+
+
+def _pad_fwd(node: Node, ins: list[Array], training: bool) -> Array:
+    return np.pad(ins[0], [tuple(p) for p in node.attrs["pads"]])
+
+
+def _pad_bwd(
+    node: Node, ins: list[Array], y: Array, gy: Array, needs: list[bool], training: bool
+) -> list[Array | None]:
+    index = tuple(slice(a, a + n) for (a, _), n in zip(node.attrs["pads"], ins[0].shape, strict=True))
+    return [gy[index].copy()]
+
+
+def shift(x: Array, offsets: Sequence[Sequence[int]], sign: int = 1) -> Array:
+    """``out[:, c, h, w] = x[:, c, h - s*dy_c, w - s*dx_c]`` (zero outside), s = ``sign``."""
+    out = np.zeros(x.shape)
+    height, width = x.shape[2:]
+
+    def spans(d: int, size: int) -> tuple[slice, slice]:
+        return slice(max(0, d), min(size, size + d)), slice(max(0, -d), min(size, size - d))
+
+    for start, stop, dy, dx in shift_runs(offsets):
+        (oh, ih), (ow, iw) = spans(sign * dy, height), spans(sign * dx, width)
+        out[:, start:stop, oh, ow] = x[:, start:stop, ih, iw]
+    return out
+
+
+def _shift_bwd(
+    node: Node, ins: list[Array], y: Array, gy: Array, needs: list[bool], training: bool
+) -> list[Array | None]:
+    return [shift(gy, node.attrs["offsets"], sign=-1)]
+
+
 def _linear_fwd(node: Node, ins: list[Array], training: bool) -> Array:
     y = ins[0] @ ins[1].T
     return y + ins[2] if len(ins) > 2 else y
@@ -499,6 +549,10 @@ _FORWARD: dict[str, ForwardFn] = {
     "global_avgpool": lambda node, ins, training: ins[0].mean(axis=(2, 3), keepdims=True),
     "flatten": lambda node, ins, training: ins[0].reshape(ins[0].shape[0], -1).copy(),
     "linear": _linear_fwd,
+    "reshape": lambda node, ins, training: ins[0].reshape(node.attrs["shape"]).copy(),
+    "transpose": _transpose_fwd,
+    "pad": _pad_fwd,
+    "shift": lambda node, ins, training: shift(ins[0], node.attrs["offsets"]),
 }
 
 _BACKWARD: dict[str, BackwardFn] = {
@@ -516,6 +570,10 @@ _BACKWARD: dict[str, BackwardFn] = {
     "global_avgpool": _global_avgpool_bwd,
     "flatten": _flatten_bwd,
     "linear": _linear_bwd,
+    "reshape": _reshape_bwd,
+    "transpose": _transpose_bwd,
+    "pad": _pad_bwd,
+    "shift": _shift_bwd,
 }
 
 

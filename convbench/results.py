@@ -40,6 +40,7 @@ CASE_COLUMNS = (
     + ["baseline", "ratio", "ratio_ci_low", "ratio_ci_high", "rounds", "processes", "process_spread"]
     + ["macs", "executed_macs", "flops", "bytes", "param_count"]
     + ["throughput", "gflops", "gbps", "peak_memory", "details", "worker_pid", "finished_at"]
+    + ["roofline_bound", "roofline_limit", "roofline_fraction"]  # see convbench.peaks
 )
 
 SAMPLE_COLUMNS = ["case_id", "index", "seconds", "ratio", "process"]

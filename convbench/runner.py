@@ -75,12 +75,25 @@ class WorkerError(Exception):
     """The worker died, hung or broke the protocol."""
 
 
+#: Per backend, a virtual environment of its own that ``make`` creates in the checkout
+#: (MXNet needs NumPy < 1.24); used when it exists and nothing else is configured.
+DEFAULT_VENVS = {"mxnet": ".venv-mxnet"}
+
+
 def interpreter_for(backend: str, configured: dict[str, str] | None = None) -> str:
     """The Python that hosts ``backend``: the suite's ``interpreters`` entry, else the
-    environment variable ``CONVBENCH_PYTHON_<BACKEND>``, else this interpreter."""
+    environment variable ``CONVBENCH_PYTHON_<BACKEND>``, else the backend's own
+    environment in the checkout (:data:`DEFAULT_VENVS`) if it exists, else this interpreter."""
     if configured and backend in configured:
         return str(configured[backend])
-    return os.environ.get(f"CONVBENCH_PYTHON_{backend.upper()}", sys.executable)
+    env = os.environ.get(f"CONVBENCH_PYTHON_{backend.upper()}")
+    if env:
+        return env
+    if backend in DEFAULT_VENVS:
+        python = Path(__file__).resolve().parent.parent / DEFAULT_VENVS[backend] / "bin" / "python"
+        if python.exists():
+            return str(python)
+    return sys.executable
 
 
 class Worker:
@@ -141,7 +154,7 @@ class Worker:
             event = self.next_event(deadline - time.monotonic())
             if event.get("event") == "done":
                 return
-            if event.get("event") in ("start", "timing", "result"):
+            if event.get("event") in ("start", "timing", "result", "peaks"):
                 yield event
 
     def stderr_tail(self, chars: int = 1500) -> str:
@@ -247,7 +260,10 @@ class Runner:
         self.worker = Worker(python, case.backend, log)
         self.worker_key = case.worker_key
         envs = self.folder.meta.setdefault("environment", {}).setdefault("backends", {})
+        peaks = envs.get(f"{case.backend}:{case.device}", {}).get("peaks")  # kept across worker restarts
         envs[f"{case.backend}:{case.device}"] = {**self.worker.hello.get("info", {}), "python": self.worker.hello.get("python")}
+        if peaks:
+            envs[f"{case.backend}:{case.device}"]["peaks"] = peaks
         self.folder.save_meta()
         return self.worker
 
@@ -268,10 +284,12 @@ class Runner:
             self.stop_worker(kill=True)
             self._fail(group, "error", f"worker for {group[0].backend} failed to start: {exc}", sink)
             return
+        env = self.folder.meta.setdefault("environment", {}).setdefault("backends", {}).setdefault(f"{group[0].backend}:{group[0].device}", {})
         options = {
             "timing": self.options.timing.model_dump(),
             "tolerance": self.options.tolerance,
             "verify_only": self.options.verify_only,
+            "peaks": env.get("peaks", {}),  # measured once per run (convbench.peaks)
         }
         pending = {c.case_id: c for c in group}
         current: str | None = None
@@ -282,6 +300,9 @@ class Runner:
                     current = event["case_id"]
                 elif event["event"] == "timing":
                     timing = list(event["case_ids"])
+                elif event["event"] == "peaks":
+                    env.setdefault("peaks", {})[event["key"]] = event["peaks"]
+                    self.folder.save_meta()
                 else:
                     row = event["row"]
                     pending.pop(row["case_id"], None)

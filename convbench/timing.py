@@ -85,6 +85,18 @@ class TimingConfig(BaseModel):
     max_time: float = Field(5.0, gt=0, description="sampling budget per case (per member)")
     interleave: bool = Field(True, description="interleave compared variants (runner)")
     processes: int = Field(1, ge=1, description="fresh processes per case (runner)")
+    autotune: bool = Field(
+        False, description="let the framework autotune its kernels (cudnn.benchmark), warmed up before timing"
+    )
+    cold_cache: bool = Field(
+        False, description="evict the last-level cache (a GPU's L2) before every iteration, timed one by one"
+    )
+    rotate_inputs: int = Field(
+        1, ge=1, description="cycle through this many copies of the inputs, one per iteration"
+    )
+    roofline: bool = Field(
+        True, description="measure device peaks once per run and each case's roofline fraction"
+    )
 
     @model_validator(mode="after")
     def _check_sample_bounds(self) -> TimingConfig:
@@ -99,16 +111,29 @@ def host_sampler(
     step: Callable[[], None],
     sync: Callable[[], None],
     clock: Clock = time.perf_counter,
+    before: Callable[[], None] | None = None,
 ) -> Sampler:
     """A sampler timing ``n`` calls of ``step`` by host wall clock.
 
     ``sync`` runs before each clock read: a device may return from ``step`` before its
-    work is done, and work queued earlier must not leak into this sample.
+    work is done, and work queued earlier must not leak into this sample. With
+    ``before`` (e.g. a cache flush) each iteration is timed alone, ``before`` and a
+    ``sync`` running untimed ahead of it; the sample is the sum of the iterations.
     """
 
     def sample(n: int) -> float:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        if before is not None:
+            total = 0.0
+            for _ in range(n):
+                before()
+                sync()
+                t0 = clock()
+                step()
+                sync()
+                total += clock() - t0
+            return total
         sync()
         t0 = clock()
         for _ in range(n):

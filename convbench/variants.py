@@ -1,9 +1,35 @@
 """Variants: framework-independent graph rewrites that compute the same function.
 
-A variant is named in suites by a label: ``native`` or ``diagonalwise``, optionally with
-arguments, ``diagonalwise(group_size=16)``. Every rewrite keeps the names and shapes of
-the graph's inputs, parameters and outputs, so every variant runs on the very same
-weights and is verified against the same reference.
+A variant is named in suites by a label: a name, optionally with arguments,
+``diagonalwise(group_size=16)``, or several joined by ``+`` and applied left to right,
+``onehot+diagonalwise`` (the shifts become one-hot depthwise convs, which diagonalwise
+then rewrites). Every rewrite keeps the names and shapes of the graph's inputs,
+parameters and outputs, so every variant runs on the very same weights and is verified
+against the same reference. A variant (or a step of a chain) that finds nothing to
+rewrite does not apply, and its case is skipped.
+
+The rewrites (``native`` changes nothing):
+
+* ``diagonalwise`` (depthwise convs), below;
+* ``blockdiag`` (group convs that are not depthwise: 1 < groups < C_in): the conv becomes
+  one dense conv (groups = 1) whose (C_out, C_in, kh, kw) weight is block-diagonal: the
+  trainable (C_out, C_in/g, kh, kw) weight is reshaped to (g, C_out/g, 1, C_in/g, kh, kw),
+  multiplied by a fixed 0/1 mask of shape (g, 1, g, 1, 1, 1) holding the g x g identity
+  (which broadcasts it into the off-diagonal blocks as zeros) and reshaped to
+  (C_out, C_in, kh, kw). As in diagonalwise, gradients reach only the real weight;
+* ``split`` (every conv with groups > 1, depthwise included): g convs, one per group, on
+  channel slices of the input with slices of the weight (and bias), concatenated: what
+  Caffe did, the slow baseline of arXiv 1803.09926;
+* ``slice`` (``shift``): each run of channels sharing an offset is sliced out, cropped
+  in height and width and zero-padded back (``slice``, ``slice``, ``slice``, ``pad``),
+  and the runs are concatenated;
+* ``onehot`` (``shift``): a depthwise conv (stride 1, padding p = the largest |offset|,
+  kernel 2p + 1) with a fixed one-hot weight: channel c's kernel is 1 at (p - dy_c,
+  p - dx_c). It counts the multiply-adds it executes, C * H * W * (2p + 1)^2 per sample.
+* ``kernel`` (depthwise convs and ``shift``): a *backend-implemented* variant. Its graph
+  rewrite is the identity; the backend runs its own hand-written kernels for the nodes
+  it names (the torch backend: Triton, :mod:`convbench_torch.kernels`) and records in
+  the case's details which nodes ran them. A backend without such kernels skips it.
 
 ``diagonalwise`` (Qin et al. 2018, arXiv 1803.09926) replaces each depthwise conv
 (groups = C_in > 1) by a standard conv with a (block-)diagonal weight: the C input
@@ -26,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from convbench.graph import Graph, GraphBuilder, Node
+from convbench.graph import Graph, GraphBuilder, Node, shift_runs
 
 Rewrite = Callable[[Graph, dict[str, Any]], Graph]
 
@@ -79,6 +105,22 @@ def is_depthwise(node: Node, graph: Graph) -> bool:
         return False
     c_in = graph.shape(node.inputs[0])[1]
     return c_in > 1 and node.attrs["groups"] == c_in
+
+
+def is_group_conv(node: Node, graph: Graph) -> bool:
+    """A conv2d with 1 < groups < its input channels (a group conv that is not depthwise)."""
+    if node.op != "conv2d":
+        return False
+    return 1 < node.attrs["groups"] < graph.shape(node.inputs[0])[1]
+
+
+def is_grouped(node: Node, graph: Graph) -> bool:
+    """A conv2d with groups > 1 (group or depthwise)."""
+    return node.op == "conv2d" and node.attrs["groups"] > 1
+
+
+def is_shift(node: Node, graph: Graph) -> bool:
+    return node.op == "shift"
 
 
 def copy_node(b: GraphBuilder, node: Node) -> str:
@@ -135,6 +177,103 @@ def diagonalwise(graph: Graph, args: dict[str, Any]) -> Graph:
     return b.build(graph.outputs)
 
 
+def _conv_attrs(node: Node) -> dict[str, Any]:
+    return {k: v for k, v in node.attrs.items() if k != "groups"}
+
+
+def blockdiag(graph: Graph, args: dict[str, Any]) -> Graph:
+    """Rewrite every group conv (not depthwise) as one dense conv with a block-diagonal weight."""
+    b = GraphBuilder()
+    for node in graph.nodes:
+        if not is_group_conv(node, graph):
+            copy_node(b, node)
+            continue
+        w = node.inputs[1]
+        o, cg, kh, kw = graph.shape(w)
+        g = node.attrs["groups"]
+        blocks = b.reshape(w, (g, o // g, 1, cg, kh, kw), name=b.unique(f"{node.name}.w_blocks"))
+        eye = np.eye(g).reshape(g, 1, g, 1, 1, 1)
+        mask = b.const(b.unique(f"{node.name}.mask"), eye.shape, value=eye)
+        masked = b.add("mul", [blocks, mask], name=b.unique(f"{node.name}.w_masked"))
+        dense = b.reshape(masked, (o, cg * g, kh, kw), name=b.unique(f"{node.name}.blockdiag_weight"))
+        inputs = [node.inputs[0], dense, *node.inputs[2:]]
+        b.add("conv2d", inputs, name=node.name, groups=1, **_conv_attrs(node))
+    return b.build(graph.outputs)
+
+
+def split(graph: Graph, args: dict[str, Any]) -> Graph:
+    """Rewrite every conv with groups > 1 as one conv per group on channel slices, concatenated."""
+    b = GraphBuilder()
+    for node in graph.nodes:
+        if not is_grouped(node, graph):
+            copy_node(b, node)
+            continue
+        x, w = node.inputs[0], node.inputs[1]
+        bias = node.inputs[2] if len(node.inputs) == 3 else None
+        g = node.attrs["groups"]
+        cg, og = graph.shape(x)[1] // g, graph.shape(w)[0] // g
+        parts = []
+        for i in range(g):
+            pre = f"{node.name}.g{i}"
+            inputs = [
+                b.add("slice", [x], name=b.unique(f"{pre}.x"), axis=1, start=i * cg, stop=(i + 1) * cg),
+                b.add("slice", [w], name=b.unique(f"{pre}.w"), axis=0, start=i * og, stop=(i + 1) * og),
+            ]
+            if bias:
+                inputs.append(b.add("slice", [bias], name=b.unique(f"{pre}.b"), axis=0, start=i * og, stop=(i + 1) * og))
+            parts.append(b.add("conv2d", inputs, name=b.unique(pre), groups=1, **_conv_attrs(node)))
+        b.add("concat", parts, name=node.name, axis=1)
+    return b.build(graph.outputs)
+
+
+def shift_by_slices(graph: Graph, args: dict[str, Any]) -> Graph:
+    """Rewrite every shift as slices, zero pads and one concat (the ``slice`` variant)."""
+    b = GraphBuilder()
+    for node in graph.nodes:
+        if not is_shift(node, graph):
+            copy_node(b, node)
+            continue
+        x = node.inputs[0]
+        n, _, height, width = graph.shape(x)
+        parts = []
+        for start, stop, dy, dx in shift_runs(node.attrs["offsets"]):
+            pre = f"{node.name}.c{start}"
+            y = b.add("slice", [x], name=b.unique(pre), axis=1, start=start, stop=stop)
+            pads = [(0, 0), (0, 0), (0, 0), (0, 0)]
+            for axis, d, size in ((2, dy, height), (3, dx, width)):
+                if d:  # keep the rows (columns) that stay in the plane, pad the vacated ones
+                    y = b.add("slice", [y], name=b.unique(f"{pre}.crop"), axis=axis, start=max(0, -d), stop=size - max(0, d))
+                    pads[axis] = (max(0, d), max(0, -d))
+            if dy or dx:
+                y = b.pad(y, pads, name=b.unique(f"{pre}.pad"))
+            parts.append(y)
+        b.add("concat", parts, name=node.name, axis=1)
+    return b.build(graph.outputs)
+
+
+def onehot_kernels(offsets: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Depthwise weight (C, 1, 2p+1, 2p+1), p the largest |offset|: a 1 at (p - dy, p - dx)."""
+    p = max((max(abs(dy), abs(dx)) for dy, dx in offsets), default=0)
+    w = np.zeros((len(offsets), 1, 2 * p + 1, 2 * p + 1))
+    for c, (dy, dx) in enumerate(offsets):
+        w[c, 0, p - dy, p - dx] = 1.0
+    return w
+
+
+def onehot(graph: Graph, args: dict[str, Any]) -> Graph:
+    """Rewrite every shift as a depthwise conv with fixed one-hot kernels."""
+    b = GraphBuilder()
+    for node in graph.nodes:
+        if not is_shift(node, graph):
+            copy_node(b, node)
+            continue
+        kernels = onehot_kernels(node.attrs["offsets"])
+        w = b.const(b.unique(f"{node.name}.onehot_weight"), kernels.shape, value=kernels)
+        p = kernels.shape[-1] // 2
+        b.add("conv2d", [node.inputs[0], w], name=node.name, stride=(1, 1), padding=(p, p), dilation=(1, 1), groups=kernels.shape[0])
+    return b.build(graph.outputs)
+
+
 VARIANTS: dict[str, VariantKind] = {
     "native": VariantKind("native", lambda g, _: g, {}, "the framework's own ops"),
     "diagonalwise": VariantKind(
@@ -144,7 +283,30 @@ VARIANTS: dict[str, VariantKind] = {
         "depthwise conv as a grouped standard conv with (block-)diagonal weights",
         is_depthwise,
     ),
+    "blockdiag": VariantKind(
+        "blockdiag",
+        blockdiag,
+        {},
+        "group conv as one dense conv with a masked block-diagonal weight",
+        is_group_conv,
+    ),
+    "split": VariantKind(
+        "split", split, {}, "grouped conv as one conv per group on channel slices, concatenated", is_grouped
+    ),
+    "slice": VariantKind("slice", shift_by_slices, {}, "shift as slices, zero pads and a concat", is_shift),
+    "onehot": VariantKind("onehot", onehot, {}, "shift as a depthwise conv with one-hot kernels", is_shift),
+    "kernel": VariantKind(
+        "kernel",
+        lambda g, _: g,
+        {},
+        "hand-written kernels for depthwise convs and shifts (backend-implemented)",
+        lambda node, graph: is_depthwise(node, graph) or node.op == "shift",
+    ),
 }
+
+#: Variants a backend implements itself: their rewrite is the identity, and a backend that
+#: has no implementation skips their cases (see each backend's ``skip_reason``).
+BACKEND_VARIANTS = frozenset({"kernel"})
 
 _LABEL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
@@ -161,8 +323,59 @@ def _parse_value(text: str) -> Any:
     return text.strip("'\"")
 
 
-def parse_variant(label: str) -> Variant:
-    """Parse ``name`` or ``name(key=value, ...)``; ValueError with a readable message."""
+@dataclass(frozen=True)
+class VariantChain:
+    """Variants applied left to right (label ``a+b``); applies when every step changes
+    the graph it receives."""
+
+    steps: tuple[Variant, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(v.name for v in self.steps)
+
+    @property
+    def label(self) -> str:
+        return "+".join(v.label for v in self.steps)
+
+    def apply(self, graph: Graph) -> Graph:
+        for step in self.steps:
+            graph = step.apply(graph)
+        return graph
+
+    def applies(self, graph: Graph) -> bool:
+        for step in self.steps:
+            if not step.applies(graph):
+                return False
+            graph = step.apply(graph)
+        return True
+
+
+def _split_top_level(label: str) -> list[str]:
+    """``label`` split at the ``+`` signs outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(label):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "+" and depth == 0:
+            parts.append(label[start:i])
+            start = i + 1
+    parts.append(label[start:])
+    return parts
+
+
+def parse_variant(label: str) -> Variant | VariantChain:
+    """Parse ``name``, ``name(key=value, ...)`` or such labels joined by ``+``; ValueError
+    with a readable message."""
+    parts = _split_top_level(str(label))
+    if len(parts) == 1:
+        return _parse_one(parts[0])
+    steps = tuple(_parse_one(p) for p in parts)
+    if any(v.name == "native" for v in steps):
+        raise ValueError(f"variant {label!r}: native cannot be chained (it changes nothing)")
+    return VariantChain(steps)
+
+
+def _parse_one(label: str) -> Variant:
     match = _LABEL.match(str(label))
     if not match:
         raise ValueError(f"malformed variant {label!r}: expected NAME or NAME(key=value, ...)")

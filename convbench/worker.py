@@ -8,7 +8,15 @@ Protocol (one JSON object per line): the worker first writes ``{"event": "hello"
   the cases of one group (they differ only in variant). For each case the worker emits
   ``{"event": "start", "case_id"}``, then ``{"event": "result", "row": {...},
   "samples": [...]}``; then ``{"event": "done"}``.
+* ``{"cmd": "profile", "cases": [...], "steps": n, "timing": {...}, "tolerance": {...}}``:
+  each case is built and verified as for ``run``, then profiled with the framework's own
+  profiler (:meth:`Prepared.profile`); per case ``{"event": "profile", "case_id",
+  "status", "reason", "rows": [...]}``; then ``{"event": "done"}``.
 * ``{"cmd": "exit"}``: the worker exits.
+
+A ``run`` message may carry ``"peaks"``, the device peaks the run already knows; the
+worker measures the ones it lacks (once per dtype, see :mod:`convbench.peaks`) before
+timing and reports each as ``{"event": "peaks", "key", "peaks"}``.
 
 The protocol uses a private duplicate of stdout; the real stdout is redirected to
 stderr, so whatever a framework prints never corrupts the protocol.
@@ -31,9 +39,10 @@ import numpy as np
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase, load_backend
 from convbench.cases import DEFAULT_TOLERANCE, ITEMSIZE, Case
 from convbench.data import make_cotangents, make_tensors
+from convbench.peaks import case_work, measure_peaks, peak_key, peak_timing, roofline
 from convbench.results import empty_row, now_iso
 from convbench.timing import Measurement, TimingConfig, host_sampler, measure, measure_interleaved
-from convbench.variants import parse_variant
+from convbench.variants import BACKEND_VARIANTS, parse_variant
 from convbench.verify import verify
 from convbench.workloads import build_graph
 
@@ -66,6 +75,8 @@ class CaseRunner:
         self.backend = backend
         self.protocol = protocol
         self._reference: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
+        self._work: dict[str, tuple[float, float]] = {}  #: case_id -> roofline (FLOPs, bytes)
+        self.peaks: dict[str, dict[str, Any] | None] = {}  #: peak_key -> measured peaks
 
     def reference(self, case: Case, graph, tensors, cotangents) -> dict[str, np.ndarray]:  # noqa: ANN001
         """Float64 reference of the native graph, cached across variants of one workload."""
@@ -81,6 +92,7 @@ class CaseRunner:
     def run_group(self, cases: list[Case], timing: TimingConfig, tolerance: dict[str, float], verify_only: bool) -> None:
         rows: dict[str, dict[str, Any]] = {}
         ready: dict[str, Prepared] = {}
+        self.backend.configure(timing)
         try:
             for case in cases:
                 self.protocol.send("start", case_id=case.case_id)
@@ -115,7 +127,10 @@ class CaseRunner:
             return None
         executed = variant.apply(graph)
         row["executed_macs"] = executed.macs()
-        reason = self.backend.skip_reason(case)
+        self._work[case.case_id] = case_work(graph, case.mode, itemsize)
+        own = (set(variant.name.split("+")) & BACKEND_VARIANTS) - set(self.backend.variants)
+        reason = f"{self.backend.name}: no {'/'.join(sorted(own))} variant in this backend" if own else None
+        reason = reason or self.backend.skip_reason(case)
         if reason:
             row.update(status="skipped", reason=reason)
             return None
@@ -140,9 +155,19 @@ class CaseRunner:
         return prepared
 
     def time_cases(self, cases: list[Case], rows: dict[str, dict], ready: dict[str, Prepared], timing: TimingConfig) -> None:
-        samplers = {cid: p.device_sampler() or host_sampler(p.step, p.sync) for cid, p in ready.items()}
-        timers = {cid: "device_events" if p.device_sampler() else "host_wall_sync" for cid, p in ready.items()}
+        samplers, timers = {}, {}
+        for cid, p in ready.items():
+            device = p.device_sampler()
+            flush = p.cache_flusher() if timing.cold_cache and device is None else None
+            if timing.cold_cache and device is None:
+                rows[cid]["details"] = {**(rows[cid]["details"] or {}), "cold_cache_host": "flushed before each iteration" if flush else "not supported by this backend: timed warm"}
+            samplers[cid] = device or host_sampler(p.step, p.sync, before=flush)
+            timers[cid] = "device_events" if device else "host_wall_sync"
         order = [c.case_id for c in cases if c.case_id in ready]
+        if timing.roofline:
+            for case in cases:
+                if case.case_id in ready:
+                    self.ensure_peaks(case, timing)
         baseline = next((c.case_id for c in cases if c.case_id in ready and c.variant == "native"), order[0])
         baseline_variant = next(c.variant for c in cases if c.case_id == baseline)
         if timing.interleave and len(order) > 1:
@@ -171,11 +196,57 @@ class CaseRunner:
         if median and median > 0:
             batch = int(row["batch"])
             row.update(throughput=batch / median, gflops=row["flops"] / median / 1e9, gbps=row["bytes"] / median / 1e9)
+            key = peak_key(row["dtype"], row["device"], row["threads"])
+            bound = roofline(*self._work.get(row["case_id"], (0.0, 0.0)), self.peaks.get(key))
+            if bound is not None:
+                row.update(roofline_bound=bound[0], roofline_limit=bound[1], roofline_fraction=bound[0] / median)
         samples = [
             {"case_id": row["case_id"], "index": i, "seconds": s, "ratio": ratios[i] if ratios and i < len(ratios) else None}
             for i, s in enumerate(m.samples)
         ]
         self.finish(row, samples)
+
+    def ensure_peaks(self, case: Case, timing: TimingConfig) -> None:
+        """Measure the device's peaks for ``case``'s dtype (and threads) unless known."""
+        key = peak_key(case.dtype, case.device, case.threads)
+        if key in self.peaks:
+            return
+        try:
+            work = self.backend.peak_work(case.device, case.dtype)
+            peaks = measure_peaks(work, peak_timing(timing)) if work is not None else None
+        except Exception as exc:  # a failed measurement only loses the roofline columns
+            peaks = {"error": f"{type(exc).__name__}: {exc}"}
+        self.peaks[key] = peaks
+        if peaks is not None:
+            self.protocol.send("peaks", key=key, peaks=peaks)
+
+    def profile_group(self, cases: list[Case], steps: int, timing: TimingConfig, tolerance: dict[str, float]) -> None:
+        """Build, verify and profile each case; one ``profile`` event per case."""
+        from convbench.profile import categorize
+
+        self.backend.configure(timing)
+        for case in cases:
+            self.protocol.send("start", case_id=case.case_id)
+            row = empty_row(case)
+            prepared, rows = None, []
+            try:
+                prepared = self.prepare_and_verify(case, row, tolerance)
+                if prepared is not None and row["status"] == "ok":
+                    for _ in range(max(timing.warmup_iters, 1)):
+                        prepared.step()
+                    prepared.sync()
+                    rows = prepared.profile(steps)
+                    if rows is None:
+                        row.update(status="skipped", reason=f"{self.backend.name}: no profiler hook (Prepared.profile)")
+                        rows = []
+                    graph = build_graph(case.kind, case.params, case.batch)
+                    categorize(rows, graph, parse_variant(case.variant).apply(graph))
+            except Exception as exc:
+                row.update(status="error", reason=f"{type(exc).__name__}: {exc}", details=traceback.format_exc(limit=8))
+            finally:
+                if prepared is not None:
+                    prepared.close()
+            self.protocol.send("profile", case_id=case.case_id, status=row["status"], reason=row["reason"], rows=rows, details=row["details"])
 
     def finish(self, row: dict[str, Any], samples: list[dict[str, Any]]) -> None:
         row["finished_at"] = now_iso()
@@ -223,7 +294,14 @@ def main(argv: list[str] | None = None) -> int:
             cases = [Case.model_validate(c) for c in msg["cases"]]
             timing = TimingConfig.model_validate(msg.get("timing", {}))
             started = time.perf_counter()
+            runner.peaks.update(msg.get("peaks") or {})
             runner.run_group(cases, timing, msg.get("tolerance", {}), bool(msg.get("verify_only")))
+            protocol.send("done", seconds=time.perf_counter() - started)
+        if msg.get("cmd") == "profile":
+            cases = [Case.model_validate(c) for c in msg["cases"]]
+            timing = TimingConfig.model_validate(msg.get("timing", {}))
+            started = time.perf_counter()
+            runner.profile_group(cases, int(msg.get("steps", 10)), timing, msg.get("tolerance", {}))
             protocol.send("done", seconds=time.perf_counter() - started)
     return 0
 

@@ -48,6 +48,12 @@ def test_dilation_padding_pool_linear_shapes() -> None:
         (lambda b: b.add("nope", []), "unknown op"),
         (lambda b: b.add("relu", ["missing"]), "not defined"),
         (lambda b: b.conv2d(b.input("a", (1, 2, 2, 2)), 2, 5, padding=0), "does not fit"),
+        (lambda b: b.reshape(b.input("a", (1, 6, 2)), (1, 5, 2)), "cannot be laid out"),
+        (lambda b: b.transpose(b.input("a", (1, 6, 2)), (0, 2, 2)), "not a permutation"),
+        (lambda b: b.pad(b.input("a", (1, 6, 2)), ((0, 0), (1, 1))), "per axis"),
+        (lambda b: b.pad(b.input("a", (1, 6)), ((0, 0), (-1, 1))), ">= 0"),
+        (lambda b: b.shift(b.input("a", (1, 2, 3, 3)), [(0, 0)]), "one offset per channel"),
+        (lambda b: b.shift(b.input("a", (1, 2, 3, 3)), [(0, 0), (3, 0)]), "out of its 3x3 plane"),
     ],
 )
 def test_malformed_graphs_are_rejected(build, message: str) -> None:
@@ -112,3 +118,21 @@ def test_layer_workloads() -> None:
     g = build_graph("separable", {"in_channels": 32, "out_channels": 64, "size": 112}, 1)
     assert g.macs() == 32 * 112 * 112 * 9 + 64 * 32 * 112 * 112
     assert set(WORKLOADS) >= {"depthwise", "pointwise", "separable", "mobilenet_v1"}
+
+
+def test_data_movement_shapes_and_bytes() -> None:
+    b = GraphBuilder()
+    x = b.input("x", (2, 6, 4, 5))
+    r = b.reshape(x, (2, 3, 2, 4, 5), name="r")
+    t = b.transpose(r, (0, 2, 1, 3, 4), name="t")
+    p = b.pad(x, ((0, 0), (1, 0), (2, 3), (0, 1)), name="p")
+    s = b.shift(x, [(1, -1)] * 6, name="s")
+    g = b.build([t, p, s])
+    assert g.shape("r") == (2, 3, 2, 4, 5)
+    assert g.shape("t") == (2, 2, 3, 4, 5)
+    assert g.shape("p") == (2, 7, 9, 6)
+    assert g.shape("s") == (2, 6, 4, 5)
+    assert g.macs() == 0 and g.param_count() == 0
+    n = 2 * 6 * 4 * 5
+    # reshape is a view (0 bytes); transpose and shift read and write every element
+    assert g.bytes_moved(4) == 4 * (2 * n + 2 * n + (n + 2 * 7 * 9 * 6))

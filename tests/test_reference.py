@@ -276,6 +276,36 @@ def test_elementwise_forward() -> None:
     np.testing.assert_array_equal(v["mul"], xv * yv)
 
 
+def test_shift_forward_matches_loops() -> None:
+    """out[n, c, h, w] = x[n, c, h - dy_c, w - dx_c] inside the plane, zero elsewhere."""
+    graph = single(_shift)
+    node = graph[graph.outputs[0]]
+    x = make_tensors(graph, SEED)["x"]
+    got = forward(graph, {"x": x}, False)[node.name]
+    want = np.zeros(x.shape)
+    _, c, height, width = x.shape
+    for ch, (dy, dx) in enumerate(node.attrs["offsets"]):
+        for h in range(height):
+            for w in range(width):
+                if 0 <= h - dy < height and 0 <= w - dx < width:
+                    want[:, ch, h, w] = x[:, ch, h - dy, w - dx]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_reshape_transpose_pad_forward() -> None:
+    b = GraphBuilder()
+    x = b.input("x", (2, 6, 2, 3))
+    shuffled = b.reshape(b.transpose(b.reshape(x, (2, 2, 3, 2, 3)), (0, 2, 1, 3, 4)), (2, 6, 2, 3))
+    padded = b.pad(x, ((0, 0), (0, 0), (1, 0), (0, 2)))
+    graph = b.build([shuffled, padded])
+    xv = make_tensors(graph, SEED)["x"]
+    v = forward(graph, {"x": xv}, False)
+    # ShuffleNet's channel shuffle with g = 2 groups of n = 3: output channel i*g + j is
+    # input channel j*n + i
+    np.testing.assert_array_equal(v[shuffled], xv[:, [0, 3, 1, 4, 2, 5]])
+    np.testing.assert_array_equal(v[padded], np.pad(xv, ((0, 0), (0, 0), (1, 0), (0, 2))))
+
+
 # -- gradients: every op, both modes -------------------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("spec", CONV_CASES, ids=lambda s: str(s))
@@ -367,6 +397,23 @@ def _flatten(b: GraphBuilder) -> str:
     return b.add("flatten", [b.input("x", (2, 3, 2, 2))])
 
 
+def _reshape(b: GraphBuilder) -> str:
+    return b.reshape(b.input("x", (2, 6, 2, 3)), (2, 3, 2, 2, 3))
+
+
+def _transpose(b: GraphBuilder) -> str:
+    return b.transpose(b.input("x", (2, 3, 4, 1, 2)), (0, 2, 1, 4, 3))
+
+
+def _pad(b: GraphBuilder) -> str:
+    return b.pad(b.input("x", (2, 3, 3, 2)), ((0, 0), (1, 2), (0, 1), (2, 0)))
+
+
+def _shift(b: GraphBuilder) -> str:
+    offsets = [(0, 0), (1, -1), (1, -1), (-2, 0), (0, 2), (-1, -1), (2, 2)]
+    return b.shift(b.input("x", (2, 7, 4, 5)), offsets)
+
+
 OP_GRAPHS: dict[str, tuple[Callable[[GraphBuilder], str], dict[str, float]]] = {
     "batchnorm": (_bn((3, 2, 3, 2)), {}),
     "batchnorm_2d": (_bn((4, 3)), {}),
@@ -394,6 +441,10 @@ OP_GRAPHS: dict[str, tuple[Callable[[GraphBuilder], str], dict[str, float]]] = {
     "flatten": (_flatten, {}),
     "linear": (_linear(True), {}),
     "linear_nobias": (_linear(False), {}),
+    "reshape": (_reshape, {}),
+    "transpose": (_transpose, {}),
+    "pad": (_pad, {}),
+    "shift": (_shift, {}),
 }
 
 

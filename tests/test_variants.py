@@ -92,3 +92,43 @@ def test_variant_that_changes_nothing_is_reported() -> None:
     pw = build_graph("pointwise", {"in_channels": 4, "out_channels": 4, "size": 3}, 1)
     assert not parse_variant("diagonalwise").applies(pw)
     assert parse_variant("native").applies(pw)
+
+
+def test_chained_variant_labels() -> None:
+    chain = parse_variant(" onehot + diagonalwise( group_size = 8 ) ")
+    assert chain.label == "onehot+diagonalwise(group_size=8)"
+    assert parse_variant("blockdiag+diagonalwise(group_size=32)").label == "blockdiag+diagonalwise"
+    for bad, message in [
+        ("native+diagonalwise", "cannot be chained"),
+        ("onehot+nope", "unknown variant"),
+        ("onehot+", "malformed"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_variant(bad)
+
+
+def test_chain_applies_only_when_every_step_changes_the_graph() -> None:
+    shift = build_graph("shift", {"channels": 9, "size": 4}, 1)
+    assert parse_variant("onehot+diagonalwise").applies(shift)
+    assert not parse_variant("diagonalwise").applies(shift)  # no depthwise before onehot
+    assert not parse_variant("onehot+onehot").applies(shift)
+    assert not parse_variant("diagonalwise+onehot").applies(shift)
+    unit = build_graph("shufflenet_v1_unit", {"in_channels": 12, "out_channels": 12, "size": 4, "groups": 3}, 1)
+    both = parse_variant("blockdiag+diagonalwise").apply(unit)
+    assert all(n.attrs["groups"] == 1 or n.attrs["groups"] < unit.shape(n.inputs[0])[1] for n in both.of_op("conv2d"))
+    assert not any(n.op == "conv2d" and 1 < n.attrs["groups"] for n in parse_variant("blockdiag+split").apply(unit).nodes)
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+@pytest.mark.parametrize(
+    "kind, params, label",
+    [
+        ("shufflenet_v1", {"groups": 3, "width": 0.25, "resolution": 32, "classes": 10}, "blockdiag+diagonalwise"),
+        ("menet", {"stage_channels": 48, "side_channels": 4, "groups": 3, "init_channels": 12, "resolution": 32, "classes": 10}, "blockdiag"),
+        ("shufflenet_v2", {"width": "0.5", "resolution": 32, "classes": 10, "downsampling": "original"}, "diagonalwise"),
+        ("mobilenet_v2", {"width": 0.25, "resolution": 32, "classes": 10}, "split"),
+        ("shiftresnet", {"expansion": 1, "resolution": 16}, "onehot+diagonalwise"),
+    ],
+)
+def test_variants_of_networks_equal_native(kind: str, params: dict, label: str, mode: str) -> None:
+    _same_function(kind, params, 2, label, mode)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
 from convbench.cases import Case
 from convbench.data import Tensors
 from convbench.graph import Graph
+from convbench.peaks import PeakWork
+from convbench.timing import TimingConfig
 from convbench_torch import probe
 
 INSTALL_HINT = "pip install 'convbench[torch]'"
@@ -16,9 +20,21 @@ class TorchBackend(Backend):
 
     name = "torch"
     install_hint = INSTALL_HINT
+    variants = frozenset({"kernel"})  # Triton kernels: convbench_torch.kernels
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
+        self._options: dict[str, Any] = {}
+
+    def configure(self, timing: TimingConfig) -> None:
+        """autotune (cudnn.benchmark), cold_cache and rotate_inputs, for the next cases."""
+        self._options = {k: getattr(timing, k) for k in ("autotune", "cold_cache", "rotate_inputs")}
+
+    def peak_work(self, device: str, dtype: str) -> PeakWork | None:
+        """torch.mm of two n x n matrices and a device-to-device Tensor.copy_."""
+        from convbench_torch.device import peak_work
+
+        return peak_work(device, dtype)
 
     def info(self) -> BackendInfo:
         if self._info is not None:
@@ -65,8 +81,14 @@ class TorchBackend(Backend):
         reason = super().skip_reason(case)
         if reason is not None:
             return reason
-        if case.variant == "kernel":
-            return "torch: no hand-written kernel variant is implemented in this backend"
+        if "kernel" in case.variant.split("+"):
+            from convbench_torch.kernels import unavailable_reason
+
+            reason = unavailable_reason(case.device)
+            if reason is not None:
+                return reason
+            if case.execution == "compiled" and case.device == "cpu":
+                return "kernel variant on cpu: Triton's interpreter cannot run under torch.compile"
         if case.dtype != "float32":
             reason = probe.dtype_reason(case.device, case.dtype)
             if reason is not None:
@@ -83,4 +105,4 @@ class TorchBackend(Backend):
             raise UnsupportedCase(reason)
         from convbench_torch.prepared import TorchPrepared
 
-        return TorchPrepared(case, graph, tensors, cotangents)
+        return TorchPrepared(case, graph, tensors, cotangents, self._options)

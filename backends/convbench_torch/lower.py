@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from convbench.backend import UnsupportedCase
-from convbench.graph import SOURCE_OPS, Graph, Node
+from convbench.graph import SOURCE_OPS, Graph, Node, shift_runs
 
 #: Every op the lowering understands (sources included).
 SUPPORTED_OPS = SOURCE_OPS | frozenset(
@@ -44,6 +44,10 @@ SUPPORTED_OPS = SOURCE_OPS | frozenset(
         "global_avgpool",
         "flatten",
         "linear",
+        "reshape",
+        "transpose",
+        "pad",
+        "shift",
     }
 )
 
@@ -122,6 +126,29 @@ def _check_pool(node: Node) -> None:
                 f"torch: {node.op} {node.name!r} pads {p} with kernel {k}; "
                 "torch needs padding <= kernel / 2"
             )
+
+
+def shift_channels(x: torch.Tensor, runs: tuple[tuple[int, int, int, int], ...]) -> torch.Tensor:
+    """The IR's ``shift``: zero-pad the plane once by the largest offset, then take each
+    run of channels (start, stop, dy, dx) from its window, ``out[h, w] = x[h - dy, w - dx]``,
+    and concatenate the runs along the channels."""
+    p = max(max(abs(dy), abs(dx)) for _, _, dy, dx in runs)
+    height, width = x.shape[-2:]
+    xp = F.pad(x, (p, p, p, p)) if p else x
+    parts = [
+        xp[:, a:b, p - dy : p - dy + height, p - dx : p - dx + width] for a, b, dy, dx in runs
+    ]
+    return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def _torch_pads(pads: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+    """The IR's per-axis (before, after) pairs in ``F.pad`` order: last axis first."""
+    flat: list[int] = []
+    for before, after in reversed(pads):
+        flat += [int(before), int(after)]
+    while len(flat) > 2 and flat[-2:] == [0, 0]:
+        flat = flat[:-2]
+    return tuple(flat)
 
 
 def lower(
@@ -249,6 +276,14 @@ def lower(
         elif op == "linear":
             bias = ins[2] if len(ins) == 3 else None
             out = _call(F.linear, ins[0], ins[1], bias)
+        elif op == "reshape":
+            out = _call(torch.reshape, ins[0], tuple(int(d) for d in a["shape"]))
+        elif op == "transpose":
+            out = _call(torch.permute, ins[0], tuple(int(d) for d in a["perm"]))
+        elif op == "pad":
+            out = _call(F.pad, ins[0], _torch_pads(tuple(a["pads"])))
+        elif op == "shift":
+            out = _call(shift_channels, ins[0], tuple(shift_runs(a["offsets"])))
         else:  # pragma: no cover - SUPPORTED_OPS and this chain must agree
             raise UnsupportedCase(f"torch: op {op!r} is not lowered")
         fn, args, kwargs = out

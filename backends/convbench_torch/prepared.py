@@ -7,6 +7,16 @@ is verified is exactly what is timed:
 * training: ``zero_grad(set_to_none=True)``, forward, loss = sum(out * cotangent),
   backward, ``torch.optim.SGD(lr=0.01, foreach=True).step()``.
 
+Timing options (``options``, from :meth:`TorchBackend.configure`), recorded in details:
+``autotune`` sets ``torch.backends.cudnn.benchmark`` on CUDA (check() and the warm-up run
+the autotuning before any timing); ``cold_cache`` makes the CUDA event sampler overwrite a
+buffer twice the L2 before every iteration and time iterations one by one (on a CPU
+:meth:`cache_flusher` serves the host sampler); ``rotate_inputs`` = R keeps R copies of
+the inputs and uses the next one in each iteration. The ``kernel`` variant swaps in the
+Triton kernels (:mod:`convbench_torch.kernels.variant`). Peak memory (CUDA) is measured
+in check(): the case's resident tensors (weights, statistics, inputs, cotangents) plus
+the most one step allocates on top of them.
+
 This module imports torch; :mod:`convbench_torch.backend` imports it lazily.
 """
 
@@ -32,7 +42,13 @@ LEARNING_RATE = 0.01
 class TorchPrepared(Prepared):
     """A case lowered to an ``fx.GraphModule``, with inputs, cotangents and optimizer."""
 
-    def __init__(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> None:
+    def __init__(
+        self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors, options: dict[str, Any] | None = None
+    ) -> None:
+        self.options = {"autotune": False, "cold_cache": False, "rotate_inputs": 1, **(options or {})}
+        self._peak_memory: int | None = None
+        self._flush: torch.Tensor | None = None
+        self._turn = 0
         self.case = case
         self.graph = graph
         self.training = case.mode == "training"
@@ -54,7 +70,16 @@ class TorchPrepared(Prepared):
             torch.cuda.reset_peak_memory_stats()
             if case.dtype == "float32":
                 self._details["cuda_fp32_precision"] = probe.set_strict_fp32()
+            torch.backends.cudnn.benchmark = bool(self.options["autotune"])
             self._details["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+        elif self.options["autotune"]:
+            self._details["autotune"] = "no effect on cpu (torch has no CPU kernel autotuning)"
+        if self.options["cold_cache"]:
+            from convbench_torch.device import flush_buffer
+
+            self._flush = flush_buffer(self.device)
+            how = "written (CUDA events around each iteration)" if self.device.type == "cuda" else "read and written"
+            self._details["cold_cache"] = f"{self._flush.numel() * 4 >> 20} MiB {how} before each iteration, iterations timed one by one"
 
         self.lowered: Lowered = lower(
             graph,
@@ -65,11 +90,19 @@ class TorchPrepared(Prepared):
             channels_last=self.channels_last,
         )
         self.module = self.lowered.module
+        if "kernel" in case.variant.split("+"):
+            from convbench_torch.kernels.variant import install
+
+            self._details.update(install(self.module, graph, training=self.training, channels_last=self.channels_last))
         self.inputs = [self._convert(tensors[name]) for name in self.lowered.input_names]
         self.cotangents = [self._convert(cotangents[name]) for name in self.lowered.output_names]
+        rotate = int(self.options["rotate_inputs"])
+        self._input_sets = [self.inputs] + [[x.detach().clone() for x in self.inputs] for _ in range(rotate - 1)]
+        if rotate > 1:
+            self._details["rotate_inputs"] = f"{rotate} copies of the inputs, the next one each iteration"
         self.optimizer: torch.optim.Optimizer | None = None
         if self.training:
-            for x in self.inputs:
+            for x in (x for inputs in self._input_sets for x in inputs):
                 x.requires_grad_(True)
             params = list(self.module.parameters())
             if params:  # a shift layer has none: then the step is forward and backward only
@@ -116,6 +149,9 @@ class TorchPrepared(Prepared):
 
     def _run(self) -> Sequence[torch.Tensor]:
         """One iteration, as timed; returns the outputs."""
+        if len(self._input_sets) > 1:
+            self._turn = (self._turn + 1) % len(self._input_sets)
+            self.inputs = self._input_sets[self._turn]
         if not self.training:
             with torch.inference_mode():
                 return self._forward(*self.inputs)
@@ -167,7 +203,7 @@ class TorchPrepared(Prepared):
             self._details["dynamo_graph_breaks"] = breaks_after - breaks
 
     def _warm_up(self, iterations: int = 2) -> None:
-        for _ in range(iterations):
+        for _ in range(max(iterations, len(self._input_sets) + 1)):  # every input copy seen
             self._run()
         self.sync()
         if self.training:
@@ -177,8 +213,11 @@ class TorchPrepared(Prepared):
     def check(self) -> dict[str, np.ndarray]:
         if self.training:
             self._restore_initial()
+        base = self._memory_baseline()
         outs = self._run()
         self.sync()
+        if base is not None:
+            self._peak_memory = int(torch.cuda.max_memory_allocated(self.device)) - base + self._resident_bytes()
         result = {
             name: to_numpy(t) for name, t in zip(self.lowered.output_names, outs, strict=True)
         }
@@ -203,24 +242,62 @@ class TorchPrepared(Prepared):
     def device_sampler(self) -> Callable[[int], float] | None:
         if self.device.type != "cuda":
             return None
-
         def sample(n: int) -> float:
             stream = torch.cuda.current_stream(self.device)
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record(stream)
-            for _ in range(n):
+            if self._flush is None:
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record(stream)
+                for _ in range(n):
+                    self._run()
+                end.record(stream)
+                end.synchronize()
+                return start.elapsed_time(end) / 1000.0
+            pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
+            for start, end in pairs:
+                self._flush.zero_()
+                start.record(stream)
                 self._run()
-            end.record(stream)
-            end.synchronize()
-            return start.elapsed_time(end) / 1000.0
+                end.record(stream)
+            pairs[-1][1].synchronize()
+            return sum(start.elapsed_time(end) for start, end in pairs) / 1000.0
 
         return sample
 
+    def cache_flusher(self) -> Callable[[], None] | None:
+        """On a CPU: a read-modify-write of a buffer twice the last-level cache."""
+        if self.device.type == "cuda" or self._flush is None:
+            return None
+        from convbench_torch import device as dev
+
+        buffer = self._flush
+        return lambda: dev.flush(buffer)
+
     def peak_memory_bytes(self) -> int | None:
+        return self._peak_memory
+
+    def _memory_baseline(self) -> int | None:
+        """Device memory allocated before a measured step, its gradients freed (CUDA only)."""
         if self.device.type != "cuda":
             return None
-        return int(torch.cuda.max_memory_allocated(self.device))
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        for x in self.inputs:
+            x.grad = None
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return int(torch.cuda.memory_allocated(self.device))
+
+    def _resident_bytes(self) -> int:
+        """Bytes of the case's own tensors: parameters, buffers, every input copy, cotangents."""
+        tensors = [*self.module.parameters(), *self.module.buffers(), *self.cotangents]
+        tensors += [x for inputs in self._input_sets for x in inputs]
+        return sum(t.untyped_storage().nbytes() for t in tensors)
+
+    def profile(self, steps: int) -> list[dict[str, Any]]:
+        from convbench_torch.profiling import profile
+
+        return profile(self, steps)
 
     def details(self) -> dict[str, Any]:
         d = dict(self._details)
@@ -262,6 +339,8 @@ class TorchPrepared(Prepared):
     def close(self) -> None:
         self._last_outputs = []
         self.inputs = []
+        self._input_sets = [[]]
+        self._flush = None
         self.cotangents = []
         self.optimizer = None
         if self.case.execution == "compiled":

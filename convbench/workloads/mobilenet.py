@@ -16,7 +16,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from convbench.graph import Graph, GraphBuilder
-from convbench.workloads import WorkloadKind, register
+from convbench.workloads import NamedConfig, Published, WorkloadKind, register
 from convbench.workloads.layers import separable_block
 
 #: (output channels, stride) of MobileNetV1's depthwise-separable blocks at width 1.0.
@@ -58,8 +58,42 @@ def build_mobilenet_v1(p: MobileNetV1Params, batch: int) -> Graph:
     return b.build([b.linear(y, p.classes, name="fc")])
 
 
+#: Exact trainable parameters per width: Keras ``MobileNet(alpha=1.0)`` (4,253,864 minus
+#: 21,888 non-trainable) and osmr/imgclsmob mobilenet_w1, w3d4, wd2, wd4.
+PARAMS = {1.0: 4_231_976, 0.75: 2_585_560, 0.5: 1_331_592, 0.25: 470_072}
+PAPER = "Howard et al. 2017 (arXiv 1704.04861) Table 6/7: {m} M Mult-Adds"
+SLIM = "TF-slim mobilenet_v1.md, MobileNet_v1_{w}_{r}: {m} M MACs"
+ZOO = "imgclsmob/Keras: {n:,} trainable parameters"
+#: (width, resolution) -> (source of the MACs figure, figure in millions) or None where no
+#: figure agrees: TF-slim's table prints 317/233/162/104 M for 0.75 (the paper: 325 M at
+#: 224) and 34 M for 0.25 at 192, figures that no network with these channels has.
+MACS: dict[tuple[float, int], tuple[str, int] | None] = {
+    (1.0, 224): (PAPER, 569), (1.0, 192): (PAPER, 418), (1.0, 160): (SLIM, 291), (1.0, 128): (PAPER, 186),
+    (0.75, 224): (PAPER, 325), (0.75, 192): None, (0.75, 160): None, (0.75, 128): None,
+    (0.5, 224): (PAPER, 149), (0.5, 192): (SLIM, 110), (0.5, 160): (SLIM, 77), (0.5, 128): (SLIM, 49),
+    (0.25, 224): (PAPER, 41), (0.25, 192): None, (0.25, 160): (SLIM, 21), (0.25, 128): (SLIM, 14),
+}  # fmt: skip
+
+
+def _config(width: float, resolution: int) -> NamedConfig:
+    n, macs = PARAMS[width], MACS[(width, resolution)]
+    sources = [ZOO.format(n=n)]
+    if macs:
+        sources.insert(0, macs[0].format(m=macs[1], w=f"{width:.2f}".rstrip("0").rstrip(".") if width != 1.0 else "1.0", r=resolution))
+    note = "the paper prints 290 M for 1.0 at 160" if (width, resolution) == (1.0, 160) else ""
+    if not macs:
+        note = "no published MACs figure agrees with this width's channel counts (see MACS)"
+    return NamedConfig(
+        f"{width}-{resolution}", {"width": width, "resolution": resolution},
+        Published("; ".join(sources), params=n, macs=f"{macs[1]} M" if macs else None, note=note),
+    )  # fmt: skip
+
+
+CONFIGS = tuple(_config(w, r) for w in PARAMS for r in (224, 192, 160, 128))
+
 register(
     WorkloadKind(
-        "mobilenet_v1", MobileNetV1Params, build_mobilenet_v1, "MobileNetV1 (width, resolution)", "network"
-    )
+        "mobilenet_v1", MobileNetV1Params, build_mobilenet_v1, "MobileNetV1 (width, resolution)", "network",
+        configs=CONFIGS, published=CONFIGS[0].published,
+    )  # fmt: skip
 )

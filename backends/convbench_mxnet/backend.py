@@ -1,0 +1,101 @@
+"""The ``mxnet`` backend plugin: availability, environment, skip rules and ``prepare``.
+
+MXNet 1.9.1 (its last release) with Gluon: ``eager`` runs blocks imperatively,
+``compiled`` hybridizes them. It needs NumPy < 1.24, so it lives in its own virtual
+environment; the runner finds that interpreter in the suite's ``interpreters``, in
+``CONVBENCH_PYTHON_MXNET``, or at ``.venv-mxnet/bin/python`` (see README, "Backends").
+Threads: ``MXSetNumOMPThreads`` (MXNet sets OpenMP's thread count for the whole process).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from typing import Any
+
+from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
+from convbench.cases import Case
+from convbench.data import Tensors
+from convbench.graph import Graph
+
+INSTALL_HINT = "make mxnet-venv (scripts/setup-mxnet.sh: Python 3.11, mxnet==1.9.1, numpy==1.23.5)"
+EXECUTIONS = ("eager", "compiled")
+DTYPES = ("float32",)
+_THREADS: list[int] = []  # the OpenMP thread count last set in this process
+
+
+def current_threads() -> int | None:
+    return _THREADS[-1] if _THREADS else None
+
+
+@functools.cache
+def import_error() -> str | None:
+    """Why ``import mxnet`` fails here, or None."""
+    try:
+        import mxnet  # noqa: F401
+    except Exception as exc:  # e.g. AttributeError np.bool with NumPy >= 1.24
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class MxnetBackend(Backend):
+    """MXNet 1.9.1 Gluon: imperative or hybridized; CPU, or CUDA with a CUDA build."""
+
+    name = "mxnet"
+    install_hint = INSTALL_HINT
+
+    def __init__(self) -> None:
+        self._info: BackendInfo | None = None
+
+    def info(self) -> BackendInfo:
+        if self._info is not None:
+            return self._info
+        error = import_error()
+        if error is not None:
+            return BackendInfo(self.name, False, reason=f"mxnet is not importable here ({error}): {INSTALL_HINT}")
+        import mxnet as mx
+        import numpy as np
+
+        try:
+            gpus = mx.context.num_gpus()
+            features = mx.runtime.Features()
+            env: dict[str, Any] = {
+                "mxnet": mx.__version__,
+                "numpy": np.__version__,
+                "gpus": gpus,
+                "features": sorted(name for name in ("MKLDNN", "OPENMP", "BLAS_OPEN", "BLAS_MKL", "CUDA", "CUDNN") if features.is_enabled(name)),
+            }
+        except Exception as exc:
+            return BackendInfo(self.name, False, version=mx.__version__, reason=f"mxnet failed to report devices: {exc}")
+        self._info = BackendInfo(self.name, True, version=mx.__version__, devices=["cpu"] + (["cuda"] if gpus else []), environment=env)
+        return self._info
+
+    def set_threads(self, threads: int | None) -> None:
+        if threads is None:
+            return
+        if threads < 1:
+            raise ValueError(f"threads must be positive, got {threads}")
+        import mxnet as mx
+
+        mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(int(threads)))
+        _THREADS.append(int(threads))
+
+    def skip_reason(self, case: Case) -> str | None:
+        reason = super().skip_reason(case)
+        if reason is not None:
+            return reason
+        if case.variant == "kernel":
+            return "mxnet: no hand-written kernel variant is implemented in this backend"
+        if case.execution not in EXECUTIONS:
+            return f"mxnet: execution {case.execution!r} is not one of {list(EXECUTIONS)}"
+        if case.dtype not in DTYPES:
+            return f"mxnet: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
+        return None
+
+    def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
+        reason = self.skip_reason(case)
+        if reason is not None:
+            raise UnsupportedCase(reason)
+        from convbench_mxnet.prepared import MxnetPrepared
+
+        return MxnetPrepared(case, graph, tensors, cotangents)

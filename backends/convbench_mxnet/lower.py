@@ -1,0 +1,153 @@
+"""MXNet lowering of the IR: one function per op (:data:`OPS`), with Gluon's ``F``.
+
+``F`` is ``mxnet.nd`` when the block runs imperatively and ``mxnet.sym`` once it is
+hybridized, so the same functions build both. MXNet's CPU convolutions are NCHW only
+(an NHWC convolution fails to create its oneDNN primitive), so every value is in
+logical NCHW order. Ops: Convolution (``num_group``; depthwise is groups = C), BatchNorm
+(``fix_gamma=False``; MXNet's momentum is the weight of the old running value, so it is
+1 - the IR's), relu, clip(0, 6), sigmoid, broadcast_add/broadcast_mul (ranks aligned
+with leading unit axes, as NumPy broadcasting does), concat, slice_axis, Pooling
+(``count_include_pad=False`` for avg; MXNet's max pooling ignores the padding), mean
+over H and W, Flatten, FullyConnected, reshape, transpose, pad (zeros concatenated) and
+``shift`` (one padding, a slice per run of channels sharing an offset, concat).
+
+This module imports mxnet; :mod:`convbench_mxnet.backend` imports it lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from convbench_lowering.drive import OpFn, Site
+from convbench_lowering.layout import Converter
+
+from convbench.graph import shift_runs
+
+
+@dataclass
+class Context:
+    """``F`` (mx.nd or mx.sym) and whether batch norm uses batch statistics."""
+
+    F: Any
+    training: bool
+
+
+def converter() -> Converter:
+    """Never needed with every value in logical order; given for completeness."""
+    return Converter(lambda x, perm: x.transpose(axes=perm), lambda x, shape: x.reshape(shape))
+
+
+def conv2d(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    a = site.attrs
+    o, _, kh, kw = site.in_shapes[1]
+    return ctx.F.Convolution(
+        *ins, kernel=(kh, kw), stride=tuple(a["stride"]), dilate=tuple(a["dilation"]), pad=tuple(a["padding"]),
+        num_filter=o, num_group=int(a["groups"]), no_bias=len(ins) == 2, layout="NCHW",
+    )  # fmt: skip
+
+
+def batchnorm(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    return ctx.F.BatchNorm(
+        *ins, eps=float(site.attrs.get("eps", 1e-5)), momentum=1.0 - float(site.attrs.get("momentum", 0.1)),
+        fix_gamma=False, use_global_stats=not ctx.training, axis=1,
+    )  # fmt: skip
+
+
+def _aligned(ctx: Context, site: Site, ins: list[Any]) -> list[Any]:
+    rank = len(site.node.shape)
+    out = []
+    for x, shape in zip(ins, site.in_shapes, strict=True):
+        if len(shape) < rank:
+            x = ctx.F.reshape(x, shape=(1,) * (rank - len(shape)) + tuple(shape))
+        out.append(x)
+    return out
+
+
+def add(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    return ctx.F.broadcast_add(*_aligned(ctx, site, ins))
+
+
+def mul(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    return ctx.F.broadcast_mul(*_aligned(ctx, site, ins))
+
+
+def concat(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    return ctx.F.concat(*ins, dim=int(site.attrs["axis"]) % len(site.node.shape))
+
+
+def slice_(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    a = site.attrs
+    return ctx.F.slice_axis(ins[0], axis=int(a["axis"]), begin=int(a["start"]), end=int(a["stop"]))
+
+
+def _pool(kind: str) -> OpFn:
+    def fn(ctx: Context, site: Site, ins: list[Any]) -> Any:
+        a = site.attrs
+        extra = {"count_include_pad": False} if kind == "avg" else {}
+        return ctx.F.Pooling(
+            ins[0], kernel=tuple(a["kernel"]), stride=tuple(a["stride"]), pad=tuple(a["padding"]),
+            pool_type=kind, pooling_convention="valid", **extra,
+        )  # fmt: skip
+
+    return fn
+
+
+def linear(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    return ctx.F.FullyConnected(*ins, num_hidden=site.in_shapes[1][0], no_bias=len(ins) == 2, flatten=False)
+
+
+def pad(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    """Zeros concatenated before and after along each padded axis (MXNet's own ``pad``
+    pads only the spatial axes of 4-D and 5-D tensors)."""
+    x, shape = ins[0], list(site.in_shapes[0])
+    for axis, (before, after) in enumerate(site.attrs["pads"]):
+        parts = []
+        for size in (int(before), None, int(after)):
+            if size is None:
+                parts.append(x)
+            elif size:
+                parts.append(ctx.F.zeros(shape=tuple(shape[:axis] + [size] + shape[axis + 1 :])))
+        if len(parts) > 1:
+            x = ctx.F.concat(*parts, dim=axis)
+            shape[axis] += int(before) + int(after)
+    return x
+
+
+def shift(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    """Zero-pad H and W once by the largest offset; slice each run of channels (start,
+    stop, dy, dx) from its window, ``out[h, w] = x[h - dy, w - dx]``; concatenate."""
+    runs = shift_runs(site.attrs["offsets"])
+    h, w = site.in_shapes[0][2:]
+    p = max(max(abs(dy), abs(dx)) for _, _, dy, dx in runs)
+    F = ctx.F  # noqa: N806 - Gluon's name
+    x = F.pad(ins[0], mode="constant", pad_width=(0, 0, 0, 0, p, p, p, p), constant_value=0) if p else ins[0]
+    parts = []
+    for a, b, dy, dx in runs:
+        part = F.slice_axis(x, axis=1, begin=a, end=b)
+        part = F.slice_axis(part, axis=2, begin=p - dy, end=p - dy + h)
+        parts.append(F.slice_axis(part, axis=3, begin=p - dx, end=p - dx + w))
+    return parts[0] if len(parts) == 1 else F.concat(*parts, dim=1)
+
+
+#: The op table: every IR op this backend lowers.
+OPS: dict[str, OpFn] = {
+    "conv2d": conv2d,
+    "batchnorm": batchnorm,
+    "relu": lambda ctx, site, ins: ctx.F.relu(ins[0]),
+    "relu6": lambda ctx, site, ins: ctx.F.clip(ins[0], 0.0, 6.0),
+    "sigmoid": lambda ctx, site, ins: ctx.F.sigmoid(ins[0]),
+    "add": add,
+    "mul": mul,
+    "concat": concat,
+    "slice": slice_,
+    "avgpool": _pool("avg"),
+    "maxpool": _pool("max"),
+    "global_avgpool": lambda ctx, site, ins: ctx.F.mean(ins[0], axis=(2, 3), keepdims=True),
+    "flatten": lambda ctx, site, ins: ctx.F.flatten(ins[0]),
+    "linear": linear,
+    "reshape": lambda ctx, site, ins: ctx.F.reshape(ins[0], shape=tuple(int(d) for d in site.attrs["shape"])),
+    "transpose": lambda ctx, site, ins: ctx.F.transpose(ins[0], axes=tuple(int(a) for a in site.attrs["perm"])),
+    "pad": pad,
+    "shift": shift,
+}

@@ -1,0 +1,103 @@
+"""The ``onnxruntime`` backend plugin: availability, environment, skip rules and ``prepare``.
+
+The IR is lowered to an ONNX model with ``onnx.helper`` (:mod:`convbench_onnxruntime.
+onnx_graph`) and run by an ``InferenceSession``: the CPU execution provider, and CUDA
+where ``onnxruntime-gpu`` provides it. Executions are graph optimization levels:
+``eager`` = ``ORT_DISABLE_ALL`` (the graph as lowered, node by node), ``compiled`` =
+``ORT_ENABLE_ALL`` (fusions and layout transformations); ``basic`` and ``extended`` are
+implemented for when the case vocabulary names them. Training is not part of the
+inference runtime: training cases are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
+from convbench.cases import Case
+from convbench.data import Tensors
+from convbench.graph import Graph
+
+INSTALL_HINT = "pip install 'convbench[onnxruntime]' (onnxruntime-gpu for CUDA)"
+#: case execution -> onnxruntime.GraphOptimizationLevel member name
+EXECUTIONS = {
+    "eager": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "compiled": "ORT_ENABLE_ALL",
+}
+DTYPES = ("float32",)
+TRAINING_REASON = (
+    "onnxruntime: training is not part of the ONNX Runtime inference package (it needs "
+    "onnxruntime-training's artifacts); this backend runs inference only"
+)
+
+
+@functools.cache
+def import_error() -> str | None:
+    """Why ``import onnxruntime, onnx`` fails here, or None."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class OnnxruntimeBackend(Backend):
+    """ONNX Runtime: CPU (and CUDA) execution providers, graph optimization levels."""
+
+    name = "onnxruntime"
+    install_hint = INSTALL_HINT
+
+    def __init__(self) -> None:
+        self._info: BackendInfo | None = None
+        self._threads: int | None = None
+
+    def info(self) -> BackendInfo:
+        if self._info is not None:
+            return self._info
+        error = import_error()
+        if error is not None:
+            return BackendInfo(self.name, False, reason=f"onnxruntime is not importable ({error}): {INSTALL_HINT}")
+        import onnx
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+        env: dict[str, Any] = {
+            "onnxruntime": ort.__version__,
+            "onnx": onnx.__version__,
+            "providers": providers,
+            "device": ort.get_device(),
+        }
+        devices = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in providers else [])
+        self._info = BackendInfo(self.name, True, version=ort.__version__, devices=devices, environment=env)
+        return self._info
+
+    def set_threads(self, threads: int | None) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be positive, got {threads}")
+        self._threads = threads
+
+    def skip_reason(self, case: Case) -> str | None:
+        reason = super().skip_reason(case)
+        if reason is not None:
+            return reason
+        if case.mode == "training":
+            return TRAINING_REASON
+        if case.variant == "kernel":
+            return "onnxruntime: no hand-written kernel variant is implemented in this backend"
+        if case.execution not in EXECUTIONS:
+            return f"onnxruntime: execution {case.execution!r} is not one of {sorted(EXECUTIONS)}"
+        if case.dtype not in DTYPES:
+            return f"onnxruntime: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
+        return None
+
+    def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
+        reason = self.skip_reason(case)
+        if reason is not None:
+            raise UnsupportedCase(reason)
+        from convbench_onnxruntime.prepared import OnnxruntimePrepared
+
+        return OnnxruntimePrepared(case, graph, tensors, EXECUTIONS[case.execution], self._threads)

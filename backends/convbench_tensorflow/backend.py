@@ -1,0 +1,129 @@
+"""The ``tensorflow`` backend plugin: availability, environment, skip rules and ``prepare``.
+
+Execution: ``eager`` runs op by op; ``compiled`` is ``tf.function(jit_compile=True)``
+(XLA). Two more forms are implemented for when the case vocabulary names them:
+``graph`` (``tf.function`` without XLA) and ``xla`` (the same as ``compiled``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from typing import Any
+
+from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
+from convbench.cases import Case
+from convbench.data import Tensors
+from convbench.graph import Graph
+
+INSTALL_HINT = "pip install 'convbench[tensorflow]'"
+#: case execution -> form of :class:`~convbench_tensorflow.prepared.TensorflowPrepared`.
+EXECUTIONS = {"eager": "eager", "compiled": "xla", "graph": "function", "xla": "xla"}
+DTYPES = ("float32",)
+
+
+@functools.cache
+def import_error() -> str | None:
+    """Why ``import tensorflow`` fails here, or None."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow  # noqa: F401
+    except Exception as exc:  # a broken install raises more than ImportError
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class TensorflowBackend(Backend):
+    """TensorFlow 2: eager, tf.function or XLA; CPU, or CUDA when TensorFlow sees a GPU."""
+
+    name = "tensorflow"
+    install_hint = INSTALL_HINT
+
+    def __init__(self) -> None:
+        self._info: BackendInfo | None = None
+        self._threads: int | None = None  #: intra-op threads the runtime was started with
+        self._wanted_threads: int | None = None  #: what the current case asks for
+
+    def info(self) -> BackendInfo:
+        if self._info is not None:
+            return self._info
+        error = import_error()
+        if error is not None:
+            return BackendInfo(self.name, False, reason=f"tensorflow is not importable ({error}): {INSTALL_HINT}")
+        import tensorflow as tf
+
+        try:
+            gpus = tf.config.list_physical_devices("GPU")
+            for gpu in gpus:  # before the runtime starts: allocate as needed, not all at once
+                tf.config.experimental.set_memory_growth(gpu, True)
+            self._info = BackendInfo(
+                self.name, True, version=tf.__version__, devices=["cpu"] + (["cuda"] if gpus else []), environment=_environment(gpus)
+            )
+        except Exception as exc:  # never raise from info()
+            return BackendInfo(self.name, False, version=tf.__version__, reason=f"tensorflow failed to report devices: {exc}")
+        return self._info
+
+    def set_threads(self, threads: int | None) -> None:
+        """Intra-op threads; TensorFlow fixes them when its runtime starts (first case)."""
+        self._wanted_threads = threads
+        if threads is None:
+            return
+        if threads < 1:
+            raise ValueError(f"threads must be positive, got {threads}")
+        import tensorflow as tf
+
+        if self._threads is None:
+            with contextlib.suppress(RuntimeError):  # started: _threads records what it runs
+                tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            # 0 is TensorFlow's default: one thread per logical core
+            self._threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+
+    def skip_reason(self, case: Case) -> str | None:
+        reason = super().skip_reason(case)
+        if reason is not None:
+            return reason
+        if case.variant == "kernel":
+            return "tensorflow: no hand-written kernel variant is implemented in this backend"
+        if case.execution not in EXECUTIONS:
+            return f"tensorflow: execution {case.execution!r} is not one of {sorted(EXECUTIONS)}"
+        if case.dtype not in DTYPES:
+            return f"tensorflow: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
+        return None
+
+    def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
+        reason = self.skip_reason(case)
+        if reason is not None:
+            raise UnsupportedCase(reason)
+        wanted = self._wanted_threads
+        if wanted is not None and self._threads is not None and self._threads != wanted:
+            raise UnsupportedCase(
+                f"tensorflow: this worker's runtime runs {self._threads} intra-op threads, fixed at start; "
+                f"{wanted} threads need their own run"
+            )
+        from convbench_tensorflow.prepared import TensorflowPrepared
+
+        return TensorflowPrepared(case, graph, tensors, cotangents, EXECUTIONS[case.execution], case.dtype)
+
+
+def _environment(gpus: list[Any]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    build = {}
+    with contextlib.suppress(Exception):
+        build = dict(tf.sysconfig.get_build_info())
+    env: dict[str, Any] = {
+        "tensorflow": tf.__version__,
+        "cuda": build.get("cuda_version"),
+        "cudnn": build.get("cudnn_version"),
+        "gpus": [],
+        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 CPUs)"),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
+    for gpu in gpus:
+        try:
+            env["gpus"].append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+        except Exception:
+            env["gpus"].append(gpu.name)
+    return env

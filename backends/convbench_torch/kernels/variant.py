@@ -1,0 +1,75 @@
+"""The ``kernel`` variant in torch: run the Triton kernels for the nodes they support.
+
+The variant's graph rewrite is the identity (:mod:`convbench.variants`); the backend
+lowers the graph as usual and then :func:`install` swaps the function of every
+depthwise ``conv2d`` node the kernels support for :func:`~convbench_torch.kernels.
+depthwise.conv2d` and of every ``shift`` node for :func:`~convbench_torch.kernels.shift.
+shift`. Nodes the kernels do not support keep torch's function and are listed, with the
+reason, in the case's details. On a CPU (the interpreter) a step may launch at most
+:data:`~convbench_torch.kernels.INTERPRETER_PROGRAM_LIMIT` program instances.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import fx
+
+from convbench.backend import UnsupportedCase
+from convbench.graph import Graph
+from convbench_torch.fxnodes import op_nodes
+from convbench_torch.kernels import INTERPRETER_PROGRAM_LIMIT, depthwise
+from convbench_torch.kernels import shift as shift_kernels
+
+
+def _is_depthwise(graph: Graph, node: Any) -> bool:
+    c = graph.shape(node.inputs[0])[1]
+    return node.op == "conv2d" and c > 1 and node.attrs["groups"] == c
+
+
+def install(module: fx.GraphModule, graph: Graph, *, training: bool, channels_last: bool) -> dict[str, Any]:
+    """Swap in the kernels; returns the details to record. UnsupportedCase if none applies."""
+    import triton
+
+    interpreted = depthwise.interpreted()
+    kernel_nodes: list[str] = []
+    native: dict[str, str] = {}
+    programs = 0
+    for node, call in op_nodes(module, graph):
+        if node.op == "conv2d" and _is_depthwise(graph, node):
+            a = node.attrs
+            x_shape, w_shape = graph.shape(node.inputs[0]), graph.shape(node.inputs[1])
+            reason = depthwise.supports(x_shape, w_shape, a["stride"], a["padding"], a["dilation"], a["groups"])
+            if reason is not None:
+                native[node.name] = reason
+                continue
+            call.target = depthwise.conv2d
+            programs += depthwise.program_count(
+                x_shape, w_shape, int(a["stride"][0]), int(a["padding"][0]),
+                training=training, channels_last=channels_last, interpret=interpreted,
+            )  # fmt: skip
+            kernel_nodes.append(node.name)
+        elif node.op == "shift":
+            call.target = shift_kernels.shift
+            call.args = (call.args[0], tuple(tuple(int(v) for v in o) for o in node.attrs["offsets"]))
+            block = 8192 if interpreted else 1024  # as kernels.shift chooses
+            programs += (2 if training else 1) * -(-graph[node.name].size // block)
+            kernel_nodes.append(node.name)
+    if not kernel_nodes:
+        why = "; ".join(f"{k}: {v}" for k, v in native.items()) or "no depthwise conv2d or shift node"
+        raise UnsupportedCase(f"kernel variant: nothing the Triton kernels support ({why})")
+    if interpreted and programs > INTERPRETER_PROGRAM_LIMIT:
+        raise UnsupportedCase(
+            f"kernel variant on cpu: one step launches {programs} Triton program instances, more "
+            f"than the interpreter limit of {INTERPRETER_PROGRAM_LIMIT} (~35 ms each); use a tiny "
+            "shape, or a GPU"
+        )
+    module.recompile()
+    return {
+        "kernel": "triton (convbench_torch.kernels): depthwise conv fwd/dgrad/wgrad, shift",
+        "kernel_nodes": kernel_nodes,
+        "kernel_native_nodes": native,
+        "triton": str(triton.__version__),
+        "triton_interpret": interpreted,
+        "kernel_programs_per_step": programs,
+    }

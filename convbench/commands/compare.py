@@ -1,0 +1,185 @@
+"""``convbench compare``: run against run (a CI gate), or variants/backends within a run.
+
+    convbench compare BASE NEW [--threshold 5%] [--alpha 0.01] [--format table|md|json|csv]
+    convbench compare --base DIR... --new DIR...          # several runs per side, merged
+    convbench compare RUN --by variant --baseline native  # speedup tables of one run
+
+Exit codes: 0 no regression, 1 a case is slower or failed (see ``--fail-on``), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("table", "md", "json", "csv")
+
+
+def parse_fraction(text: str, what: str = "threshold") -> float:
+    """``5%`` or ``0.05`` -> 0.05; anything else (or a bare number >= 1) is a UsageError."""
+    from convbench.cli import UsageError
+
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: expected a percentage like 5% or a fraction like 0.05") from None
+    if not raw.endswith("%") and value >= 1:
+        raise UsageError(f"{what} {text!r}: a fraction must be below 1; write {text}% for a percentage")
+    if value < 0:
+        raise UsageError(f"{what} {text!r}: must not be negative")
+    return value
+
+
+def parse_threshold_for(items: list[str]) -> list[tuple[str, float]]:
+    """``PATTERN=VALUE`` items -> (pattern, fraction) pairs."""
+    from convbench.cli import UsageError
+
+    out = []
+    for item in items:
+        pattern, sep, value = item.rpartition("=")
+        if not sep or not pattern:
+            raise UsageError(f"--threshold-for {item!r}: expected PATTERN=VALUE, e.g. 'mobilenet*=10%'")
+        out.append((pattern, parse_fraction(value, f"--threshold-for {item!r}")))
+    return out
+
+
+def read_thresholds(path: str) -> list[tuple[str, float]]:
+    """A YAML or JSON mapping ``{pattern: threshold}`` (in file order; first match wins)."""
+    import yaml
+
+    from convbench.cli import UsageError
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: cannot read thresholds ({exc})") from None
+    if not isinstance(data, dict) or not data:
+        raise UsageError(f"{path}: expected a mapping of case-id or suite patterns to thresholds, e.g. 'smoke: 20%'")
+    return [(str(k), parse_fraction(str(v), f"{path}: threshold of {k!r}")) for k, v in data.items()]
+
+
+def _emit(text: str, out: str | None) -> None:
+    if out:
+        Path(out).write_text(text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _print_rich(renderable: Any, out: str | None) -> None:
+    from rich.console import Console
+
+    from convbench.cli import console
+
+    if out:
+        with open(out, "w") as f:
+            Console(file=f, width=200, no_color=True).print(renderable)
+    else:
+        console.print(renderable)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from convbench.cli import UsageError
+    from convbench.results import ResultsError
+
+    paths = list(args.paths or [])
+    if args.by:
+        if args.base or args.new or not paths:
+            raise UsageError("convbench compare --by: give the run folder(s) to tabulate as RUN..., without --base/--new")
+        return _within(args, paths)
+    base, new = list(args.base or []), list(args.new or [])
+    if paths and (base or new):
+        raise UsageError("convbench compare: give BASE NEW, or --base ... --new ..., not both")
+    if paths:
+        if len(paths) != 2:
+            raise UsageError(
+                f"convbench compare: expected BASE and NEW (2 paths), got {len(paths)}; "
+                "use --base/--new for several runs per side, or RUN --by variant for one run"
+            )
+        base, new = [paths[0]], [paths[1]]
+    if not base or not new:
+        raise UsageError("convbench compare: give BASE NEW (or --base DIR... --new DIR...)")
+    from convbench.compare import VERDICTS, compare_paths
+
+    threshold = parse_fraction(args.threshold)
+    alpha = parse_fraction(args.alpha, "alpha")
+    if not 0 < alpha < 1:
+        raise UsageError(f"alpha {args.alpha!r}: must be between 0 and 1")
+    thresholds = parse_threshold_for(args.threshold_for or [])
+    if args.thresholds:
+        thresholds += read_thresholds(args.thresholds)
+    fail_on = [v.strip() for v in args.fail_on.split(",") if v.strip()]
+    unknown = [v for v in fail_on if v not in VERDICTS]
+    if unknown:
+        raise UsageError(f"--fail-on {args.fail_on!r}: unknown verdicts {unknown}; expected some of {', '.join(VERDICTS)}")
+    try:
+        cmp = compare_paths(
+            base, new, threshold=threshold, alpha=alpha, thresholds=thresholds, seed=args.seed,
+            fail_on=fail_on, run_noise=not args.no_run_noise,
+        )  # fmt: skip
+    except ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    if args.format == "md":
+        _emit(cmp.to_markdown(), args.output)
+    elif args.format == "json":
+        _emit(cmp.to_json(), args.output)
+    elif args.format == "csv":
+        _emit(cmp.to_csv(), args.output)
+    else:
+        _print_rich(cmp.to_rich(only_changes=args.only_changes), args.output)
+    return cmp.exit_code
+
+
+def _within(args: argparse.Namespace, paths: list[str]) -> int:
+    from convbench.cli import UsageError
+    from convbench.compare import load_side, to_jsonable, within_run
+    from convbench.compare_render import within_markdown, within_rich
+
+    baseline = args.baseline or {"variant": "native", "backend": "torch"}.get(args.by)
+    if baseline is None:
+        raise UsageError(f"convbench compare --by {args.by}: give --baseline")
+    try:
+        side = load_side(paths)
+    except Exception as exc:  # ResultsError, or a parquet reader error
+        raise UsageError(str(exc)) from None
+    values = set(side.cases[args.by].map(str))
+    if baseline not in values:
+        raise UsageError(f"--baseline {baseline!r}: no case has {args.by} {baseline!r}; the runs have {', '.join(sorted(values))}")
+    frame = within_run(side.cases, by=args.by, baseline=baseline, samples=side.samples, seed=args.seed)
+    if args.format == "md":
+        _emit(within_markdown(frame, args.by, baseline), args.output)
+    elif args.format == "json":
+        _emit(json.dumps(to_jsonable(frame), indent=2), args.output)
+    elif args.format == "csv":
+        _emit(frame.to_csv(index=False), args.output)
+    else:
+        _print_rich(within_rich(frame, args.by, baseline), args.output)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="compare runs (exit 1 on a regression) or variants/backends within a run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="BASE NEW run folders (each may be a folder of runs, merged); with --by: RUN...")
+    p.add_argument("--base", nargs="+", metavar="DIR", help="BASE run folders, merged")
+    p.add_argument("--new", nargs="+", metavar="DIR", help="NEW run folders, merged")
+    p.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% or 0.05 (default 5%%)")
+    p.add_argument("--threshold-for", action="append", metavar="PATTERN=VALUE", help="threshold for cases whose id or suite matches the fnmatch PATTERN, e.g. '*|cuda|*=10%%' (repeatable; first match wins)")
+    p.add_argument("--thresholds", metavar="FILE", help="YAML/JSON mapping of PATTERN: threshold (after --threshold-for; first match wins)")
+    p.add_argument("--alpha", default="0.01", help="significance level of the Mann-Whitney U test (default 0.01)")
+    p.add_argument("--fail-on", default="slower,failed", help="verdicts that make the exit code 1 (default slower,failed; add removed to fail when cases disappear)")
+    p.add_argument("--no-run-noise", action="store_true", help="do not widen the CIs by the run-to-run noise estimated from the cases (docs/compare.md)")
+    p.add_argument("--by", choices=["variant", "backend"], help="within a run: each variant (or backend) against --baseline")
+    p.add_argument("--baseline", help="with --by: the baseline value (default native for variant, torch for backend)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="table (rich), md (GitHub step summary), json or csv")
+    p.add_argument("-o", "--output", metavar="FILE", help="write there instead of stdout")
+    p.add_argument("--only-changes", action="store_true", help="table format: leave out the cases whose verdict is same")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,136 @@
+"""``convbench profile``: where the time of each case goes, by the framework's own profiler.
+
+    convbench profile SUITE [--preset P] [--filter EXPR] [--steps N] [--out DIR]
+
+Prints, per case, milliseconds per step and the share of each category (depthwise,
+pointwise, other conv, batchnorm, activation, pool, linear, elementwise, other; see
+:mod:`convbench.profile`) and saves every row in ``DIR/profile.parquet``. ``--out`` names
+a new run folder (default ``results/SUITE-profile-TIME-HOST``) or an existing run folder,
+whose run.json then records the profile beside the run. Exit code 1 when a case fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("profile", help="per-op time breakdown of each case, from the framework's profiler")
+    p.add_argument("suite", help="suite YAML file")
+    p.add_argument("--preset", help="a preset of the suite (e.g. quick, full)")
+    p.add_argument("--filter", help="pandas query over case keys, e.g. \"variant == 'native'\"")
+    p.add_argument("--steps", type=int, default=10, help="profiled steps per case (default 10)")
+    p.add_argument("--out", metavar="DIR", help="run folder to create or to add the profile to")
+    p.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Bad input: one message, exit code 2 (caught here: under ``python -m convbench.cli``
+    the UsageError that cli.main catches is __main__'s, not the one imported below)."""
+    from convbench.cli import EXIT_USAGE, UsageError, err_console
+
+    try:
+        return _profile(args)
+    except UsageError as exc:
+        err_console.print(f"[bold red]error[/]: {exc}", highlight=False)
+        return EXIT_USAGE
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from convbench import __version__
+    from convbench.cli import (
+        EXIT_FAIL,
+        EXIT_OK,
+        UsageError,
+        _load_cases,
+        _options_from,
+        console,
+        err_console,
+    )
+    from convbench.environment import capture
+    from convbench.profile import profile_cases
+    from convbench.results import ResultsError, RunFolder, now_iso, read_meta, write_json
+
+    if args.steps < 1:
+        raise UsageError(f"--steps {args.steps}: expected a positive number of steps")
+    suite, cases, resolved = _load_cases(args)
+    if not cases:
+        raise UsageError(f"{args.suite}: the filter and preset leave no case to profile")
+    options = _options_from(resolved)
+    record = {"steps": args.steps, "preset": args.preset, "filter": args.filter, "suite_path": str(args.suite), "started": now_iso()}
+    out = Path(args.out) if args.out else _default_out(suite.name)
+    if (out / "run.json").exists():
+        try:
+            meta = read_meta(out)
+        except ResultsError as exc:
+            raise UsageError(str(exc)) from None
+        meta["profile"] = record
+        write_json(out / "run.json", meta)
+    else:
+        meta = {
+            "kind": "profile",
+            "suite": suite.name,
+            "suite_path": str(args.suite),
+            "suite_text": Path(args.suite).read_text(),
+            "preset": args.preset,
+            "filter": args.filter,
+            "convbench_version": __version__,
+            "options": {"timing": options.timing.model_dump(), "timeout": options.timeout, "tolerance": options.tolerance},
+            "cases": [c.model_dump() for c in cases],
+            "environment": {"core": capture(), "backends": {}},
+            "profile": record,
+        }
+        try:
+            RunFolder.create(out, meta)
+        except ResultsError as exc:
+            raise UsageError(str(exc)) from None
+
+    def progress(row: dict[str, Any]) -> None:
+        err_console.print(f"profiled {row['case_id']}: {row['status']}", highlight=False)
+
+    frame = profile_cases(cases, options, args.steps, out / "profile.parquet", progress)
+    meta = read_meta(out)
+    meta["profile"]["finished"] = now_iso()
+    if meta.get("kind") == "profile":
+        meta["status"] = "complete"
+    write_json(out / "run.json", meta)
+    console.print(profile_table(frame, f"{suite.name}: share of time per category ({out / 'profile.parquet'})"))
+    statuses = frame.drop_duplicates("case_id")
+    for reason, count in statuses.loc[statuses["status"] != "ok", "reason"].value_counts().items():
+        console.print(f"  {count} x {reason}", highlight=False)
+    return EXIT_FAIL if statuses["status"].isin(["error", "mismatch"]).any() else EXIT_OK
+
+
+def profile_table(frame: Any, title: str) -> Any:
+    """A rich table: one row per case, ms/step and the percentage of each category."""
+    from rich.table import Table
+
+    from convbench.profile import shares
+
+    table = Table(title=title)
+    share = shares(frame)
+    keys = ["workload", "variant", "backend", "device", "mode", "batch", "dtype", "layout"]
+    for k in keys:
+        table.add_column(k)
+    columns = list(share.columns)
+    for c in columns:
+        table.add_column(c, justify="right")
+    table.add_column("status")
+    for _, first in frame.drop_duplicates("case_id").iterrows():
+        cells = [str(first[k]) for k in keys]
+        if first["case_id"] in share.index:
+            values = share.loc[first["case_id"]]
+            cells += [f"{values[c]:.3g}" if c == "ms/step" else f"{values[c]:.0f}%" for c in columns]
+        else:
+            cells += ["-"] * len(columns)
+        table.add_row(*cells, str(first["status"]))
+    return table
+
+
+def _default_out(suite_name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"{suite_name}-profile-{stamp}-{socket.gethostname()}"

@@ -1,0 +1,735 @@
+"""Run-to-run and within-run comparison: statistics, verdicts, environment differences.
+
+Pure functions over the DataFrames of :func:`convbench.results.load` (``cases`` and, with
+``samples=True``, the raw per-iteration samples); :func:`load_side` and
+:func:`compare_paths` read run folders. Rendering lives in :mod:`convbench.compare_render`.
+
+Run against run (:func:`compare_runs`)
+    Cases are joined on ``case_id`` (the key fields, :data:`convbench.cases.KEY_FIELDS`).
+    For a case timed on both sides (see :func:`ratio_test`):
+
+    * ``ratio`` = median of NEW's samples / median of BASE's samples (> 1: NEW is slower);
+    * ``[ci_low, ci_high]``: 95% percentile-bootstrap CI of that ratio, each side
+      resampled on its own (``n_boot`` replicates, seeded from ``seed`` and the case id).
+      A side merged from several runs is resampled in two stages (runs, then samples
+      within each drawn run), so a shift between runs widens the CI instead of passing
+      for a change;
+    * ``p_value``: two-sided Mann-Whitney U test of the two sides' samples (scipy);
+    * ``[adj_ci_low, adj_ci_high]``: that CI taken to level ``1 - alpha`` and widened
+      for run-to-run noise (see below; :meth:`RatioTest.bounds`);
+    * the verdict (:func:`decide`): ``slower`` when the change is significant at
+      ``alpha`` (``p_value < alpha`` AND ``adj_ci_low > 1``) AND its estimate is beyond
+      the threshold (``ratio > 1 + threshold``); ``faster`` when ``p_value < alpha``,
+      ``adj_ci_high < 1`` and ``ratio < 1 / (1 + threshold)`` (the same margin on a log
+      scale); else ``same``. Identical distributions are flagged at most at rate
+      ``alpha`` (in practice far less, since the estimate must also clear the
+      threshold); a true change at the threshold is flagged about half the time, one of
+      twice the threshold almost always once the interval is narrower than the
+      threshold. (Requiring the whole CI beyond the threshold instead would miss a 10%
+      slowdown under 5% noise about one time in five with 30 samples: docs/compare.md.)
+
+    Statuses decide first (``error`` and ``mismatch`` are *failures*):
+
+    * only in NEW: ``added`` (``failed`` if it fails); only in BASE: ``removed``;
+    * fails in NEW but not in BASE (ok or skipped there): ``failed``;
+    * ok in NEW, skipped in BASE: ``added``; ok in BASE, skipped in NEW: ``removed``;
+    * failing on both sides, skipped on both, or fixed (fails in BASE, ok in NEW):
+      ``same``, with the reason (nothing to compare);
+    * ok on both sides but fewer than 2 samples on a side: ``same``, "not tested".
+
+    A side merged from several runs takes, per case, the worst status (mismatch, error,
+    ok, skipped, in that order) and pools the samples.
+
+Run-to-run noise
+    Samples of one case are taken within seconds of each other, so they share the state
+    of the machine at that moment; two runs of the same code on a shared VM can differ
+    by far more than the samples within either run suggest. With one run per side the
+    samples cannot show this, but the other cases can: with ``run_noise`` (default), the
+    spread of log(ratio) across the cases of a backend and device that the within-run
+    standard errors do not explain is taken as run-to-run noise (:func:`estimate_noise`,
+    robust to a minority of changed cases and blind to a shift shared by all), and the
+    interval of every case is widened by it (``adj_ci_low``/``adj_ci_high``, column
+    ``run_noise`` the noise as a relative sd) before the verdict. Where the runs agree
+    as well as their samples do, the estimate is nil and nothing changes. Several runs
+    per side (two-stage bootstrap) measure the same thing directly.
+
+Within a run (:func:`within_run`)
+    Each variant (``by="variant"``) or backend (``by="backend"``) against a baseline on
+    the same case: the per-round interleaved ratio and its CI (cases.parquet ``ratio``,
+    ``ratio_ci_low``, ``ratio_ci_high``) where the case was interleaved against that
+    baseline, else the ratio of medians with a bootstrap CI from the raw samples when
+    given, else the ratio of medians alone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import comb
+from scipy.stats import mannwhitneyu, norm
+
+from convbench.cases import KEY_FIELDS
+from convbench.results import ResultsError, find_runs, read_meta
+
+__all__ = [
+    "FAILED_STATUSES",
+    "VERDICTS",
+    "Comparison",
+    "RatioTest",
+    "Side",
+    "compare_paths",
+    "compare_runs",
+    "decide",
+    "environment_diff",
+    "load_side",
+    "ratio_test",
+    "threshold_for",
+    "within_run",
+]
+
+#: Every verdict, in display order (regressions first).
+VERDICTS = ("failed", "slower", "faster", "added", "removed", "same")
+FAILED_STATUSES = frozenset({"error", "mismatch"})
+#: A side merged from several runs takes the first of these statuses that any run has.
+STATUS_PRIORITY = ("mismatch", "error", "ok", "skipped")
+DEFAULT_FAIL_ON = ("slower", "failed")
+N_BOOT = 2000
+#: Most values drawn at once by the bootstrap (bounds its memory: 8 bytes each).
+BOOT_CHUNK = 1 << 21
+CONFIDENCE = 0.95
+#: Fewest cases from which run-to-run noise is estimated (see :func:`estimate_noise`).
+MIN_NOISE_CASES = 8
+
+CASE_REQUIRED = ("case_id", "status", *KEY_FIELDS)
+SAMPLE_REQUIRED = ("case_id", "seconds")
+
+
+# --------------------------------------------------------------------------- statistics
+@dataclass(frozen=True)
+class RatioTest:
+    """NEW against BASE on one case: ratio of medians, its bootstrap CI, the U test."""
+
+    ratio: float  #: median(new) / median(base)
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n_base: int
+    n_new: int
+    #: smallest p-value the U test can give with these sample counts (no ties)
+    min_p: float
+    #: standard deviation of the bootstrap log-ratios (standard error of log(ratio))
+    se: float = 0.0
+
+    def bounds(self, noise: float = 0.0, confidence: float = CONFIDENCE) -> tuple[float, float]:
+        """The bootstrap CI moved to level ``confidence`` and widened for run-to-run noise
+        ``noise`` (sd of log ratio): on a log scale each bound of the 95% bootstrap CI
+        moves out by ``z(confidence) * sqrt(se**2 + noise**2) - z(0.95) * se``, so the
+        bootstrap's asymmetry is kept; at 95% without noise, the bootstrap CI itself."""
+        extra = _z(confidence) * math.hypot(self.se, noise) - _z(CONFIDENCE) * self.se
+        return self.ci_low * math.exp(-extra), self.ci_high * math.exp(extra)
+
+
+def _z(confidence: float) -> float:
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def _boot_medians(values: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """Medians of ``n_boot`` bootstrap resamples of ``values``.
+
+    With ``groups`` naming two or more clusters (runs), two stages: draw as many clusters
+    as there are, with replacement, then within each drawn cluster as many samples as it
+    holds, with replacement. Replicates are drawn in chunks of at most ``BOOT_CHUNK``
+    values, so memory stays bounded for long sample lists.
+    """
+    n = values.size
+    if groups is None or len(set(groups.tolist())) < 2:
+        step = max(1, BOOT_CHUNK // n)
+        return np.concatenate(
+            [np.median(values[rng.integers(0, n, size=(min(step, n_boot - i), n))], axis=1) for i in range(0, n_boot, step)]
+        )
+    _, inverse = np.unique(groups, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    vals = values[order]
+    sizes = np.bincount(inverse)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    k, m = sizes.size, int(sizes.max())
+    step = max(1, BOOT_CHUNK // (k * m))
+    out = []
+    for i in range(0, n_boot, step):
+        b = min(step, n_boot - i)
+        chosen = rng.integers(0, k, size=(b, k))
+        size = sizes[chosen][..., None]
+        pos = offsets[chosen][..., None] + np.floor(rng.random((b, k, m)) * size).astype(np.int64)
+        draws = np.where(np.arange(m)[None, None, :] < size, vals[pos], np.nan)
+        out.append(np.nanmedian(draws.reshape(b, -1), axis=1))
+    return np.concatenate(out)
+
+
+def min_p_value(n1: int, n2: int) -> float:
+    """Smallest two-sided exact Mann-Whitney p-value for sample sizes n1, n2 (no ties)."""
+    return float(min(1.0, 2.0 / comb(n1 + n2, n1, exact=False)))
+
+
+def ratio_test(
+    base: Sequence[float] | np.ndarray,
+    new: Sequence[float] | np.ndarray,
+    rng: np.random.Generator,
+    *,
+    base_groups: Sequence[Any] | np.ndarray | None = None,
+    new_groups: Sequence[Any] | np.ndarray | None = None,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+) -> RatioTest:
+    """Ratio of medians NEW/BASE, its percentile-bootstrap CI and the U test p-value.
+
+    ``*_groups`` label each sample with its run (or process): with two or more labels
+    the side is bootstrapped in two stages (see :func:`_boot_medians`).
+    """
+    b = np.asarray(base, dtype=np.float64)
+    v = np.asarray(new, dtype=np.float64)
+    if b.size < 1 or v.size < 1:
+        raise ValueError("ratio_test needs at least one sample on each side")
+    ratio = float(np.median(v) / np.median(b))
+    bg = None if base_groups is None else np.asarray(base_groups)
+    ng = None if new_groups is None else np.asarray(new_groups)
+    boot = _boot_medians(v, ng, rng, n_boot) / _boot_medians(b, bg, rng, n_boot)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(boot, [tail, 1 - tail])
+    p = float(mannwhitneyu(v, b, alternative="two-sided").pvalue) if b.size > 1 or v.size > 1 else 1.0
+    se = float(np.std(np.log(boot), ddof=1))
+    return RatioTest(ratio, float(low), float(high), p, int(b.size), int(v.size), min_p_value(b.size, v.size), se)
+
+
+def estimate_noise(log_ratios: Sequence[float] | np.ndarray, ses: Sequence[float] | np.ndarray, min_cases: int = MIN_NOISE_CASES) -> float | None:
+    """Run-to-run noise: the sd of log(ratio) across cases that the samples within a run
+    do not explain, or None with fewer than ``min_cases`` cases.
+
+    ``tau**2 = max(0, MAD**2 - median(se**2))``, MAD the normal-consistent median absolute
+    deviation of the log-ratios around their median: robust to a minority of changed
+    cases, and blind to a shift shared by every case (it measures spread, not level).
+    """
+    lr = np.asarray(log_ratios, dtype=np.float64)
+    se = np.asarray(ses, dtype=np.float64)
+    keep = np.isfinite(lr) & np.isfinite(se)
+    lr, se = lr[keep], se[keep]
+    if lr.size < min_cases:
+        return None
+    mad = 1.4826 * float(np.median(np.abs(lr - np.median(lr))))
+    return math.sqrt(max(0.0, mad**2 - float(np.median(se**2))))
+
+
+def decide(test: RatioTest, threshold: float, alpha: float, noise: float = 0.0) -> tuple[str, str]:
+    """``(verdict, reason)`` of a :class:`RatioTest` (rule in the module docstring);
+    ``noise`` widens the CI for run-to-run noise (:meth:`RatioTest.bounds`)."""
+    up, down = 1 + threshold, 1 / (1 + threshold)
+    low, high = test.bounds(noise, 1 - alpha)
+    change = f"{(test.ratio - 1) * 100:+.1f}% [{(test.ci_low - 1) * 100:+.1f}%, {(test.ci_high - 1) * 100:+.1f}%], p={test.p_value:.2g}"
+    significant = test.p_value < alpha
+    if significant and test.ratio > up and low > 1:
+        return "slower", f"{change}: slower by more than {threshold:.1%}"
+    if significant and test.ratio < down and high < 1:
+        return "faster", f"{change}: faster by more than {1 - down:.1%}"
+    if test.min_p >= alpha:
+        return "same", f"not tested: {test.n_base} vs {test.n_new} samples cannot reach p < {alpha:g}"
+    if not significant:
+        return "same", f"{change}: not significant at {alpha:g}"
+    if down <= test.ratio <= up:
+        return "same", f"{change}: significant, within the {threshold:.1%} threshold"
+    if noise > 0 and (test.ci_low > 1 or test.ci_high < 1):
+        return "same", f"{change}: within the run-to-run noise (±{math.expm1(noise):.0%})"
+    return "same", f"{change}: beyond the threshold, but the CI includes no change"
+
+
+def threshold_for(case_id: str, suite: str | None, default: float, thresholds: Sequence[tuple[str, float]] | None) -> float:
+    """The first pattern of ``thresholds`` (fnmatch) matching the case id or the suite."""
+    for pattern, value in thresholds or ():
+        if fnmatch.fnmatchcase(case_id, pattern) or (suite is not None and fnmatch.fnmatchcase(str(suite), pattern)):
+            return float(value)
+    return float(default)
+
+
+def _case_rng(seed: int, case_id: str) -> np.random.Generator:
+    return np.random.default_rng([int(seed), zlib.crc32(case_id.encode())])
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass
+class Side:
+    """One side of a comparison: the cases, samples and run.json of one or more runs."""
+
+    cases: pd.DataFrame
+    samples: pd.DataFrame
+    metas: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+
+def _check_columns(frame: pd.DataFrame, required: Iterable[str], where: Path) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ResultsError(f"{where}: missing columns {missing}; is it a convbench results file of another version?")
+
+
+def load_side(paths: str | Path | Iterable[str | Path]) -> Side:
+    """Cases, samples and run.json of every run under ``paths``; raises ResultsError.
+
+    Each path is a run folder or a folder holding runs; every run found is merged into
+    the side. A run whose cases.parquet is missing (nothing finished) contributes none.
+    """
+    from convbench.results import load
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    runs = find_runs(paths)
+    case_frames, sample_frames, metas = [], [], []
+    for run in runs:
+        meta = read_meta(run)
+        cases = load(run)
+        if len(cases):
+            _check_columns(cases, CASE_REQUIRED, run / "cases.parquet")
+            case_frames.append(cases)
+        samples = load(run, samples=True)
+        if len(samples):
+            _check_columns(samples, SAMPLE_REQUIRED, run / "samples.parquet")
+            sample_frames.append(samples)
+        metas.append({**meta, "_dir": str(run), "_name": run.name})
+    if not case_frames:
+        raise ResultsError(f"{', '.join(map(str, paths))}: no finished case in {len(runs)} run(s) (no cases.parquet)")
+    cases = pd.concat(case_frames, ignore_index=True)
+    samples = pd.concat(sample_frames, ignore_index=True) if sample_frames else pd.DataFrame(columns=["run_dir", *SAMPLE_REQUIRED])
+    return Side(cases, samples, metas, runs)
+
+
+def _merge_cases(cases: pd.DataFrame) -> pd.DataFrame:
+    """One row per case_id: the row with the worst status (STATUS_PRIORITY), and the
+    number of runs the case appears in."""
+    if cases.empty:
+        return cases.assign(runs=pd.Series(dtype=int)).set_index("case_id", drop=False)
+    rank = {s: i for i, s in enumerate(STATUS_PRIORITY)}
+    frame = cases.assign(_rank=cases["status"].map(lambda s: rank.get(s, len(rank))))
+    counts = frame.groupby("case_id")["case_id"].transform("size")
+    frame = frame.assign(runs=counts).sort_values(["case_id", "_rank"], kind="stable")
+    return frame.drop_duplicates("case_id").drop(columns="_rank").set_index("case_id", drop=False)
+
+
+def _cluster_columns(samples: pd.DataFrame) -> list[str]:
+    return [c for c in ("run_dir", "process") if c in samples.columns]
+
+
+def _sample_groups(samples: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """case_id -> (seconds, cluster labels or None); NaN and non-positive samples dropped."""
+    if samples.empty:
+        return {}
+    clean = samples[np.isfinite(samples["seconds"].astype(float)) & (samples["seconds"].astype(float) > 0)]
+    cols = _cluster_columns(clean)
+    if cols:
+        labels = clean[cols[0]].map(str)
+        for c in cols[1:]:
+            labels = labels + "/" + clean[c].map(str)
+        clean = clean.assign(_cluster=labels)
+    out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    for cid, g in clean.groupby("case_id", sort=False):
+        out[str(cid)] = (g["seconds"].to_numpy(dtype=np.float64), g["_cluster"].to_numpy() if cols else None)
+    return out
+
+
+def _joined(frame: pd.DataFrame, columns: Sequence[str], sep: str = "|") -> pd.Series:
+    """The values of ``columns`` as one string per row (None/NaN as "None"/"nan")."""
+    out = pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    for i, col in enumerate(columns):
+        out = out + ("" if i == 0 else sep) + frame[col].map(str)
+    return out
+
+
+def _num(value: Any) -> bool:
+    return value is not None and isinstance(value, (int, float, np.number)) and math.isfinite(float(value))
+
+
+# --------------------------------------------------------------------------- environment
+#: run.json ``environment.core`` fields that say which machine and software a run saw.
+CORE_FIELDS = (
+    "hostname", "cpu", "cpu_vendor", "cpu_physical_cores", "cpu_logical_cores", "cpu_usable_cores",
+    "cpu_cgroup_quota", "cpu_max_mhz", "memory_total_bytes", "os_release", "kernel", "architecture",
+    "python_version", "python_implementation", "numpy_version", "convbench_version",
+)  # fmt: skip
+#: backend info fields left out of the difference: paths differ between checkouts, and
+#: ``peaks`` are measurements taken by the run (convbench.peaks), not facts about it.
+BACKEND_IGNORED = ("python", "reason", "name", "peaks")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_show(v) for v in value) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_show(v)}" for k, v in value.items())
+    return str(value)
+
+
+def environment_facts(meta: dict[str, Any]) -> dict[str, str]:
+    """Flat ``{field: shown value}`` of what machine and software a run saw."""
+    env = meta.get("environment") or {}
+    core = env.get("core") or {}
+    facts = {f: _show(core.get(f)) for f in CORE_FIELDS if f in core}
+    for name, value in (core.get("thread_env") or {}).items():
+        facts[f"env.{name}"] = _show(value)
+    if "gpus" in core:
+        gpus = core.get("gpus")
+        facts["gpus"] = "none" if not gpus else "; ".join(f"{g.get('name')} (driver {g.get('driver_version')})" for g in gpus)
+    for key, info in sorted((env.get("backends") or {}).items()):
+        if not isinstance(info, dict):
+            continue
+        for f, value in info.items():
+            if f in BACKEND_IGNORED:
+                continue
+            if f == "environment" and isinstance(value, dict):
+                for ef, ev in value.items():
+                    facts[f"{key}.{ef}"] = _show(ev)
+            else:
+                facts[f"{key}.{f}"] = _show(value)
+    for f, value in ((meta.get("options") or {}).get("timing") or {}).items():
+        facts[f"timing.{f}"] = _show(value)
+    return facts
+
+
+def _side_facts(metas: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Facts of several runs: one value, or the distinct values joined with ' | '."""
+    merged: dict[str, list[str]] = {}
+    for meta in metas:
+        for k, v in environment_facts(meta).items():
+            merged.setdefault(k, [])
+            if v not in merged[k]:
+                merged[k].append(v)
+    return {k: " | ".join(v) for k, v in merged.items()}
+
+
+def environment_diff(base_metas: Sequence[dict[str, Any]], new_metas: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """``[{"field", "base", "new"}]`` for every fact that differs between the sides
+    (CPU, memory, OS, GPUs and driver, Python and library versions, each backend's
+    framework version and build facts, thread variables, timing options); a fact only
+    one side recorded shows ``absent`` on the other."""
+    base, new = _side_facts(base_metas), _side_facts(new_metas)
+    rows = []
+    for key in dict.fromkeys([*base, *new]):
+        b, n = base.get(key, "absent"), new.get(key, "absent")
+        if b != n:
+            rows.append({"field": key, "base": b, "new": n})
+    return rows
+
+
+def run_info(meta: dict[str, Any]) -> dict[str, Any]:
+    """Name, folder, suite, start time and git revision of a run (for headers)."""
+    core = (meta.get("environment") or {}).get("core") or {}
+    return {
+        "name": meta.get("_name"),
+        "dir": meta.get("_dir"),
+        "suite": meta.get("suite"),
+        "started": meta.get("started"),
+        "git_revision": core.get("git_revision"),
+        "git_dirty": core.get("git_dirty"),
+        "host": core.get("hostname"),
+    }
+
+
+# --------------------------------------------------------------------------- comparison
+TABLE_COLUMNS = [
+    *KEY_FIELDS, "case_id", "suite", "base_median", "new_median", "ratio", "ci_low", "ci_high",
+    "p_value", "verdict", "threshold", "base_status", "new_status", "base_n", "new_n",
+    "run_noise", "adj_ci_low", "adj_ci_high", "reason",
+]  # fmt: skip
+
+
+@dataclass
+class Comparison:
+    """The outcome of :func:`compare_runs`: one row per case, and what differs around it."""
+
+    table: pd.DataFrame
+    environment_diff: list[dict[str, str]] = field(default_factory=list)
+    base_runs: list[dict[str, Any]] = field(default_factory=list)
+    new_runs: list[dict[str, Any]] = field(default_factory=list)
+    threshold: float = 0.05
+    alpha: float = 0.01
+    fail_on: tuple[str, ...] = DEFAULT_FAIL_ON
+    #: estimated run-to-run noise (relative sd of the ratio) per "backend/device"
+    noise: dict[str, float] = field(default_factory=dict)
+    run_noise: bool = True
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Cases per verdict, every verdict present (zeros included), in VERDICTS order."""
+        got = self.table["verdict"].value_counts().to_dict() if len(self.table) else {}
+        return {v: int(got.get(v, 0)) for v in VERDICTS}
+
+    @property
+    def exit_code(self) -> int:
+        """1 when any case's verdict is in ``fail_on`` (slower, failed), else 0."""
+        return int(bool(self.table["verdict"].isin(self.fail_on).any())) if len(self.table) else 0
+
+    @property
+    def untested(self) -> int:
+        """Cases timed on both sides whose samples were too few to test."""
+        return int(self.table["reason"].astype(str).str.startswith("not tested").sum()) if len(self.table) else 0
+
+    def to_markdown(self, **kw: Any) -> str:
+        from convbench.compare_render import comparison_markdown
+
+        return comparison_markdown(self, **kw)
+
+    def to_rich(self, **kw: Any) -> Any:
+        from convbench.compare_render import comparison_rich
+
+        return comparison_rich(self, **kw)
+
+    def to_json(self) -> str:
+        from convbench.compare_render import comparison_json
+
+        return comparison_json(self)
+
+    def to_csv(self) -> str:
+        return self.table.to_csv(index=False)
+
+
+def _verdict_by_status(base: pd.Series | None, new: pd.Series | None) -> tuple[str, str] | None:
+    """The verdict decided by statuses alone, or None when both sides are ok."""
+    if base is None and new is not None:
+        if new["status"] in FAILED_STATUSES:
+            return "failed", f"added, and {new['status']}: {new.get('reason') or ''}".rstrip(": ")
+        return "added", "only in NEW"
+    if new is None:
+        return "removed", "only in BASE"
+    bs, ns = base["status"], new["status"]
+    if ns in FAILED_STATUSES and bs not in FAILED_STATUSES:
+        return "failed", f"{ns} in NEW ({bs} in BASE): {new.get('reason') or ''}".rstrip(": ")
+    if ns in FAILED_STATUSES:
+        return "same", f"{ns} in NEW, {bs} in BASE: still failing"
+    if bs in FAILED_STATUSES:
+        return "same", f"fixed: {bs} in BASE, {ns} in NEW; nothing to compare"
+    if bs == "ok" and ns == "skipped":
+        return "removed", f"skipped in NEW: {new.get('reason') or ''}".rstrip(": ")
+    if bs == "skipped" and ns == "ok":
+        return "added", f"skipped in BASE: {base.get('reason') or ''}".rstrip(": ")
+    if ns != "ok" or bs != "ok":
+        return "same", f"{bs} in BASE, {ns} in NEW: nothing to compare"
+    return None
+
+
+def compare_runs(
+    base: pd.DataFrame,
+    new: pd.DataFrame,
+    base_samples: pd.DataFrame,
+    new_samples: pd.DataFrame,
+    threshold: float = 0.05,
+    alpha: float = 0.01,
+    thresholds: list[tuple[str, float]] | None = None,
+    seed: int = 0,
+    *,
+    base_meta: Sequence[dict[str, Any]] = (),
+    new_meta: Sequence[dict[str, Any]] = (),
+    fail_on: Sequence[str] = DEFAULT_FAIL_ON,
+    run_noise: bool = True,
+    n_boot: int = N_BOOT,
+) -> Comparison:
+    """Compare NEW against BASE case by case (rules in the module docstring).
+
+    ``base``/``new`` are cases frames, ``*_samples`` samples frames (of one or several
+    runs each); ``thresholds`` are ``(fnmatch pattern on case_id or suite, threshold)``
+    pairs, first match wins, ``threshold`` otherwise; ``*_meta`` are run.json dicts for
+    the environment difference and headers; ``run_noise`` estimates the run-to-run noise
+    per backend and device from the cases and widens every CI by it.
+    """
+    if threshold < 0 or not 0 < alpha < 1:
+        raise ValueError(f"threshold must be >= 0 and alpha in (0, 1); got {threshold}, {alpha}")
+    unknown = set(fail_on) - set(VERDICTS)
+    if unknown:
+        raise ValueError(f"unknown verdicts in fail_on: {sorted(unknown)}; expected some of {list(VERDICTS)}")
+    b_rows, n_rows = _merge_cases(base), _merge_cases(new)
+    b_samples, n_samples = _sample_groups(base_samples), _sample_groups(new_samples)
+    rows: list[dict[str, Any]] = []
+    tests: dict[int, RatioTest] = {}
+    for cid in dict.fromkeys([*b_rows.index, *n_rows.index]):
+        b = b_rows.loc[cid] if cid in b_rows.index else None
+        n = n_rows.loc[cid] if cid in n_rows.index else None
+        ref = n if n is not None else b
+        assert ref is not None
+        row: dict[str, Any] = {f: ref.get(f) for f in KEY_FIELDS}
+        row.update(
+            case_id=cid, suite=ref.get("suite"), threshold=threshold_for(str(cid), ref.get("suite"), threshold, thresholds),
+            base_status=None if b is None else b["status"], new_status=None if n is None else n["status"],
+            base_median=None if b is None else b.get("median"), new_median=None if n is None else n.get("median"),
+        )  # fmt: skip
+        decided = _verdict_by_status(b, n)
+        if decided is None:
+            assert b is not None and n is not None
+            bv, bg = b_samples.get(cid, (np.empty(0), None))
+            nv, ng = n_samples.get(cid, (np.empty(0), None))
+            row.update(base_n=bv.size, new_n=nv.size)
+            if bv.size < 2 or nv.size < 2:
+                decided = ("same", f"not tested: {bv.size} vs {nv.size} raw samples (need 2 or more on each side)")
+                if _num(row["base_median"]) and _num(row["new_median"]) and row["base_median"] > 0:
+                    row["ratio"] = row["new_median"] / row["base_median"]
+            else:
+                test = ratio_test(bv, nv, _case_rng(seed, str(cid)), base_groups=bg, new_groups=ng, n_boot=n_boot)
+                tests[len(rows)] = test
+                row.update(
+                    base_median=float(np.median(bv)), new_median=float(np.median(nv)), ratio=test.ratio,
+                    ci_low=test.ci_low, ci_high=test.ci_high, p_value=test.p_value,
+                )  # fmt: skip
+                if b.get("timer") != n.get("timer") and isinstance(b.get("timer"), str) and isinstance(n.get("timer"), str):
+                    row["note"] = f"timer changed: {b.get('timer')} -> {n.get('timer')}"
+        if decided is not None:
+            row["verdict"], row["reason"] = decided
+        rows.append(row)
+    noise = _noise_by_group(rows, tests) if run_noise else {}
+    for i, test in tests.items():
+        row = rows[i]
+        tau = noise.get(_noise_key(row), 0.0)
+        row["run_noise"] = math.expm1(tau) if tau else 0.0
+        row["adj_ci_low"], row["adj_ci_high"] = test.bounds(tau, 1 - alpha)
+        row["verdict"], row["reason"] = decide(test, row["threshold"], alpha, tau)
+        if row.get("note"):
+            row["reason"] = f"{row['reason']}; {row['note']}"
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    order = {v: i for i, v in enumerate(VERDICTS)}
+    table = table.assign(_o=table["verdict"].map(order), _r=-table["ratio"].astype(float).fillna(1.0))
+    table = table.sort_values(["_o", "_r", "case_id"], kind="stable").drop(columns=["_o", "_r"]).reset_index(drop=True)
+    return Comparison(
+        table=table,
+        environment_diff=environment_diff(base_meta, new_meta) if base_meta and new_meta else [],
+        base_runs=[run_info(m) for m in base_meta],
+        new_runs=[run_info(m) for m in new_meta],
+        threshold=threshold,
+        alpha=alpha,
+        fail_on=tuple(fail_on),
+        noise={k: math.expm1(v) for k, v in noise.items()},
+        run_noise=run_noise,
+    )
+
+
+def _noise_key(row: dict[str, Any]) -> str:
+    return f"{row.get('backend')}/{row.get('device')}"
+
+
+def _noise_by_group(rows: list[dict[str, Any]], tests: dict[int, RatioTest]) -> dict[str, float]:
+    """Run-to-run noise (sd of log ratio) per backend/device: from the group's cases
+    when it has enough, else from every tested case when they are enough, else none."""
+    groups: dict[str, list[RatioTest]] = {}
+    for i, test in tests.items():
+        groups.setdefault(_noise_key(rows[i]), []).append(test)
+    out: dict[str, float] = {}
+    every = list(tests.values())
+    overall = estimate_noise([math.log(t.ratio) for t in every], [t.se for t in every])
+    for key, group in groups.items():
+        tau = estimate_noise([math.log(t.ratio) for t in group], [t.se for t in group])
+        if tau is None:
+            tau = overall
+        if tau is not None:
+            out[key] = tau
+    return out
+
+
+def compare_paths(
+    base_paths: str | Path | Iterable[str | Path],
+    new_paths: str | Path | Iterable[str | Path],
+    **kw: Any,
+) -> Comparison:
+    """:func:`compare_runs` of the runs under ``base_paths`` and ``new_paths`` (each a run
+    folder or a folder of runs; several per side are merged). Raises ResultsError on a
+    missing or unreadable run, or when the sides share no case."""
+    base, new = load_side(base_paths), load_side(new_paths)
+    common = set(base.cases["case_id"]) & set(new.cases["case_id"])
+    if not common:
+        suites = lambda s: ", ".join(sorted(map(str, s.cases["suite"].dropna().unique())))  # noqa: E731
+        raise ResultsError(
+            f"nothing to compare: BASE ({', '.join(map(str, base.paths))}, suite {suites(base)}) and NEW "
+            f"({', '.join(map(str, new.paths))}, suite {suites(new)}) have no case in common"
+        )
+    return compare_runs(base.cases, new.cases, base.samples, new.samples, base_meta=base.metas, new_meta=new.metas, **kw)
+
+
+# --------------------------------------------------------------------------- within a run
+WITHIN_COLUMNS = [
+    "baseline_value", "median", "baseline_median", "ratio", "ratio_ci_low", "ratio_ci_high",
+    "speedup", "speedup_ci_low", "speedup_ci_high", "source", "status", "note",
+]  # fmt: skip
+
+
+def within_run(
+    cases: pd.DataFrame,
+    by: str = "variant",
+    baseline: str = "native",
+    samples: pd.DataFrame | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+) -> pd.DataFrame:
+    """Speedup of each ``by`` value (variant or backend) over ``baseline`` on the same case.
+
+    One row per (case without ``by``, ``by`` value other than the baseline): the key
+    fields, ``by``, ``baseline_value``, both medians, ``ratio`` = time / baseline time
+    with ``ratio_ci_low``/``ratio_ci_high``, ``speedup`` = 1 / ratio with its CI,
+    ``source`` (``interleaved``: per-round ratios measured side by side; ``bootstrap``:
+    ratio of medians, CI from the raw samples; ``medians``: ratio of medians, no CI),
+    ``status`` and a ``note`` when either side was not timed. Cases from several runs
+    stay apart (``run_dir`` joins the key).
+    """
+    if by not in KEY_FIELDS:
+        raise ValueError(f"by must be one of {list(KEY_FIELDS)}, got {by!r}")
+    keys = [f for f in KEY_FIELDS if f != by]
+    if "run_dir" in cases.columns and cases["run_dir"].nunique() > 1:
+        keys.append("run_dir")
+    groups = _sample_groups(samples) if samples is not None else {}
+    frame = cases.copy()
+    frame["_key"] = _joined(frame, keys)
+    rows = []
+    for _, group in frame.groupby("_key", sort=False):
+        base_rows = group[group[by].map(str) == str(baseline)]
+        if base_rows.empty:
+            continue
+        b = base_rows.iloc[0]
+        for _, r in group.iterrows():
+            if str(r[by]) == str(baseline):
+                continue
+            out: dict[str, Any] = {f: r.get(f) for f in keys}
+            out[by] = r[by]
+            out.update(baseline_value=baseline, median=r.get("median"), baseline_median=b.get("median"), status=r["status"])
+            out.update(_within_ratio(r, b, by, baseline, groups, seed, n_boot))
+            rows.append(out)
+    columns = [*keys, by, *WITHIN_COLUMNS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _within_ratio(r: pd.Series, b: pd.Series, by: str, baseline: str, groups: dict, seed: int, n_boot: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if r["status"] != "ok" or b["status"] != "ok":
+        out["note"] = f"not timed: {r['status'] if r['status'] != 'ok' else 'baseline ' + b['status']}"
+        return out
+    if by == "variant" and r.get("baseline") == baseline and _num(r.get("ratio")):
+        out.update(ratio=r["ratio"], ratio_ci_low=r.get("ratio_ci_low"), ratio_ci_high=r.get("ratio_ci_high"), source="interleaved")
+    elif r["case_id"] in groups and b["case_id"] in groups and min(groups[r["case_id"]][0].size, groups[b["case_id"]][0].size) >= 2:
+        test = ratio_test(groups[b["case_id"]][0], groups[r["case_id"]][0], _case_rng(seed, r["case_id"]), n_boot=n_boot)
+        out.update(ratio=test.ratio, ratio_ci_low=test.ci_low, ratio_ci_high=test.ci_high, source="bootstrap")
+    elif _num(r.get("median")) and _num(b.get("median")) and b["median"] > 0:
+        out.update(ratio=r["median"] / b["median"], source="medians")
+    else:
+        out["note"] = "no timing"
+        return out
+    inv = lambda x: 1 / x if _num(x) and x > 0 else None  # noqa: E731
+    out.update(speedup=inv(out["ratio"]), speedup_ci_low=inv(out.get("ratio_ci_high")), speedup_ci_high=inv(out.get("ratio_ci_low")))
+    return out
+
+
+def to_jsonable(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Records of ``frame`` with NaN as None (for JSON)."""
+    return json.loads(frame.to_json(orient="records", default_handler=str))

@@ -1,0 +1,360 @@
+"""Plotly figures of a suite's cases, as JSON specs drawn by plotly.js in the page.
+
+Every figure is a plain dict (``data``, ``layout``) checked by ``plotly.graph_objects``
+and serialised with sorted keys, so the same cases give the same bytes. Every string
+that comes from a suite or a result is HTML-escaped first: plotly.js reads labels,
+legend names and hover text as a subset of HTML, so ``<b>`` in a workload name would be
+markup; escaped, it is shown as text. Times are plotted in milliseconds; error bars are
+95% confidence intervals (of the median, or of the median per-round ratio).
+
+Figures:
+
+* :func:`speedup_figures`: per-layer speedup of each variant over the baseline variant
+  (native), one figure per backend and device;
+* :func:`framework_figures`: the same cases in each backend side by side (median times),
+  one figure per mode, where two or more backends timed the same case;
+* :func:`mode_figure`: training against inference time of the same case;
+* :func:`roofline_figure`: achieved GFLOP/s against arithmetic intensity (FLOP per byte
+  moved), where FLOPs and bytes are known.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from convbench.report.data import num, row_keys
+from convbench.summary import format_time
+
+#: Case fields that can tell traces apart, in label order.
+TRACE_FIELDS = ["run", "backend", "device", "variant", "mode", "batch", "dtype", "layout", "execution", "threads"]
+
+#: How a speedup and its CI were measured (``speedup_source``), in words.
+SOURCES = {
+    "interleaved": "per-round ratios, interleaved; 95% CI",
+    "bootstrap": "ratio of medians; bootstrap 95% CI",
+    "medians": "ratio of medians; no CI",
+}
+
+CONFIG = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure of a page: its fixed div id, a title, a caption and its JSON spec."""
+
+    id: str
+    title: str
+    caption: str
+    spec: str  #: JSON with <, > and & escaped: safe inside a <script> element
+
+
+def esc(value: Any) -> str:
+    """``value`` as text that plotly.js shows literally (no markup)."""
+    return html.escape(str(value), quote=False)
+
+
+def to_json(figure: dict[str, Any]) -> str:
+    """Validate ``figure`` with plotly and serialise it for a ``<script>`` element."""
+    go.Figure(figure)  # raises ValueError on an unknown property or a bad value
+    text = json.dumps({**figure, "config": CONFIG}, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _ms(seconds: Any) -> float | None:
+    v = num(seconds)
+    return None if v is None else v * 1e3
+
+
+def _varying(rows: pd.DataFrame, fields: Iterable[str]) -> list[str]:
+    return [f for f in fields if f in rows and rows[f].map(str).nunique() > 1]
+
+
+def _label(row: pd.Series, fields: Sequence[str]) -> str:
+    """Escaped ``a · b · c`` of the row's ``fields`` (batch as ``bN``, threads as ``N thr``)."""
+    parts = []
+    for f in fields:
+        v = row[f]
+        parts.append(f"b{v}" if f == "batch" else f"{v} thr" if f == "threads" else str(v))
+    return esc(" · ".join(parts))
+
+
+def case_hover(row: pd.Series, extra: Iterable[str] = ()) -> str:
+    """Hover text naming the case (escaped), then ``extra`` lines (already escaped)."""
+    lines = [
+        f"<b>{esc(row['workload'])}</b>",
+        esc(f"{row['variant']} · {row['backend']} · {row['device']} · {row['mode']}"),
+        esc(f"batch {row['batch']} · {row['dtype']} · {row['layout']} · {row['execution']} · {row['threads']} threads"),
+    ]
+    if "run" in row and isinstance(row["run"], str):
+        lines.append(esc(f"run {row['run']}"))
+    return "<br>".join([*lines, *extra])
+
+
+def _time_line(row: pd.Series) -> str:
+    lo, hi = num(row.get("ci_low")), num(row.get("ci_high"))
+    ci = f" [{format_time(lo)}, {format_time(hi)}]" if lo is not None and hi is not None else ""
+    return esc(f"median {format_time(num(row.get('median')))}{ci}")
+
+
+def _speed_line(row: pd.Series) -> str:
+    s, lo, hi = num(row["speedup"]), num(row["speedup_low"]), num(row["speedup_high"])
+    ci = f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else ""
+    return esc(f"speedup {s:.3g}x{ci} over {row['baseline_variant']} ({SOURCES.get(row.get('speedup_source'), 'no CI')})")
+
+
+def _errors(values: list[float | None], lows: list[float | None], highs: list[float | None]) -> dict[str, Any]:
+    """Asymmetric error bars; a point without a CI gets none (null)."""
+    plus = [None if v is None or h is None else max(h - v, 0.0) for v, h in zip(values, highs, strict=True)]
+    minus = [None if v is None or lo is None else max(v - lo, 0.0) for v, lo in zip(values, lows, strict=True)]
+    return {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "visible": True}
+
+
+def _layout(title: str, x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "title": {"text": esc(title)},
+        "xaxis": {"title": {"text": x_title}, "automargin": True},
+        "yaxis": {"title": {"text": y_title}, "automargin": True},
+        "legend": {"orientation": "h", "y": -0.25},
+        "margin": {"t": 50, "r": 20},
+        "hovermode": "closest",
+        "height": 460,
+        "font": {"family": "system-ui, sans-serif", "size": 12},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(layout.get(key), dict):
+            layout[key] = {**layout[key], **value}
+        else:
+            layout[key] = value
+    return layout
+
+
+def _groups(rows: pd.DataFrame, fields: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """``rows`` grouped by ``fields`` in order of first appearance."""
+    if not fields:
+        return [((), rows)]
+    keys = row_keys(rows, fields)
+    return [(tuple(g.iloc[0][list(fields)]), g) for _, g in rows.groupby(keys, sort=False)]
+
+
+def speedup_figures(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
+    """Per-layer speedup over the baseline variant, one figure per backend and device."""
+    rows = frame[frame["speedup"].map(num).notna()] if len(frame) else frame
+    plots = []
+    for (backend, device), part in _groups(rows, ["backend", "device"]):
+        workloads = [esc(w) for w in dict.fromkeys(part["workload"])]
+        fields = ["variant", *_varying(part, [f for f in TRACE_FIELDS if f not in ("backend", "device", "variant")])]
+        data = []
+        for _, trace in _groups(part, fields):
+            by_workload = {esc(r["workload"]): r for _, r in trace.iterrows()}
+            pts = [by_workload.get(w) for w in workloads]
+            ys = [None if r is None else num(r["speedup"]) for r in pts]
+            lows = [None if r is None else num(r["speedup_low"]) for r in pts]
+            highs = [None if r is None else num(r["speedup_high"]) for r in pts]
+            hover = ["" if r is None else case_hover(r, [_speed_line(r), _time_line(r)]) for r in pts]
+            data.append({
+                "type": "bar", "name": _label(trace.iloc[0], fields), "x": workloads, "y": ys,
+                "error_y": _errors(ys, lows, highs), "hovertext": hover, "hoverinfo": "text",
+            })  # fmt: skip
+        baseline = esc(part["baseline_variant"].iloc[0])
+        layout = _layout(
+            f"speedup over {part['baseline_variant'].iloc[0]}: {backend} on {device}",
+            "workload", f"speedup over {baseline} (×, log scale; >1 is faster)",
+            barmode="group", yaxis={"type": "log", "dtick": "D2"},
+            shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": 1, "y1": 1,
+                     "line": {"color": "#444", "width": 1, "dash": "dot"}}],
+        )  # fmt: skip
+        plots.append(Plot(
+            f"{id_prefix}-speedup-{len(plots) + 1}", f"Speedup per layer: {backend} on {device}",
+            "Baseline time / variant time (>1: the variant is faster), from per-round ratios where the variant "
+            "was timed interleaved with its baseline, else the ratio of medians; error bars: 95% CI. "
+            "Dotted line: no change.",
+            to_json({"data": data, "layout": layout}),
+        ))  # fmt: skip
+    return plots
+
+
+def framework_figures(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
+    """Median time of the same case in each backend, one figure per mode."""
+    rows = frame[(frame["status"] == "ok") & frame["median"].map(num).notna()] if len(frame) else frame
+    if rows.empty or rows["backend"].nunique() < 2:
+        return []
+    key_fields = [f for f in TRACE_FIELDS if f != "backend"]
+    key = row_keys(rows, key_fields)
+    shared = key.map(rows.groupby(key)["backend"].nunique()) >= 2
+    rows = rows[shared]
+    plots = []
+    for (mode,), part in _groups(rows, ["mode"]):
+        label_fields = ["workload", *_varying(part, [f for f in key_fields if f not in ("mode", "workload")])]
+        labels = list(dict.fromkeys(_label(r, label_fields) for _, r in part.iterrows()))
+        data = []
+        for (backend,), trace in _groups(part, ["backend"]):
+            by_label = {_label(r, label_fields): r for _, r in trace.iterrows()}
+            pts = [by_label.get(x) for x in labels]
+            ys = [None if r is None else _ms(r["median"]) for r in pts]
+            data.append({
+                "type": "bar", "name": esc(backend), "x": labels, "y": ys,
+                "error_y": _errors(ys, [None if r is None else _ms(r["ci_low"]) for r in pts],
+                                   [None if r is None else _ms(r["ci_high"]) for r in pts]),
+                "hovertext": ["" if r is None else case_hover(r, [_time_line(r)]) for r in pts], "hoverinfo": "text",
+            })  # fmt: skip
+        layout = _layout(f"frameworks side by side: {mode}", "case", "median time per iteration (ms, log scale)",
+                         barmode="group", yaxis={"type": "log"})  # fmt: skip
+        plots.append(Plot(
+            f"{id_prefix}-frameworks-{len(plots) + 1}", f"Frameworks side by side: {mode}",
+            "Median time per iteration of the same case in each backend (error bars: 95% CI of the median). "
+            "Absolute times are facts about one machine at one moment.",
+            to_json({"data": data, "layout": layout}),
+        ))  # fmt: skip
+    return plots
+
+
+def mode_figure(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
+    """Training time against inference time of the same case (log-log)."""
+    rows = frame[(frame["status"] == "ok") & frame["median"].map(num).notna()] if len(frame) else frame
+    if rows.empty or set(rows["mode"]) < {"inference", "training"}:
+        return []
+    key_fields = [f for f in TRACE_FIELDS if f != "mode"]
+    key = row_keys(rows, ["workload", *key_fields])
+    inf = {k: r for k, (_, r) in zip(key, rows.iterrows(), strict=True) if r["mode"] == "inference"}
+    pairs = [(inf[k], r) for k, (_, r) in zip(key, rows.iterrows(), strict=True) if r["mode"] == "training" and k in inf]
+    if not pairs:
+        return []
+    train = pd.DataFrame([t for _, t in pairs])
+    train["_inference"] = [i for i, _ in pairs]
+    fields = _varying(train, ["run", "backend", "device", "variant"]) or ["variant"]
+    data, lo, hi = [], float("inf"), 0.0
+    for _, trace in _groups(train, fields):
+        xs = [_ms(i["median"]) for i in trace["_inference"]]
+        ys = [_ms(t["median"]) for _, t in trace.iterrows()]
+        lo, hi = min(lo, *xs, *ys), max(hi, *xs, *ys)
+        hover = [
+            case_hover(t.drop("_inference"), [esc(f"training {format_time(num(t['median']))}"),
+                                               esc(f"inference {format_time(num(i['median']))}"),
+                                               esc(f"training / inference {num(t['median']) / num(i['median']):.3g}")])
+            for (_, t), i in zip(trace.iterrows(), trace["_inference"], strict=True)
+        ]  # fmt: skip
+        data.append({
+            "type": "scatter", "mode": "markers", "name": _label(trace.iloc[0], fields), "x": xs, "y": ys,
+            "error_x": _errors(xs, [_ms(i["ci_low"]) for i in trace["_inference"]], [_ms(i["ci_high"]) for i in trace["_inference"]]),
+            "error_y": _errors(ys, [_ms(v) for v in trace["ci_low"]], [_ms(v) for v in trace["ci_high"]]),
+            "hovertext": hover, "hoverinfo": "text", "marker": {"size": 9},
+        })  # fmt: skip
+    data.append({
+        "type": "scatter", "mode": "lines", "name": "training = inference", "x": [lo, hi], "y": [lo, hi],
+        "hoverinfo": "skip", "line": {"color": "#999", "dash": "dot", "width": 1},
+    })  # fmt: skip
+    layout = _layout("training against inference", "inference: median time (ms, log)", "training: median time (ms, log)",
+                     xaxis={"type": "log"}, yaxis={"type": "log"})  # fmt: skip
+    return [Plot(
+        f"{id_prefix}-modes-1", "Training against inference",
+        "Each point is one case timed in both modes (training: forward, loss, backward and an SGD update; "
+        "inference: one forward pass). Error bars: 95% CI of each median.",
+        to_json({"data": data, "layout": layout}),
+    )]  # fmt: skip
+
+
+#: (run, backend, device, dtype, threads) -> (peak FLOP/s, peak bytes/s), as a run measured them.
+Peaks = dict[tuple[str, str, str, str, str], tuple[float, float]]
+
+
+def roof_traces(rows: pd.DataFrame, peaks: Peaks, x_range: tuple[float, float]) -> list[dict[str, Any]]:
+    """One line per measured device peak that ``rows`` were timed against:
+    min(peak FLOP/s, intensity x peak bytes/s), in GFLOP/s, across ``x_range`` widened
+    to show the ridge point (peak FLOP/s / peak bytes/s)."""
+    keys = dict.fromkeys(
+        (str(r["run"]), str(r["backend"]), str(r["device"]), str(r["dtype"]), str(r["threads"])) for _, r in rows.iterrows()
+    )
+    lines = []
+    for key in keys:
+        if key not in peaks:
+            continue
+        flops, bw = peaks[key]
+        ridge = flops / bw
+        xs = [min(x_range[0], ridge / 2), ridge, max(x_range[1], ridge * 2)]  # the ridge is always shown
+        run, backend, device, dtype, threads = key
+        name = f"roof: {backend} {device} {dtype}" + (f" {threads} thr" if device == "cpu" else "") + (f" ({run})" if rows["run"].nunique() > 1 else "")
+        tip = esc(f"{name}: peaks {flops / 1e9:.4g} GFLOP/s, {bw / 1e9:.4g} GB/s (matrix product and copy timed by the run)")
+        lines.append({
+            "type": "scatter", "mode": "lines", "name": esc(name), "x": xs, "y": [min(flops, x * bw) / 1e9 for x in xs],
+            "line": {"color": "#555", "dash": "dash", "width": 1}, "hovertext": [tip] * len(xs), "hoverinfo": "text",
+        })  # fmt: skip
+    return lines
+
+
+def roofline_figure(frame: pd.DataFrame, id_prefix: str, peaks: Peaks | None = None) -> list[Plot]:
+    """Achieved GFLOP/s against FLOP per byte, for timed cases with known FLOPs and bytes,
+    under the roofs of the device peaks the runs measured (where they did)."""
+    if frame.empty:
+        return []
+    ok = (frame["status"] == "ok") & frame["median"].map(num).notna()
+    ok &= frame["flops"].map(lambda v: (num(v) or 0) > 0) & frame["bytes"].map(lambda v: (num(v) or 0) > 0)
+    rows = frame[ok]
+    if rows.empty:
+        return []
+    fields = ["variant", *_varying(rows, ["run", "backend", "device", "mode"])]
+    data = []
+    for _, trace in _groups(rows, fields):
+        xs = [num(f) / num(b) for f, b in zip(trace["flops"], trace["bytes"], strict=True)]
+        ys = [num(f) / num(m) / 1e9 for f, m in zip(trace["flops"], trace["median"], strict=True)]
+        # Faster end of the median's CI gives the higher rate.
+        highs = [None if num(c) is None or not num(c) else num(f) / num(c) / 1e9 for f, c in zip(trace["flops"], trace["ci_low"], strict=True)]
+        lows = [None if num(c) is None or not num(c) else num(f) / num(c) / 1e9 for f, c in zip(trace["flops"], trace["ci_high"], strict=True)]
+        hover = [
+            case_hover(r, [esc(f"{x:.3g} FLOP/byte · {y:.3g} GFLOP/s · {num(r['gbps']) or 0:.3g} GB/s"),
+                           esc(f"{int(r['flops']):,} FLOP · {int(r['bytes']):,} bytes"), _time_line(r)])
+            for (_, r), x, y in zip(trace.iterrows(), xs, ys, strict=True)
+        ]  # fmt: skip
+        data.append({
+            "type": "scatter", "mode": "markers", "name": _label(trace.iloc[0], fields), "x": xs, "y": ys,
+            "error_y": _errors(ys, lows, highs), "hovertext": hover, "hoverinfo": "text", "marker": {"size": 9},
+        })  # fmt: skip
+    intensity = [num(f) / num(b) for f, b in zip(rows["flops"], rows["bytes"], strict=True)]
+    roofs = roof_traces(rows, peaks or {}, (min(intensity) / 2, max(intensity) * 2))
+    layout = _layout("roofline: achieved rate against arithmetic intensity", "arithmetic intensity (FLOP per byte, log)",
+                     "achieved GFLOP/s (log)", xaxis={"type": "log"}, yaxis={"type": "log"})  # fmt: skip
+    roof_note = (
+        " Dashed: the roof of each device, from the peak FLOP/s and bytes/s the run measured."
+        if roofs else " No device peaks were measured in these runs, so no roof is drawn."
+    )
+    return [Plot(
+        f"{id_prefix}-roofline-1", "Roofline",
+        "FLOPs and bytes as the run recorded them: FLOPs are 2 × the workload's multiply-adds (not the extra "
+        "arithmetic a variant such as diagonalwise executes); bytes are the fewest an op must move when it runs "
+        "alone, summed over ops. Error bars: the rate at the ends of the median's 95% CI." + roof_note,
+        to_json({"data": [*data, *roofs], "layout": layout}),
+    )]  # fmt: skip
+
+
+def suite_plots(frame: pd.DataFrame, id_prefix: str = "plot", peaks: Peaks | None = None) -> list[Plot]:
+    """Every figure of a suite page, in page order."""
+    return [
+        *speedup_figures(frame, id_prefix),
+        *framework_figures(frame, id_prefix),
+        *mode_figure(frame, id_prefix),
+        *roofline_figure(frame, id_prefix, peaks),
+    ]
+
+
+def absent_plots(frame: pd.DataFrame, plots: Sequence[Plot]) -> list[str]:
+    """Why each kind of figure is missing from ``plots`` (one line per missing kind)."""
+    kinds = {p.id.rsplit("-", 2)[-2] for p in plots}
+    timed = frame[(frame["status"] == "ok") & frame["median"].map(num).notna()] if len(frame) else frame
+    backends = sorted(map(str, timed["backend"].unique())) if len(timed) else []
+    why = {
+        "speedup": "Speedup per layer: no variant was timed beside its baseline variant.",
+        "frameworks": (
+            f"Frameworks side by side: only {backends[0]} timed these cases."
+            if len(backends) == 1 else "Frameworks side by side: no case was timed in two backends."
+        ),
+        "modes": "Training against inference: no case was timed in both modes.",
+        "roofline": "Roofline: no timed case has known FLOPs and bytes.",
+    }
+    return [] if timed.empty else [text for kind, text in why.items() if kind not in kinds]
+

@@ -1,0 +1,288 @@
+"""Tables of the report as plain data: columns, and rows of cells with sort keys.
+
+A :class:`Cell` holds the text shown (escaped by the template), the key the table script
+sorts on (``data-sort``: a number written with ``repr``, or text; empty sorts last), an
+optional CSS class, tooltip, link and longer details (a traceback). Templates render
+these; nothing here writes HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from convbench.environment import environment_rows
+from convbench.report.data import KEY_COLUMNS, Run, num
+from convbench.report.plots import SOURCES
+from convbench.results import STATUSES
+from convbench.summary import format_time
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    sort: str = ""
+    cls: str = ""
+    title: str = ""
+    href: str = ""
+    details: str = ""
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    numeric: bool = False
+    title: str = ""
+
+
+@dataclass
+class Table:
+    """A sortable, filterable table; ``statuses`` are the choices of its status filter."""
+
+    id: str
+    columns: list[Column]
+    rows: list[list[Cell]] = field(default_factory=list)
+    row_status: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    status_label: str = "status"
+
+
+def fnum(value: Any, digits: int = 3, unit: str = "") -> Cell:
+    """A number with ``digits`` significant digits (and ``unit``), sortable; '–' if missing."""
+    v = num(value)
+    if v is None:
+        return Cell("–")
+    return Cell(f"{v:.{digits}g}{unit}", sort=repr(v))
+
+
+def ftime(value: Any) -> Cell:
+    v = num(value)
+    return Cell(format_time(v), sort=repr(v)) if v is not None else Cell("–")
+
+
+def text(value: Any) -> Cell:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return Cell("–")
+    return Cell(str(value), sort=str(value))
+
+
+def key_cell(field_name: str, value: Any) -> Cell:
+    if field_name in ("batch", "threads") and num(value) is not None:
+        return Cell(str(int(num(value))), sort=repr(float(num(value))))
+    return text(value)
+
+
+def status_cell(status: str) -> Cell:
+    return Cell(status, sort=str(STATUSES.index(status)) if status in STATUSES else status, cls=f"status status-{status}")
+
+
+def constant_fields(frame: pd.DataFrame, fields: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(fields that vary, {field: value} of those that do not); ``workload``, ``variant``
+    and ``backend`` always count as varying."""
+    varying, constant = [], {}
+    for f in fields:
+        values = frame[f].map(str).unique() if f in frame and len(frame) else []
+        if f in ("workload", "variant", "backend") or len(values) > 1:
+            varying.append(f)
+        elif len(values) == 1:
+            constant[f] = values[0]
+    return varying, constant
+
+
+def _ci_text(lo: Any, hi: Any, fmt) -> Cell:  # noqa: ANN001 - fmt(float) -> str
+    lo, hi = num(lo), num(hi)
+    if lo is None or hi is None:
+        return Cell("–")
+    return Cell(f"{fmt(lo)} – {fmt(hi)}", sort=repr(hi - lo))
+
+
+def _speedup_cell(row: pd.Series) -> Cell:
+    if row["status"] != "ok":
+        return Cell("–")
+    if row["variant"] == row["baseline_variant"]:
+        return Cell("baseline", sort="1.0", cls="muted", title=f"the baseline variant ({row['baseline_variant']})")
+    s = num(row["speedup"])
+    if s is None:
+        return Cell("–")
+    lo, hi = num(row["speedup_low"]), num(row["speedup_high"])
+    ci = f" [{lo:.2f}–{hi:.2f}]" if lo is not None and hi is not None else ""
+    how = SOURCES.get(row.get("speedup_source"), "no CI")
+    cls = "faster" if lo is not None and lo > 1 else "slower" if hi is not None and hi < 1 else ""
+    return Cell(f"{s:.2f}×{ci}", sort=repr(s), cls=cls, title=f"{row['baseline_variant']} time / {row['variant']} time: {how}")
+
+
+def _median_cell(row: pd.Series) -> Cell:
+    cell = ftime(row.get("median"))
+    if not cell.sort:
+        return cell
+    parts = [f"timer {row.get('timer')}", f"n={row.get('n')} samples of {row.get('inner')} iterations"]
+    iqr, med = num(row.get("iqr")), num(row.get("median"))
+    if iqr is not None and med:
+        parts.append(f"IQR {iqr / med * 100:.0f}% of the median")
+    if num(row.get("processes")) and num(row.get("processes")) > 1:
+        parts.append(f"{int(num(row['processes']))} processes, spread {num(row.get('process_spread')) or 0:.1%}")
+    return Cell(cell.text + ("" if row.get("converged") else "*"), sort=cell.sort, title="; ".join(parts))
+
+
+def _notes(row: pd.Series) -> Cell:
+    if row["status"] != "ok":
+        reason = row.get("reason") if isinstance(row.get("reason"), str) else "no reason recorded"
+        details = row.get("details") if row["status"] == "error" and isinstance(row.get("details"), str) else ""
+        return Cell(reason, sort=reason, cls="wrap", details=details)
+    if num(row.get("median")) is not None and not row.get("converged"):
+        return Cell("* did not converge to the requested precision", sort="did not converge", cls="wrap")
+    return Cell("")
+
+
+def _verify_cell(row: pd.Series) -> Cell:
+    cell = fnum(row.get("verify_error"), 2)
+    if not cell.sort:
+        return cell
+    tol, worst = num(row.get("verify_tolerance")), row.get("verify_worst")
+    title = f"relative error against the float64 reference; tolerance {tol:g}" if tol is not None else ""
+    if isinstance(worst, str):
+        title += f"; worst in {worst}"
+    return Cell(f"{float(cell.sort):.1e}", sort=cell.sort, title=title, cls="status-mismatch" if row["status"] == "mismatch" else "")
+
+
+def suite_table(frame: pd.DataFrame, table_id: str, multi_run: bool, run_pages: dict[str, str]) -> tuple[Table, dict[str, str]]:
+    """The cases of one suite: one row per case; returns (table, constant key fields)."""
+    varying, constant = constant_fields(frame, KEY_COLUMNS)
+    columns = [Column("run", "run")] if multi_run else []
+    columns += [Column(f, f, numeric=f in ("batch", "threads")) for f in varying]
+    columns += [
+        Column("status", "status"),
+        Column("notes", "reason / notes", title="why a case was skipped, failed or did not verify"),
+        Column("median", "median", True, "median time per iteration (* = did not converge)"),
+        Column("ci", "95% CI of median", True, "sorts by the CI's width"),
+        Column("speedup", "speedup", True, "baseline variant time / this variant's time (>1: faster) [95% CI]"),
+        Column("throughput", "samples/s", True, "batch / median time"),
+        Column("gflops", "GFLOP/s", True, "2 × multiply-adds of the workload / median time"),
+        Column("gbps", "GB/s", True, "fewest bytes moved / median time"),
+        Column("verify", "rel. error", True, "verification against the float64 reference"),
+    ]
+    roofline = "roofline_fraction" in frame and frame["roofline_fraction"].map(num).notna().any()
+    if roofline:
+        columns.insert(-1, Column("roofline", "of roofline", True, "roofline bound / median time (100%: at the device's measured roof)"))
+    table = Table(table_id, columns, statuses=[s for s in STATUSES if s in set(frame["status"])] if len(frame) else [])
+    for _, row in frame.iterrows():
+        cells = [Cell(row["run"], sort=row["run"], href=run_pages.get(row["run"], ""))] if multi_run else []
+        cells += [key_cell(f, row[f]) for f in varying]
+        cells += [
+            status_cell(row["status"]),
+            _notes(row),
+            _median_cell(row),
+            _ci_text(row.get("ci_low"), row.get("ci_high"), format_time),
+            _speedup_cell(row),
+            fnum(row.get("throughput"), 4),
+            fnum(row.get("gflops")),
+            fnum(row.get("gbps")),
+            _verify_cell(row),
+        ]
+        if roofline:
+            frac = num(row.get("roofline_fraction"))
+            limit = row.get("roofline_limit")
+            cell = fnum(None if frac is None else frac * 100, 3, "%")
+            cells.insert(-1, Cell(cell.text, cell.sort, title=f"{limit}-bound" if isinstance(limit, str) else ""))
+        table.rows.append(cells)
+        table.row_status.append(row["status"])
+    return table, constant
+
+
+def _software(run: Run) -> str:
+    env = run.core_env
+    parts = [f"Python {env.get('python_version') or '?'}", f"numpy {env.get('numpy_version') or '?'}"]
+    rev = env.get("git_revision")
+    version = env.get("convbench_version") or run.meta.get("convbench_version") or "?"
+    parts.append(f"convbench {version}" + (f" ({str(rev)[:10]}{', dirty' if env.get('git_dirty') else ''})" if rev else ""))
+    for key, info in run.backend_envs.items():
+        parts.append(f"{key} {info.get('version') or ('unavailable' if not info.get('available') else '?')}")
+    return "; ".join(parts)
+
+
+def _machine(run: Run) -> str:
+    env = run.core_env
+    cores = env.get("cpu_usable_cores") or env.get("cpu_logical_cores")
+    mem = num(env.get("memory_total_bytes"))
+    parts = [str(env.get("cpu") or "unknown CPU") + (f" ({cores} cores)" if cores else "")]
+    if env.get("architecture"):
+        parts.append(str(env["architecture"]))
+    if mem:
+        parts.append(f"{mem / 2**30:.0f} GiB")
+    return ", ".join(parts)
+
+
+def gpus_text(run: Run) -> str:
+    gpus = run.core_env.get("gpus")
+    if not gpus:
+        return "none"
+    return "; ".join(str(g.get("name") or g) for g in gpus)
+
+
+def runs_table(runs: list[Run], run_pages: dict[str, str], suite_pages: dict[str, str]) -> Table:
+    """The index: one row per run."""
+    columns = [
+        Column("run", "run"), Column("suite", "suite"), Column("preset", "preset"), Column("started", "started"),
+        Column("status", "status"), Column("planned", "cases", True), *[Column(s, s, True) for s in STATUSES],
+        Column("host", "host"), Column("machine", "machine"), Column("gpus", "GPUs"), Column("software", "software"),
+    ]  # fmt: skip
+    table = Table("runs", columns, statuses=sorted({str(r.meta.get("status") or "unknown") for r in runs}), status_label="run status")
+    for run in runs:
+        counts = run.counts()
+        status = str(run.meta.get("status") or "unknown")
+        if counts["unfinished"]:
+            status_title = f"{counts['unfinished']} of {counts['planned']} planned cases have no result"
+        else:
+            status_title = ""
+        table.rows.append([
+            Cell(run.name, sort=run.name, href=run_pages[run.name]),
+            Cell(run.suite, sort=run.suite, href=suite_pages[run.suite]),
+            text(run.meta.get("preset")),
+            text(run.meta.get("started")),
+            Cell(status, sort=status, cls=f"run-{status}", title=status_title),
+            Cell(str(counts["planned"]), sort=str(counts["planned"])),
+            *[Cell(str(counts[s]), sort=str(counts[s]), cls=f"count-{s}" if counts[s] and s != "ok" else "") for s in STATUSES],
+            text(run.core_env.get("hostname")),
+            Cell(_machine(run), cls="wrap"),
+            Cell(gpus_text(run)),
+            Cell(_software(run), cls="wrap"),
+        ])  # fmt: skip
+        table.row_status.append(status)
+    return table
+
+
+def env_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, value) rows of an environment dict, nested values flattened."""
+    return environment_rows(env)
+
+
+def backend_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, value) rows of one backend worker's info and environment."""
+    rows = [(k, _show(v)) for k, v in info.items() if k != "environment"]
+    rows += [(f"environment.{k}", _show(v)) for k, v in (info.get("environment") or {}).items()]
+    return rows
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True, default=str) if value else "none"
+    return str(value)
+
+
+def reasons(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(status, reason, count) of the cases that are not ok, most frequent first."""
+    bad = frame[frame["status"] != "ok"] if len(frame) else frame
+    if bad.empty:
+        return []
+    reason = bad["reason"].map(lambda r: r if isinstance(r, str) else "no reason recorded")
+    counts = pd.DataFrame({"status": bad["status"], "reason": reason}).value_counts().reset_index(name="n")
+    counts = counts.sort_values(["n", "status", "reason"], ascending=[False, True, True], kind="stable")
+    return [(r.status, r.reason, int(r.n)) for r in counts.itertuples()]

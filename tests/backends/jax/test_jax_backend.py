@@ -1,0 +1,92 @@
+"""The jax backend against the float64 NumPy reference.
+
+Run on its own (``pytest tests/backends/jax``): it imports jax, and frameworks are never
+imported together in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+
+from convbench_jax import JaxBackend  # noqa: E402
+from convbench_jax.lower import OPS  # noqa: E402
+from convbench_lowering.layout import to_logical  # noqa: E402
+
+from tests.backends.graphs import (  # noqa: E402
+    LAYOUTS,
+    MODES,
+    SPINE_OPS,
+    assert_matches,
+    assert_restores_and_updates,
+    make_case,
+    single_op_graph,
+    standard_graphs,
+    unknown_ops,
+)
+
+BACKEND = JaxBackend()
+EXECUTIONS = ["eager", "compiled"]
+GRAPHS = standard_graphs()
+
+
+def test_entry_point_loads_without_importing_jax() -> None:
+    code = (
+        "import sys\n"
+        "from convbench.backend import load_backend\n"
+        "b = load_backend('jax')\n"
+        "assert type(b).__name__ == 'JaxBackend'\n"
+        "assert 'jax' not in sys.modules, 'jax imported at plugin load'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_info_reports_version_and_devices() -> None:
+    info = BACKEND.info()
+    assert info.available and info.version == jax.__version__
+    assert info.devices[0] == "cpu"
+    assert info.environment["jaxlib"]
+
+
+def test_every_ir_op_is_lowered() -> None:
+    assert unknown_ops(set(OPS)) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("op", SPINE_OPS)
+def test_single_op(op: str, mode: str) -> None:
+    for layout in LAYOUTS:
+        assert_matches(BACKEND, single_op_graph(op), mode=mode, layout=layout, execution="compiled")
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graphs(name: str, mode: str, execution: str) -> None:
+    for layout in LAYOUTS:
+        prepared = assert_matches(BACKEND, GRAPHS[name], mode=mode, layout=layout, execution=execution)
+        assert prepared.details()["layout_used"] == layout
+        prepared.close()
+
+
+def _weights(prepared) -> dict[str, np.ndarray]:  # noqa: ANN001
+    return {name: to_logical(np.asarray(v, dtype=np.float64), prepared.plan.perms[name]) for name, v in prepared.params.items()}
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_training_restores_and_updates(execution: str) -> None:
+    assert_restores_and_updates(BACKEND, _weights, execution=execution, layout="nhwc")
+
+
+def test_unsupported_cases_are_skipped_with_reasons() -> None:
+    assert "bfloat16" in BACKEND.skip_reason(make_case(backend="jax", dtype="bfloat16"))
+    assert "execution" in BACKEND.skip_reason(make_case(backend="jax", execution="graph"))
+    other = (os.cpu_count() or 1) + 1
+    assert "thread pool" in BACKEND.skip_reason(make_case(backend="jax", threads=other))
+    assert BACKEND.skip_reason(make_case(backend="jax", threads=os.cpu_count())) is None

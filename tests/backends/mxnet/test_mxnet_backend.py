@@ -1,0 +1,94 @@
+"""The mxnet backend against the float64 NumPy reference.
+
+Run on its own, with the MXNet environment's interpreter
+(``.venv-mxnet/bin/python -m pytest tests/backends/mxnet``): MXNet 1.9.1 needs NumPy
+< 1.24, and frameworks are never imported together in one process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mxnet")
+
+from convbench_mxnet import MxnetBackend  # noqa: E402
+from convbench_mxnet.lower import OPS  # noqa: E402
+
+from tests.backends.graphs import (  # noqa: E402
+    LAYOUTS,
+    MODES,
+    SPINE_OPS,
+    assert_matches,
+    assert_restores_and_updates,
+    make_case,
+    single_op_graph,
+    standard_graphs,
+    unknown_ops,
+)
+
+BACKEND = MxnetBackend()
+EXECUTIONS = ["eager", "compiled"]
+GRAPHS = standard_graphs()
+
+
+def test_entry_point_loads_without_importing_mxnet() -> None:
+    code = (
+        "import sys\n"
+        "from convbench.backend import load_backend\n"
+        "b = load_backend('mxnet')\n"
+        "assert type(b).__name__ == 'MxnetBackend'\n"
+        "assert 'mxnet' not in sys.modules, 'mxnet imported at plugin load'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_info_reports_version_numpy_and_devices() -> None:
+    info = BACKEND.info()
+    assert info.available and info.version == mx.__version__ == "1.9.1"
+    assert info.devices[0] == "cpu"
+    assert info.environment["numpy"].startswith("1.23")
+
+
+def test_every_ir_op_is_lowered() -> None:
+    assert unknown_ops(set(OPS)) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("op", SPINE_OPS)
+def test_single_op(op: str, mode: str) -> None:
+    for layout in LAYOUTS:
+        assert_matches(BACKEND, single_op_graph(op), mode=mode, layout=layout)
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graphs(name: str, mode: str, execution: str) -> None:
+    for layout in LAYOUTS:
+        prepared = assert_matches(BACKEND, GRAPHS[name], mode=mode, layout=layout, execution=execution)
+        details = prepared.details()
+        assert details["layout_used"] == "nchw"  # MXNet's CPU convolution has no NHWC kernel
+        assert ("layout_note" in details) == (layout == "nhwc")
+        prepared.close()
+
+
+def _weights(prepared) -> dict[str, np.ndarray]:  # noqa: ANN001
+    return {name: prepared.params[name].data().asnumpy().astype(np.float64) for name in prepared.param_names}
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_training_restores_and_updates(execution: str) -> None:
+    assert_restores_and_updates(BACKEND, _weights, execution=execution)
+
+
+def test_threads_and_unsupported_cases() -> None:
+    BACKEND.set_threads(1)
+    from convbench_mxnet.backend import current_threads
+
+    assert current_threads() == 1
+    assert "float16" in BACKEND.skip_reason(make_case(backend="mxnet", dtype="float16"))
+    assert "execution" in BACKEND.skip_reason(make_case(backend="mxnet", execution="graph"))

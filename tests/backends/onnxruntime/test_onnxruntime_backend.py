@@ -1,0 +1,150 @@
+"""The onnxruntime backend and ``convbench export onnx`` against the float64 reference.
+
+Run on its own (``pytest tests/backends/onnxruntime``): it imports onnxruntime, and
+frameworks are never imported together in one process.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from convbench_onnxruntime import OnnxruntimeBackend  # noqa: E402
+from convbench_onnxruntime.backend import TRAINING_REASON  # noqa: E402
+from convbench_onnxruntime.onnx_graph import OPS, build_model  # noqa: E402
+
+from convbench.backend import UnsupportedCase  # noqa: E402
+from convbench.cases import Case  # noqa: E402
+from convbench.data import make_tensors  # noqa: E402
+from convbench.reference import run_reference  # noqa: E402
+from convbench.suite import load_suite  # noqa: E402
+from convbench.variants import parse_variant  # noqa: E402
+from convbench.workloads import build_graph  # noqa: E402
+from tests.backends.graphs import (  # noqa: E402
+    LAYOUTS,
+    SPINE_OPS,
+    assert_matches,
+    make_case,
+    prepare,
+    single_op_graph,
+    standard_graphs,
+    unknown_ops,
+)
+from tests.conftest import ROOT, run_cli  # noqa: E402
+
+BACKEND = OnnxruntimeBackend()
+EXECUTIONS = ["eager", "basic", "extended", "compiled"]  # graph optimization levels
+GRAPHS = standard_graphs()
+
+
+def test_entry_point_loads_without_importing_onnxruntime() -> None:
+    code = (
+        "import sys\n"
+        "from convbench.backend import load_backend\n"
+        "b = load_backend('onnxruntime')\n"
+        "assert type(b).__name__ == 'OnnxruntimeBackend'\n"
+        "assert 'onnxruntime' not in sys.modules and 'onnx' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_info_reports_version_and_providers() -> None:
+    info = BACKEND.info()
+    assert info.available and info.version == ort.__version__
+    assert "CPUExecutionProvider" in info.environment["providers"]
+    assert ("cuda" in info.devices) == ("CUDAExecutionProvider" in ort.get_available_providers())
+
+
+def test_every_ir_op_is_lowered() -> None:
+    assert unknown_ops(set(OPS)) == []
+
+
+@pytest.mark.parametrize("op", SPINE_OPS)
+def test_single_op(op: str) -> None:
+    for layout in LAYOUTS:
+        assert_matches(BACKEND, single_op_graph(op), layout=layout)
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graphs(name: str, execution: str) -> None:
+    for layout in LAYOUTS:
+        prepared = assert_matches(BACKEND, GRAPHS[name], layout=layout, execution=execution)
+        details = prepared.details()
+        assert details["providers"][0] == "CPUExecutionProvider"
+        assert ("layout_note" in details) == (layout == "nhwc")
+        prepared.close()
+
+
+def test_training_is_skipped_with_the_reason() -> None:
+    assert BACKEND.skip_reason(make_case(backend="onnxruntime", mode="training")) == TRAINING_REASON
+    with pytest.raises(UnsupportedCase, match="inference only"):
+        prepare(BACKEND, GRAPHS["all_ops"], mode="training")
+
+
+def test_models_pass_the_checker_in_both_layouts() -> None:
+    graph = GRAPHS["movement"]
+    for layout in LAYOUTS:
+        model = build_model(graph, make_tensors(graph, 0), layout=layout)
+        onnx.checker.check_model(model.proto, full_check=True)
+        shape = [d.dim_value for d in model.proto.graph.input[0].type.tensor_type.shape.dim]
+        assert shape == ([2, 6, 5, 5] if layout == "nchw" else [2, 5, 5, 6])
+
+
+def _run_model(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {k: v.astype(np.float32) for k, v in feeds.items()})
+
+
+def test_export_a_suite_workload_reproduces_the_reference(tmp_path: Path) -> None:
+    out = tmp_path / "dw2.onnx"
+    proc = run_cli("export", "onnx", "suites/depthwise.yaml:conv_dw_2", "--variant", "diagonalwise", "--batch", "2", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "passes onnx.checker" in proc.stdout
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    # the file holds the weights a run of that workload uses: it reproduces the reference
+    spec = load_suite(ROOT / "suites/depthwise.yaml").workload("conv_dw_2")
+    case = Case(suite="s", workload="conv_dw_2", kind=spec.kind, params=spec.params, batch=2)
+    graph = build_graph(case.kind, case.params, 2)
+    tensors = make_tensors(parse_variant("diagonalwise").apply(graph), case.data_seed)
+    want = run_reference(graph, tensors, None, "inference")[graph.outputs[0]]
+    (got,) = _run_model(out, {"x": tensors["x"]})
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+
+
+def test_export_a_kind_with_params_in_nhwc(tmp_path: Path) -> None:
+    out = tmp_path / "dw.onnx"
+    proc = run_cli(
+        "export", "onnx", "depthwise", "--param", "channels=40", "--param", "size=9", "--param", "bn=true",
+        "--variant", "diagonalwise(group_size=16)", "--layout", "nhwc", "-o", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    model = onnx.load(str(out))
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 9, 9, 40]
+    assert {n.op_type for n in model.graph.node} >= {"Conv", "Mul", "Slice", "Concat", "BatchNormalization", "Transpose"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nosuch"], "unknown workload 'nosuch'"),
+        (["depthwise", "--param", "channels=x", "--param", "size=4"], "channels"),
+        (["depthwise", "--param", "channels"], "expected KEY=VALUE"),
+        (["suites/depthwise.yaml:zz"], "no workload 'zz'"),
+        (["suites/depthwise.yaml:conv_dw_1", "--param", "size=3"], "--param applies to a KIND"),
+        (["mobilenet_v1", "--variant", "bogus"], "unknown variant 'bogus'"),
+        (["mobilenet_v1", "--batch", "0"], "--batch must be >= 1"),
+    ],
+)
+def test_export_bad_input_is_one_message_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_cli("export", "onnx", *args, "-o", str(tmp_path / "m.onnx"))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,0 +1,113 @@
+"""The tensorflow backend against the float64 NumPy reference.
+
+Run on its own (``pytest tests/backends/tensorflow``): it imports tensorflow, and
+frameworks are never imported together in one process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow")
+
+from convbench_lowering.layout import to_logical  # noqa: E402
+from convbench_tensorflow import TensorflowBackend  # noqa: E402
+from convbench_tensorflow.lower import OPS  # noqa: E402
+
+from convbench.backend import UnsupportedCase  # noqa: E402
+from tests.backends.graphs import (  # noqa: E402
+    LAYOUTS,
+    MODES,
+    SPINE_OPS,
+    assert_matches,
+    assert_restores_and_updates,
+    make_case,
+    prepare,
+    single_op_graph,
+    standard_graphs,
+    unknown_ops,
+)
+
+BACKEND = TensorflowBackend()
+EXECUTIONS = ["eager", "graph", "compiled"]  # compiled: XLA; graph: tf.function alone
+GRAPHS = standard_graphs()
+
+
+def test_entry_point_loads_without_importing_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "from convbench.backend import load_backend\n"
+        "b = load_backend('tensorflow')\n"
+        "assert type(b).__name__ == 'TensorflowBackend'\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported at plugin load'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_info_reports_version_and_devices() -> None:
+    info = BACKEND.info()
+    assert info.available and info.version == tf.__version__
+    assert info.devices[0] == "cpu"
+    assert ("cuda" in info.devices) == bool(tf.config.list_physical_devices("GPU"))
+    assert "intra_op_threads" in info.environment
+
+
+def test_every_ir_op_is_lowered() -> None:
+    assert unknown_ops(set(OPS)) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("op", SPINE_OPS)
+def test_single_op(op: str, mode: str) -> None:
+    for layout in LAYOUTS:
+        assert_matches(BACKEND, single_op_graph(op), mode=mode, layout=layout)
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graphs(name: str, mode: str, execution: str) -> None:
+    for layout in LAYOUTS:
+        prepared = assert_matches(BACKEND, GRAPHS[name], mode=mode, layout=layout, execution=execution)
+        details = prepared.details()
+        # CPU kernels outside XLA are NHWC only: NCHW data runs NHWC, and says so
+        want = "nhwc" if execution != "compiled" else layout
+        assert details["layout_used"] == want
+        assert ("layout_note" in details) == (want != layout)
+        prepared.close()
+
+
+def _weights(prepared) -> dict[str, np.ndarray]:  # noqa: ANN001
+    return {
+        name: to_logical(v.numpy().astype(np.float64), prepared.plan.perms[name])
+        for name, v in zip(prepared.param_names, prepared.params, strict=True)
+    }
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_training_restores_and_updates(execution: str) -> None:
+    assert_restores_and_updates(BACKEND, _weights, execution=execution, layout="nhwc")
+
+
+def test_grouped_conv_training_on_cpu_runs_per_group() -> None:
+    prepared, _ = prepare(BACKEND, GRAPHS["masked_conv"], mode="training")
+    assert "one conv per group" in prepared.details()["grouped_conv"]
+    prepared, _ = prepare(BACKEND, GRAPHS["masked_conv"], mode="training", execution="compiled")
+    assert "grouped_conv" not in prepared.details()
+
+
+def test_unsupported_cases_are_skipped_with_reasons() -> None:
+    assert "float16" in BACKEND.skip_reason(make_case(backend="tensorflow", dtype="float16"))
+    assert "execution" in BACKEND.skip_reason(make_case(backend="tensorflow", execution="hybrid"))
+    graph = GRAPHS["all_ops"]
+    BACKEND.set_threads(os.cpu_count())
+    BACKEND.set_threads((os.cpu_count() or 1) + 1)  # the runtime has started: fixed
+    with pytest.raises(UnsupportedCase, match="intra-op threads"):
+        prepare(BACKEND, graph)
+    BACKEND.set_threads(os.cpu_count())

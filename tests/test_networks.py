@@ -1,0 +1,171 @@
+"""The compact networks: published parameter counts and multiply-adds, and structure.
+
+Every named configuration's figures are checked against what its source publishes (see
+each workload module's docstring for the source and its counting conventions); the
+headline figures are also restated here, literally, so that editing a configuration's
+published figure cannot make its own test pass.
+"""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from convbench.graph import node_macs
+from convbench.workloads import WORKLOADS, build_graph, catalogue
+from tests.conftest import run_cli
+
+NETWORKS = ["mobilenet_v1", "mobilenet_v2", "fd_mobilenet", "shufflenet_v1", "shufflenet_v2", "menet", "shiftresnet"]
+ROWS = [r for r in catalogue() if r["family"] == "network"]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r['kind']}:{r['config']}")
+def test_configuration_matches_its_published_figures(row: dict) -> None:
+    assert row["mismatches"] == []
+
+
+def test_every_network_has_published_figures() -> None:
+    assert set(NETWORKS) <= {k for k, w in WORKLOADS.items() if w.family == "network"}
+    for kind in NETWORKS:
+        pubs = [r["published"] for r in ROWS if r["kind"] == kind and r["published"]]
+        assert any(p.params is not None for p in pubs), kind
+        if kind != "shiftresnet":  # no multiply-add figure is published for ShiftResNet
+            assert any(p.macs is not None for p in pubs), kind
+
+
+def _figures(kind: str, params: dict) -> tuple[int, float]:
+    g = build_graph(kind, params, 1)
+    return g.param_count(), g.macs() / 1e6
+
+
+@pytest.mark.parametrize(
+    "kind, params, count, macs_m",
+    [
+        # torchvision num_params and _ops (GFLOPS); ours are exact, MACs within rounding
+        ("mobilenet_v2", {}, 3_504_872, 300.77),
+        ("shufflenet_v2", {"width": "0.5"}, 1_366_792, 40.48),
+        ("shufflenet_v2", {"width": "1.0"}, 2_278_604, 144.91),
+        ("shufflenet_v2", {"width": "1.5"}, 3_503_624, 295.76),
+        ("shufflenet_v2", {"width": "2.0"}, 7_393_996, 583.25),
+        # Keras MobileNet(alpha=1.0) trainable parameters; paper: 569 M Mult-Adds
+        ("mobilenet_v1", {}, 4_231_976, 568.74),
+        # osmr/imgclsmob trainable parameters; FD-MobileNet paper: 144 / 40 / 12 MFLOPs
+        ("fd_mobilenet", {"width": 1.0}, 2_901_288, 144.49),
+        ("fd_mobilenet", {"width": 0.5}, 993_928, 40.13),
+        ("fd_mobilenet", {"width": 0.25}, 383_160, 12.04),
+        # osmr/imgclsmob; ShuffleNet paper (convs only): 143 / 140 / 137 / 133 / 137
+        ("shufflenet_v1", {"groups": 1}, 1_531_936, 143.08),
+        ("shufflenet_v1", {"groups": 3}, 1_865_728, 137.46),
+        ("shufflenet_v1", {"groups": 8}, 2_434_768, 138.37),
+        # osmr/imgclsmob; MENet paper: 38 / 144 / 551 MFLOPs
+        ("menet", {"stage_channels": 108, "side_channels": 8, "groups": 3}, 654_516, 38.29),
+        ("menet", {"stage_channels": 228, "side_channels": 12, "groups": 3}, 1_806_568, 144.09),
+        ("menet", {"stage_channels": 456, "side_channels": 24, "groups": 3}, 5_304_784, 551.05),
+    ],
+)
+def test_headline_figures(kind: str, params: dict, count: int, macs_m: float) -> None:
+    got_count, got_macs = _figures(kind, params)
+    assert got_count == count
+    assert got_macs == pytest.approx(macs_m, abs=0.005)
+
+
+def test_shufflenet_v1_paper_counts_convs_only() -> None:
+    """Table 1-2 of the ShuffleNet paper: 143, 140, 137, 133, 137 MFLOPs without the FC."""
+    for g, want in ((1, 143), (2, 140), (3, 137), (4, 133), (8, 137)):
+        graph = build_graph("shufflenet_v1", {"groups": g}, 1)
+        convs = sum(node_macs(graph, n) for n in graph.of_op("conv2d"))
+        assert round(convs / 1e6) == want
+
+
+def test_shufflenet_v2_original_downsampling_matches_the_paper() -> None:
+    """The authors' stride-2 unit: 41 / 146 / 299 / 591 MFLOPs, rounded up."""
+    for width, want in (("0.5", 41), ("1.0", 146), ("1.5", 299), ("2.0", 591)):
+        _, macs = _figures("shufflenet_v2", {"width": width, "downsampling": "original"})
+        assert want - 1 < macs <= want
+    assert _figures("shufflenet_v2", {"downsampling": "original"})[0] == 2_279_760  # imgclsmob shufflenetv2b_w1
+
+
+@pytest.mark.parametrize(
+    "depth, expansion, params_m", [(20, 1, 0.03), (20, 6, 0.19), (56, 3, 0.29), (110, 9, 1.76)]
+)
+def test_shiftresnet_parameters(depth: int, expansion: int, params_m: float) -> None:
+    count, _ = _figures("shiftresnet", {"depth": depth, "expansion": expansion})
+    assert round(count / 1e6, 2) == params_m
+
+
+@pytest.mark.parametrize("kind", [k for k in NETWORKS if k != "shiftresnet"])
+def test_imagenet_networks_downsample_32x(kind: str) -> None:
+    graph = build_graph(kind, {}, 2)
+    pooled = graph["pool"]
+    assert graph.shape(pooled.inputs[0])[2:] == (7, 7)
+    assert graph.shape(graph.outputs[0]) == (2, 1000)
+
+
+def test_fd_mobilenet_reaches_1_32_within_12_layers() -> None:
+    graph = build_graph("fd_mobilenet", {}, 1)
+    convs = graph.of_op("conv2d")
+    assert graph.shape(convs[11].name)[2:] == (7, 7)  # conv1 + 5 separable blocks = 11 convs
+    assert graph.shape(convs[10].name)[2:] == (14, 14)
+
+
+def test_mobilenet_v2_structure() -> None:
+    graph = build_graph("mobilenet_v2", {}, 1)
+    assert len([n for n in graph.nodes if n.name.endswith("residual")]) == 10
+    assert len(graph.of_op("relu6")) == 1 + 2 * 17 - 1 + 1  # the first block has no expansion
+    dws = [n for n in graph.of_op("conv2d") if n.attrs["groups"] > 1]
+    assert len(dws) == 17 and all(n.attrs["groups"] == graph.shape(n.inputs[0])[1] for n in dws)
+
+
+def test_shufflenet_v1_units() -> None:
+    graph = build_graph("shufflenet_v1", {"groups": 3}, 1)
+    first = graph["stage2.unit1.compress"]
+    assert first.attrs["groups"] == 1  # the network's very first unit is not grouped
+    assert graph["stage2.unit2.compress"].attrs["groups"] == 3
+    assert graph.shape("stage2.unit1.expand") == (1, 240 - 24, 28, 28)
+    assert graph.shape("stage2.unit1.concat") == (1, 240, 28, 28)
+    assert graph.shape("stage3.unit1.dw") == (1, 120, 14, 14)
+    assert len(graph.of_op("transpose")) == 16  # one channel shuffle per unit
+    assert len(build_graph("shufflenet_v1", {"groups": 1}, 1).of_op("transpose")) == 0
+
+
+def test_shufflenet_v2_units() -> None:
+    graph = build_graph("shufflenet_v2", {}, 1)
+    assert len(graph.of_op("transpose")) == 16
+    assert len(graph.of_op("slice")) == 2 * 13  # a channel split in each stride-1 unit
+    assert graph.shape("stage2.unit1.concat") == (1, 116, 28, 28)
+    assert graph.shape("conv5") == (1, 1024, 7, 7)
+
+
+def test_menet_side_branch() -> None:
+    graph = build_graph("menet", {}, 1)
+    assert graph.shape("stage2.unit1.merge") == (1, 12, 56, 56)
+    assert graph.shape("stage2.unit1.evolve") == (1, 12, 28, 28)  # same stride as the dw conv
+    assert graph.shape("stage2.unit1.evolve_out") == (1, 228 // 4, 28, 28)
+    assert graph["stage2.unit1.gated"].inputs[0] == "stage2.unit1.dw.bn"
+    assert len(graph.of_op("sigmoid")) == 16
+    assert graph["conv1"].shape[1] == 24
+
+
+@pytest.mark.parametrize(
+    "kind, params, message",
+    [
+        ("menet", {"stage_channels": 200}, "no published initial conv width"),
+        ("menet", {"stage_channels": 228, "groups": 4}, "cannot split"),
+        ("shufflenet_v1", {"groups": 8, "width": 0.25}, "cannot split"),
+        ("shufflenet_v2", {"width": "0.75"}, "0.5"),
+        ("shiftresnet", {"depth": 18}, "20"),
+    ],
+)
+def test_invalid_network_parameters(kind: str, params: dict, message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message):
+        build_graph(kind, params, 1)
+
+
+def test_list_workloads_cli() -> None:
+    proc = run_cli("list", "--workloads")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for name in ("228-MENet-12x1 (g=3) (default)", "1x g=8", "2.0x original", "ShiftResNet110 9c", "0.25-128"):
+        assert name in out
+    assert "3,504,872" in out and "do not round" not in out
+    assert "backends" not in out  # only the workloads
