@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[torch,dev]"
+	$(BIN)/pip install -q -e ".[torch,kernels,dev]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -45,6 +45,7 @@ test: venv frameworks
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -q tests/browser
 	$(BIN)/python -m pytest -q tests/backends/torch
+	$(BIN)/python -m pytest -q tests/backends/lowering
 	$(BIN)/python -m pytest -q tests/backends/tensorflow
 	$(BIN)/python -m pytest -q tests/backends/onnxruntime
 	$(BIN)/python -m pytest -q tests/backends/jax
@@ -54,7 +55,7 @@ test: venv frameworks
 # the HTML site of those runs in $(REPORT_OUT) (open its index.html).
 REPORT_RUNS ?= results/report-quick
 REPORT_OUT ?= reports/latest
-report: venv
+report: venv frameworks
 	rm -rf $(REPORT_RUNS)
 	for s in suites/*.yaml; do \
 	  $(BIN)/python -c "import sys; from convbench.suite import load_suite; sys.exit(0 if 'quick' in load_suite(sys.argv[1]).presets else 3)" $$s; \

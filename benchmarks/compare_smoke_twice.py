@@ -25,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVBENCH = [sys.executable, "-m", "convbench.cli"]
+#: Everything after this line of the report is hand-written and kept when it is rewritten.
+NOTES = "<!-- notes: kept when the script rewrites this file -->"
 
 
 def sh(*args: str) -> subprocess.CompletedProcess:
@@ -37,6 +39,7 @@ def main() -> int:
     parser.add_argument("--out", default="results/bench-compare")
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "compare_smoke_twice.md"))
     parser.add_argument("--reuse", action="store_true", help="reuse the runs already in --out")
+    parser.add_argument("--suite", default="suites/smoke.yaml")
     args = parser.parse_args()
     out = ROOT / args.out
     if not args.reuse:
@@ -51,7 +54,7 @@ def main() -> int:
             if args.reuse and (run / "run.json").exists():
                 continue
             t0 = time.perf_counter()
-            proc = sh("run", "suites/smoke.yaml", "--out", str(run))
+            proc = sh("run", args.suite, "--out", str(run))
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 return 1
@@ -70,11 +73,11 @@ def main() -> int:
         tallies.append(row)
         print(json.dumps(row), file=sys.stderr)
     lines = [
-        "# Benchmark: the smoke suite twice, compared",
+        f"# Benchmark: {args.suite} twice, compared",
         "",
-        f"Recorded by `.venv/bin/python benchmarks/compare_smoke_twice.py --pairs {args.pairs}` "
+        f"Recorded by `.venv/bin/python benchmarks/compare_smoke_twice.py --suite {args.suite} --pairs {args.pairs}` "
         f"on {platform.node()} ({platform.machine()}, {platform.python_version()}), {time.strftime('%Y-%m-%d %H:%M %Z')}.",
-        "Each pair is `convbench run suites/smoke.yaml` twice in a row, then `convbench compare FIRST SECOND`",
+        f"Each pair is `convbench run {args.suite}` twice in a row, then `convbench compare FIRST SECOND`",
         "(threshold 5%, alpha 0.01). Nothing changed between the runs: every `slower` is a false alarm.",
         "",
         "| pair | exit code | slower | faster | same | not tested | run-to-run noise estimated | without the noise estimate: exit, slower, faster |",
@@ -86,7 +89,9 @@ def main() -> int:
         lines.append(f"| {r['pair']} | {a['exit']} | {a['slower']} | {a['faster']} | {a['same']} | {a['untested']} | {noise} | {b['exit']}, {b['slower']}, {b['faster']} |")
     lines += ["", *splits(sorted(out.glob("pair*-*")))]
     lines += ["", "## The first pair, as a pull request would see it", "", f"    {first_cmd}", "", first_md]
-    Path(args.report).write_text("\n".join(lines) + "\n")
+    report = Path(args.report)
+    notes = report.read_text().partition(NOTES)[2] if report.exists() else ""
+    report.write_text("\n".join(lines) + "\n" + (NOTES + notes if notes else ""))
     print(f"wrote {args.report}", file=sys.stderr)
     return 0
 

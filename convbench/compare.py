@@ -677,7 +677,7 @@ def within_run(
     """Speedup of each ``by`` value (variant or backend) over ``baseline`` on the same case.
 
     One row per (case without ``by``, ``by`` value other than the baseline): the key
-    fields, ``by``, ``baseline_value``, both medians, ``ratio`` = time / baseline time
+    fields, ``by``, the row's ``case_id``, ``baseline_value``, both medians, ``ratio`` = time / baseline time
     with ``ratio_ci_low``/``ratio_ci_high``, ``speedup`` = 1 / ratio with its CI,
     ``source`` (``interleaved``: per-round ratios measured side by side; ``bootstrap``:
     ratio of medians, CI from the raw samples; ``medians``: ratio of medians, no CI),
@@ -703,10 +703,11 @@ def within_run(
                 continue
             out: dict[str, Any] = {f: r.get(f) for f in keys}
             out[by] = r[by]
+            out["case_id"] = r["case_id"]
             out.update(baseline_value=baseline, median=r.get("median"), baseline_median=b.get("median"), status=r["status"])
             out.update(_within_ratio(r, b, by, baseline, groups, seed, n_boot))
             rows.append(out)
-    columns = [*keys, by, *WITHIN_COLUMNS]
+    columns = [*keys, by, "case_id", *WITHIN_COLUMNS]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -40,11 +40,11 @@ def test_fake_device_is_asynchronous_and_the_host_sampler_waits() -> None:
     assert cold(3) >= 3 * seconds and len(flushes) == 3
 
 
-def suite(path: Path, extra: str = "") -> Path:
+def suite(path: Path, extra: str = "", variants: str = "native") -> Path:
     path.write_text(
         "name: async\n"
         "workloads:\n  - {id: dw, kind: depthwise, params: {channels: 4, size: 6}}\n"
-        "matrix: {backend: [asyncfake], variant: [native], batch: [1]}\n"
+        f"matrix: {{backend: [asyncfake], variant: [{variants}], batch: [1]}}\n"
         "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.2"
         + extra
         + "}\n"
@@ -67,10 +67,13 @@ def test_a_run_on_the_async_device_times_the_work_not_the_launch(tmp_path: Path)
 
 def test_cold_cache_flushes_before_each_iteration_and_is_recorded(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    path = suite(tmp_path / "s.yaml", ", cold_cache: true, rotate_inputs: 3, autotune: true")
+    path = suite(tmp_path / "s.yaml", ", cold_cache: true, rotate_inputs: 3, autotune: true", "native, kernel")
     proc = run_cli("run", str(path), "--out", str(out), CONVBENCH_EXTRA_BACKENDS=EXTRA, CONVBENCH_FAKE_WORK_MS="2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    row = pd.read_parquet(out / "cases.parquet").iloc[0]
+    rows = pd.read_parquet(out / "cases.parquet").set_index("variant")
+    # a backend-implemented variant that this backend lacks is skipped, never run as native
+    assert rows.loc["kernel", "status"] == "skipped" and "no kernel variant" in rows.loc["kernel", "reason"]
+    row = rows.loc["native"]
     assert row["status"] == "ok", row["reason"]
     assert json.loads(row["details"])["cold_cache_host"] == "flushed before each iteration"
     timing = json.loads((out / "run.json").read_text())["options"]["timing"]

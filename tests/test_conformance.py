@@ -37,6 +37,10 @@ BACKENDS = ["reference", "torch", "tensorflow", "onnxruntime", "mxnet", "jax"]
 #: What a backend legitimately cannot do: (case field, value, words its skip reason holds).
 #: Exactly those cases must be skipped with that reason; every other case must verify.
 CANNOT = {"onnxruntime": ("mode", "training", "runs inference only")}
+#: The execution each backend is checked in (default eager). JAX op by op compiles every
+#: primitive for every shape and retraces the gradient each step, 3-4x slower than one
+#: jax.jit per case here; its eager path is checked by tests/backends/jax.
+EXECUTION = {"jax": "compiled"}
 VARIANTS = ["native", "diagonalwise", "diagonalwise(group_size=16)"]
 #: The group, shift and shuffle workloads and a small configuration of every network, each
 #: with every variant that applies to it (so every new op and every variant is covered).
@@ -70,6 +74,7 @@ def conformance_suite(path: Path, backend: str, network_training: bool) -> Path:
         "mode": ["inference", "training"],
         "batch": [2],
         "layout": ["nchw", "nhwc"],
+        "execution": [EXECUTION.get(backend, "eager")],
         # correctness, not speed: one thread keeps the many tiny ops of the split variants
         # from stalling in OpenMP barriers on a loaded 2-core machine (0.9 s vs 10-18 s a step)
         "threads": [1],

@@ -13,7 +13,11 @@ import pandas as pd
 import pytest
 
 from convbench.cli import main
-from convbench.interop import export_pytest_benchmark, import_pytest_benchmark, pytest_benchmark_stats
+from convbench.interop import (
+    export_pytest_benchmark,
+    import_pytest_benchmark,
+    pytest_benchmark_stats,
+)
 from convbench.results import load
 from tests.test_compare import lognormal, write_run
 

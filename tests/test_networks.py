@@ -169,3 +169,22 @@ def test_list_workloads_cli() -> None:
         assert name in out
     assert "3,504,872" in out and "do not round" not in out
     assert "backends" not in out  # only the workloads
+
+
+def test_published_figures_are_checked_under_their_conventions() -> None:
+    from convbench.workloads import Published, printed
+
+    assert printed("569 M") == (569e6, 1e6)
+    assert printed("0.145 G") == (0.145e9, 1e6)
+    assert printed("4.24 M") == (4.24e6, 1e4)
+    with pytest.raises(ValueError, match="NUMBER"):
+        printed("569")
+    graph = build_graph("shufflenet_v1", {"groups": 4}, 1)  # 134.34 M with the FC, 133.25 M without
+    assert Published("s", macs="133 M", macs_counted="conv").mismatches(graph) == []
+    assert Published("s", macs="133 M").mismatches(graph) != []
+    assert Published("s", macs="134 M", macs_rounding="down").mismatches(graph) == []
+    assert Published("s", macs="135 M", macs_rounding="up").mismatches(graph) == []
+    assert Published("s", macs="135 M").mismatches(graph) != []
+    assert Published("s", params="1.97 M").mismatches(graph) == []
+    assert Published("s", params="1.9 M").mismatches(graph) != []
+    assert Published("s", params=1_968_345).mismatches(graph) != []

@@ -216,7 +216,7 @@ def test_suite_plots_cover_speedups_frameworks_modes_and_roofline(runs: dict[str
         assert 0.55 < y < 0.7 and plus >= 0 and minus >= 0
     assert all("diagonalwise · torch · cpu · inference" in h for h in trace["hovertext"])
     fw = specs["plot-1-frameworks-1"]
-    assert [t["name"] for t in fw["data"]] == ["torch", "reference"]
+    assert [t["name"] for t in fw["data"]] == ["torch (eager)", "reference (eager)"]
     modes = specs["plot-1-modes-1"]
     point = modes["data"][0]
     assert all(y > x for x, y in zip(point["x"], point["y"], strict=True))  # training is slower here
@@ -238,6 +238,19 @@ def test_roofline_draws_the_measured_roof_of_each_device(runs: dict[str, Path]) 
     assert ys == pytest.approx([min(50.0, x * 10.0) for x in xs])  # GFLOP/s: bandwidth slope, then the roof
     assert xs[1] == pytest.approx(5.0) and max(ys) == pytest.approx(50.0)  # the ridge: 50 GFLOP/s at 5 FLOP/byte
     assert "Dashed: the roof" in plot.caption
+
+
+def test_frameworks_side_by_side_match_cases_across_eager_and_compiled(runs: dict[str, Path]) -> None:
+    frame = suite_frame(load_runs([runs["a"]]))
+    frame.loc[frame.backend == "reference", "execution"] = "compiled"
+    plots = [p for p in suite_plots(frame, "p") if "frameworks" in p.id]
+    names = [[t["name"] for t in json.loads(p.spec)["data"]] for p in plots]
+    assert names == [["torch (eager)", "reference (compiled)"]] * 2
+    # a backend that ran both gets a trace for each
+    extra = frame[frame.backend == "torch"].assign(execution="compiled")
+    both = pd.concat([frame, extra], ignore_index=True)
+    plot = [p for p in suite_plots(both, "p") if p.id == "p-frameworks-1"][0]
+    assert [t["name"] for t in json.loads(plot.spec)["data"]] == ["torch · eager", "reference · compiled", "torch · compiled"]
 
 
 def test_plots_of_a_suite_without_timed_cases_are_absent() -> None:

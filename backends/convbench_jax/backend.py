@@ -1,9 +1,11 @@
 """The ``jax`` backend plugin: availability, environment, skip rules and ``prepare``.
 
 Execution: ``eager`` (op by op) and ``compiled`` (``jax.jit``); devices: ``cpu`` and, when
-jaxlib has a CUDA plugin and sees a GPU, ``cuda``. XLA sizes its CPU thread pool when the
-backend starts, so a worker runs the thread count it started with; cases asking for
-another count are skipped with the reason.
+a CUDA plugin of jaxlib is installed, ``cuda``. Threads: XLA fixes its CPU threading when
+its runtime starts, which this plugin delays until the first case: one thread is
+``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``, the
+machine's core count is XLA's default; other counts, or a count other than the one the
+runtime started with, are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -32,13 +34,29 @@ def import_error() -> str | None:
     return None
 
 
+SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
 def _gpus() -> list[Any]:
+    """The GPUs of JAX's runtime (starts the runtime)."""
     import jax
 
     try:
         return list(jax.devices("gpu"))
     except Exception:  # no GPU platform in this jaxlib
         return []
+
+
+def _cuda_plugin() -> str | None:
+    """The installed CUDA plugin of jaxlib, if any (found without starting the runtime)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("jax-cuda13-plugin", "jax-cuda12-plugin"):
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 class JaxBackend(Backend):
@@ -49,7 +67,8 @@ class JaxBackend(Backend):
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
-        self._threads: int | None = None
+        self._threads: int | None = None  #: what the current case asks for
+        self._runtime_threads: int | None = None  #: what the runtime started with (once started)
 
     def info(self) -> BackendInfo:
         if self._info is not None:
@@ -60,20 +79,29 @@ class JaxBackend(Backend):
         import jax
         import jaxlib
 
-        try:
-            gpus = _gpus()
-            env: dict[str, Any] = {
-                "jax": jax.__version__,
-                "jaxlib": jaxlib.__version__,
-                "default_backend": jax.default_backend(),
-                "gpus": [d.device_kind for d in gpus],
-                "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                "cpu_threads": os.cpu_count(),
-            }
-            self._info = BackendInfo(self.name, True, version=jax.__version__, devices=["cpu"] + (["cuda"] if gpus else []), environment=env)
-        except Exception as exc:
-            return BackendInfo(self.name, False, version=jax.__version__, reason=f"jax failed to report devices: {exc}")
+        plugin = _cuda_plugin()
+        env: dict[str, Any] = {
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "cuda_plugin": plugin,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "cpu_cores": os.cpu_count(),
+        }
+        self._info = BackendInfo(self.name, True, version=jax.__version__, devices=["cpu"] + (["cuda"] if plugin else []), environment=env)
         return self._info
+
+    def _start_runtime(self) -> None:
+        """Start XLA's runtime with the threads of the first case (see module docstring)."""
+        if self._runtime_threads is not None:
+            return
+        cores = os.cpu_count() or 1
+        threads = self._threads or cores
+        if threads == 1 and cores > 1:
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SINGLE_THREAD_FLAGS}".strip()
+        import jax
+
+        jax.devices()
+        self._runtime_threads = threads
 
     def set_threads(self, threads: int | None) -> None:
         if threads is not None and threads < 1:
@@ -91,17 +119,29 @@ class JaxBackend(Backend):
         if case.dtype not in DTYPES:
             return f"jax: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
         cores = os.cpu_count() or 1
-        if case.device == "cpu" and case.threads is not None and case.threads != cores:
-            return f"jax: XLA's CPU thread pool is sized at start to the machine's {cores} cores; {case.threads} threads cannot be set"
+        threads = case.threads or cores
+        if case.device == "cpu" and threads not in (1, cores):
+            return f"jax: XLA's CPU threads can be 1 or the machine's {cores} cores, not {threads}"
+        if case.device == "cpu" and self._runtime_threads not in (None, threads):
+            return f"jax: this worker's XLA runtime started with {self._runtime_threads} CPU thread(s), fixed at start; {threads} need their own run"
         return None
 
     def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
         reason = self.skip_reason(case)
         if reason is not None:
             raise UnsupportedCase(reason)
+        self._start_runtime()
         import jax
 
-        device = jax.devices("cpu")[0] if case.device == "cpu" else _gpus()[0]
+        if case.device == "cpu":
+            device = jax.devices("cpu")[0]
+        else:
+            gpus = _gpus()
+            if not gpus:
+                raise UnsupportedCase(f"jax: {_cuda_plugin()} is installed but JAX sees no GPU")
+            device = gpus[0]
         from convbench_jax.prepared import JaxPrepared
 
-        return JaxPrepared(case, graph, tensors, cotangents, device)
+        prepared = JaxPrepared(case, graph, tensors, cotangents, device)
+        prepared.note_threads(self._runtime_threads, os.environ.get("XLA_FLAGS", ""))
+        return prepared

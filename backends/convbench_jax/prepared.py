@@ -145,6 +145,10 @@ class JaxPrepared(Prepared):
             return None
         return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
+    def note_threads(self, threads: int | None, xla_flags: str) -> None:
+        """Record the CPU threads the runtime started with, and its XLA_FLAGS."""
+        self._details.update(cpu_threads=threads, xla_flags=xla_flags)
+
     def details(self) -> dict[str, Any]:
         return dict(self._details)
 

@@ -72,8 +72,18 @@ def mul(ctx: Context, site: Site, ins: list[Any]) -> Any:
     return ctx.F.broadcast_mul(*_aligned(ctx, site, ins))
 
 
+def _concat(ctx: Context, parts: list[Any], dim: int, rank: int) -> Any:
+    """``concat``; in training followed by a copy (a broadcast multiply by one): MXNet
+    1.9.1's oneDNN convolution backward dies with SIGFPE when its input derives from a
+    concat of slices (an identity, a scalar multiply or a relu in between do not help
+    once hybridized)."""
+    y = ctx.F.concat(*parts, dim=dim)
+    return ctx.F.broadcast_mul(y, ctx.F.ones((1,) * rank)) if ctx.training else y
+
+
 def concat(ctx: Context, site: Site, ins: list[Any]) -> Any:
-    return ctx.F.concat(*ins, dim=int(site.attrs["axis"]) % len(site.node.shape))
+    rank = len(site.node.shape)
+    return _concat(ctx, ins, int(site.attrs["axis"]) % rank, rank)
 
 
 def slice_(ctx: Context, site: Site, ins: list[Any]) -> Any:
@@ -109,7 +119,7 @@ def pad(ctx: Context, site: Site, ins: list[Any]) -> Any:
             elif size:
                 parts.append(ctx.F.zeros(shape=tuple(shape[:axis] + [size] + shape[axis + 1 :])))
         if len(parts) > 1:
-            x = ctx.F.concat(*parts, dim=axis)
+            x = _concat(ctx, parts, axis, len(shape))
             shape[axis] += int(before) + int(after)
     return x
 
@@ -124,10 +134,8 @@ def shift(ctx: Context, site: Site, ins: list[Any]) -> Any:
     x = F.pad(ins[0], mode="constant", pad_width=(0, 0, 0, 0, p, p, p, p), constant_value=0) if p else ins[0]
     parts = []
     for a, b, dy, dx in runs:
-        part = F.slice_axis(x, axis=1, begin=a, end=b)
-        part = F.slice_axis(part, axis=2, begin=p - dy, end=p - dy + h)
-        parts.append(F.slice_axis(part, axis=3, begin=p - dx, end=p - dx + w))
-    return parts[0] if len(parts) == 1 else F.concat(*parts, dim=1)
+        parts.append(F.slice(x, begin=(None, a, p - dy, p - dx), end=(None, b, p - dy + h, p - dx + w)))
+    return parts[0] if len(parts) == 1 else _concat(ctx, parts, 1, 4)
 
 
 #: The op table: every IR op this backend lowers.

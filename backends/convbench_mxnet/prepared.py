@@ -123,7 +123,7 @@ class MxnetPrepared(Prepared):
             loss = mx.nd.add_n(*[(o * c).sum() for o, c in zip(outs, self.cotangents, strict=True)])
         loss.backward()
         if self.trainer is not None:
-            self.trainer.step(1)
+            self.trainer.step(1, ignore_stale_grad=True)  # a param may not reach the loss
         return outs
 
     def step(self) -> None:

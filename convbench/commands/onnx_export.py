@@ -136,5 +136,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"wrote {output}: {wid} ({kind}, {variant}), opset {summary['opset']}, {summary['nodes']} nodes, "
         f"inputs {shapes}, {summary['parameters']:,} parameters, {summary['macs']:,} MACs; passes onnx.checker",
         highlight=False,
+        soft_wrap=True,
     )
     return 0

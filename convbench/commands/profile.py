@@ -113,21 +113,20 @@ def profile_table(frame: Any, title: str) -> Any:
 
     table = Table(title=title)
     share = shares(frame)
-    keys = ["workload", "variant", "backend", "device", "mode", "batch", "dtype", "layout"]
-    for k in keys:
-        table.add_column(k)
     columns = list(share.columns)
+    table.add_column("case")
     for c in columns:
         table.add_column(c, justify="right")
     table.add_column("status")
-    for _, first in frame.drop_duplicates("case_id").iterrows():
-        cells = [str(first[k]) for k in keys]
-        if first["case_id"] in share.index:
-            values = share.loc[first["case_id"]]
+    for _, r in frame.drop_duplicates("case_id").iterrows():
+        label = f"{r['workload']} {r['variant']} {r['backend']}:{r['device']} {r['mode']} b{r['batch']} {r['dtype']} {r['layout']} {r['execution']}"
+        cells = [label]
+        if r["case_id"] in share.index:
+            values = share.loc[r["case_id"]]
             cells += [f"{values[c]:.3g}" if c == "ms/step" else f"{values[c]:.0f}%" for c in columns]
         else:
             cells += ["-"] * len(columns)
-        table.add_row(*cells, str(first["status"]))
+        table.add_row(*cells, str(r["status"]))
     return table
 
 

@@ -33,22 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from convbench.cli import EXIT_OK, EXIT_USAGE, console, err_console
+    from convbench.cli import EXIT_OK, UsageError, console
     from convbench.report import ReportError, render_site
 
-    # Bad input is printed here rather than raised as UsageError: under
-    # `python -m convbench.cli` that class is __main__'s, not the one this module imports.
-    def usage(message: str) -> int:
-        err_console.print(f"[bold red]error[/]: {message}", highlight=False)
-        return EXIT_USAGE
-
     if not 0 < args.alpha < 1:
-        return usage(f"--alpha: expected a number between 0 and 1, got {args.alpha}")
+        raise UsageError(f"--alpha: expected a number between 0 and 1, got {args.alpha}")
     compare = ([args.compare[0]], [args.compare[1]]) if args.compare else None
     try:
         pages = render_site(args.runs, args.out, compare=compare, threshold=args.threshold, alpha=args.alpha)
     except ReportError as exc:
-        return usage(str(exc))
+        raise UsageError(str(exc)) from None
     index = Path(args.out) / "index.html"
     console.print(f"{len(pages)} pages written to {args.out}; open {index}", highlight=False)
     return EXIT_OK

@@ -34,6 +34,7 @@ def _side_runs(paths: Sequence[str | Path], runs: list[Run]) -> list[Run]:
 def compare_table(frame: pd.DataFrame) -> tuple[Table, dict[str, str]]:
     """One row per case of the comparison, regressions first (the comparison's order)."""
     varying, constant = constant_fields(frame, KEY_COLUMNS)
+    adjusted = "adj_ci_low" in frame and frame["adj_ci_low"].map(num).notna().any()
     columns = [Column(f, f, numeric=f in ("batch", "threads")) for f in varying]
     columns += [
         Column("verdict", "verdict"),
@@ -42,13 +43,13 @@ def compare_table(frame: pd.DataFrame) -> tuple[Table, dict[str, str]]:
         Column("ratio", "NEW / BASE", True, "ratio of medians (>1: NEW is slower)"),
         Column("ci", "95% CI", True, "bootstrap CI of the ratio; sorts by its lower end"),
         Column("p", "p-value", True, "two-sided Mann-Whitney U test of the raw samples"),
+        *([Column("adj", "tested interval", True, "the CI at level 1 - alpha, widened for run-to-run noise; sorts by its lower end")] if adjusted else []),
         Column("status", "status BASE → NEW"),
         Column("reason", "reason"),
     ]
     table = Table("comparison", columns, statuses=[v for v in VERDICT_COLORS if v in set(frame["verdict"])], status_label="verdict")
     for _, row in frame.iterrows():
-        lo, hi = num(row["ci_low"]), num(row["ci_high"])
-        ci = Cell(f"{lo:.3f} – {hi:.3f}", sort=repr(lo)) if lo is not None and hi is not None else Cell("–")
+        ci = _interval(row["ci_low"], row["ci_high"])
         ratio = fnum(row["ratio"], 4)
         if ratio.sort:
             ratio = Cell(f"{float(ratio.sort):.3f}", sort=ratio.sort)
@@ -57,10 +58,16 @@ def compare_table(frame: pd.DataFrame) -> tuple[Table, dict[str, str]]:
             *[key_cell(f, row[f]) for f in varying],
             Cell(row["verdict"], sort=row["verdict"], cls=f"verdict verdict-{row['verdict']}"),
             ftime(row["base_median"]), ftime(row["new_median"]), ratio, ci, fnum(row["p_value"], 2),
-            Cell(statuses, sort=statuses), Cell(str(row["reason"] or ""), sort=str(row["reason"] or "")),
+            *([_interval(row.get("adj_ci_low"), row.get("adj_ci_high"))] if adjusted else []),
+            Cell(statuses, sort=statuses), Cell(str(row["reason"] or ""), sort=str(row["reason"] or ""), cls="wrap"),
         ])  # fmt: skip
         table.row_status.append(row["verdict"])
     return table, constant
+
+
+def _interval(low: Any, high: Any) -> Cell:
+    lo, hi = num(low), num(high)
+    return Cell(f"{lo:.3f} – {hi:.3f}", sort=repr(lo)) if lo is not None and hi is not None else Cell("–")
 
 
 def forest_plot(frame: pd.DataFrame, threshold: float) -> list[Plot]:
@@ -101,7 +108,7 @@ def forest_plot(frame: pd.DataFrame, threshold: float) -> list[Plot]:
     return [Plot(
         "plot-compare-1", "NEW against BASE",
         f"Ratio of median times NEW / BASE with its bootstrap 95% CI; the shaded band is ±{threshold:.0%}. "
-        "slower/faster need a significant test (p < alpha) and a CI wholly beyond the band.",
+        "Colour: the verdict of convbench compare (hover a case for its reason).",
         to_json({"data": data, "layout": layout}),
     )]  # fmt: skip
 

@@ -181,11 +181,16 @@ def speedup_figures(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
 
 
 def framework_figures(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
-    """Median time of the same case in each backend, one figure per mode."""
+    """Median time of the same case in each backend, one figure per mode.
+
+    Cases match on every key field but the backend and the execution (each framework is
+    shown as it ran: eager or compiled); a trace per backend, or per backend and
+    execution where a backend ran both.
+    """
     rows = frame[(frame["status"] == "ok") & frame["median"].map(num).notna()] if len(frame) else frame
     if rows.empty or rows["backend"].nunique() < 2:
         return []
-    key_fields = [f for f in TRACE_FIELDS if f != "backend"]
+    key_fields = [f for f in TRACE_FIELDS if f not in ("backend", "execution")]
     key = row_keys(rows, key_fields)
     shared = key.map(rows.groupby(key)["backend"].nunique()) >= 2
     rows = rows[shared]
@@ -193,13 +198,16 @@ def framework_figures(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
     for (mode,), part in _groups(rows, ["mode"]):
         label_fields = ["workload", *_varying(part, [f for f in key_fields if f not in ("mode", "workload")])]
         labels = list(dict.fromkeys(_label(r, label_fields) for _, r in part.iterrows()))
+        both = part.groupby("backend")["execution"].nunique().gt(1).any()
+        trace_fields = ["backend", "execution"] if both else ["backend"]
         data = []
-        for (backend,), trace in _groups(part, ["backend"]):
+        for _, trace in _groups(part, trace_fields):
             by_label = {_label(r, label_fields): r for _, r in trace.iterrows()}
             pts = [by_label.get(x) for x in labels]
             ys = [None if r is None else _ms(r["median"]) for r in pts]
+            name = _label(trace.iloc[0], trace_fields) + ("" if both else f" ({esc(trace['execution'].iloc[0])})")
             data.append({
-                "type": "bar", "name": esc(backend), "x": labels, "y": ys,
+                "type": "bar", "name": name, "x": labels, "y": ys,
                 "error_y": _errors(ys, [None if r is None else _ms(r["ci_low"]) for r in pts],
                                    [None if r is None else _ms(r["ci_high"]) for r in pts]),
                 "hovertext": ["" if r is None else case_hover(r, [_time_line(r)]) for r in pts], "hoverinfo": "text",
@@ -208,8 +216,8 @@ def framework_figures(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
                          barmode="group", yaxis={"type": "log"})  # fmt: skip
         plots.append(Plot(
             f"{id_prefix}-frameworks-{len(plots) + 1}", f"Frameworks side by side: {mode}",
-            "Median time per iteration of the same case in each backend (error bars: 95% CI of the median). "
-            "Absolute times are facts about one machine at one moment.",
+            "Median time per iteration of the same case in each backend, as each ran it (eager or compiled, "
+            "in the legend); error bars: 95% CI of the median. Absolute times are facts about one machine at one moment.",
             to_json({"data": data, "layout": layout}),
         ))  # fmt: skip
     return plots
@@ -228,7 +236,7 @@ def mode_figure(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
         return []
     train = pd.DataFrame([t for _, t in pairs])
     train["_inference"] = [i for i, _ in pairs]
-    fields = _varying(train, ["run", "backend", "device", "variant"]) or ["variant"]
+    fields = _varying(train, ["run", "backend", "device", "execution", "variant"]) or ["variant"]
     data, lo, hi = [], float("inf"), 0.0
     for _, trace in _groups(train, fields):
         xs = [_ms(i["median"]) for i in trace["_inference"]]
@@ -298,7 +306,7 @@ def roofline_figure(frame: pd.DataFrame, id_prefix: str, peaks: Peaks | None = N
     rows = frame[ok]
     if rows.empty:
         return []
-    fields = ["variant", *_varying(rows, ["run", "backend", "device", "mode"])]
+    fields = ["variant", *_varying(rows, ["run", "backend", "device", "execution", "mode"])]
     data = []
     for _, trace in _groups(rows, fields):
         xs = [num(f) / num(b) for f, b in zip(trace["flops"], trace["bytes"], strict=True)]

@@ -33,9 +33,9 @@ def unavailable_reason(device: str) -> str | None:
         import triton  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install
         return f"kernel variant needs triton, which is not importable ({type(exc).__name__}: {exc}): {INSTALL_HINT}"
-    from convbench_torch.kernels import depthwise
-
     import triton.language as tl
+
+    from convbench_torch.kernels import depthwise
 
     interpreted = depthwise.interpreted()
     if not interpreted == _is_interpreted(tl.cdiv) == interpret_requested():

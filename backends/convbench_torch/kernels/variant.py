@@ -17,14 +17,10 @@ from torch import fx
 
 from convbench.backend import UnsupportedCase
 from convbench.graph import Graph
+from convbench.variants import is_depthwise
 from convbench_torch.fxnodes import op_nodes
 from convbench_torch.kernels import INTERPRETER_PROGRAM_LIMIT, depthwise
 from convbench_torch.kernels import shift as shift_kernels
-
-
-def _is_depthwise(graph: Graph, node: Any) -> bool:
-    c = graph.shape(node.inputs[0])[1]
-    return node.op == "conv2d" and c > 1 and node.attrs["groups"] == c
 
 
 def install(module: fx.GraphModule, graph: Graph, *, training: bool, channels_last: bool) -> dict[str, Any]:
@@ -36,7 +32,7 @@ def install(module: fx.GraphModule, graph: Graph, *, training: bool, channels_la
     native: dict[str, str] = {}
     programs = 0
     for node, call in op_nodes(module, graph):
-        if node.op == "conv2d" and _is_depthwise(graph, node):
+        if is_depthwise(node, graph):
             a = node.attrs
             x_shape, w_shape = graph.shape(node.inputs[0]), graph.shape(node.inputs[1])
             reason = depthwise.supports(x_shape, w_shape, a["stride"], a["padding"], a["dilation"], a["groups"])

@@ -30,6 +30,7 @@ from tests.backends.graphs import (  # noqa: E402
     standard_graphs,
     unknown_ops,
 )
+from tests.conftest import ROOT  # noqa: E402
 
 BACKEND = JaxBackend()
 EXECUTIONS = ["eager", "compiled"]
@@ -69,7 +70,9 @@ def test_single_op(op: str, mode: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_graphs(name: str, mode: str, execution: str) -> None:
-    for layout in LAYOUTS:
+    # op by op is slow (every primitive compiled per shape): one layout there, the NHWC
+    # one with the most conversions; jit covers both
+    for layout in LAYOUTS if execution == "compiled" else ["nhwc"]:
         prepared = assert_matches(BACKEND, GRAPHS[name], mode=mode, layout=layout, execution=execution)
         assert prepared.details()["layout_used"] == layout
         prepared.close()
@@ -88,5 +91,25 @@ def test_unsupported_cases_are_skipped_with_reasons() -> None:
     assert "bfloat16" in BACKEND.skip_reason(make_case(backend="jax", dtype="bfloat16"))
     assert "execution" in BACKEND.skip_reason(make_case(backend="jax", execution="graph"))
     other = (os.cpu_count() or 1) + 1
-    assert "thread pool" in BACKEND.skip_reason(make_case(backend="jax", threads=other))
+    assert "can be 1 or" in BACKEND.skip_reason(make_case(backend="jax", threads=other))
+    # this process's runtime started with the default (every core): 1 thread needs its own
+    BACKEND.set_threads(None)
+    BACKEND._start_runtime()
+    if (os.cpu_count() or 1) > 1:
+        assert "fixed at start" in BACKEND.skip_reason(make_case(backend="jax", threads=1))
     assert BACKEND.skip_reason(make_case(backend="jax", threads=os.cpu_count())) is None
+
+
+def test_one_thread_starts_the_runtime_single_threaded() -> None:
+    code = (
+        "import os\n"
+        "from convbench_jax import JaxBackend\n"
+        "from tests.backends.graphs import assert_matches, single_op_graph\n"
+        "b = JaxBackend()\n"
+        "b.set_threads(1)\n"
+        "p = assert_matches(b, single_op_graph('conv2d'), threads=1)\n"
+        "d = p.details()\n"
+        "assert d['cpu_threads'] == 1, d\n"
+        "assert (os.cpu_count() == 1) or 'xla_cpu_multi_thread_eigen=false' in d['xla_flags'], d\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=ROOT)
