@@ -9,6 +9,8 @@ SAME or VALID padding; where SAME pads exactly (p, p) it is used (TensorFlow's S
 average pool already excludes the padding, its max pool ignores it); otherwise the input
 is padded explicitly (zeros for avgpool, -inf for maxpool) and the average is rescaled by
 a constant k*k / count, where count is the number of real elements in each window.
+``reshape`` and ``transpose`` run on logical (NCHW) values; ``pad`` pads the physical
+axes; ``shift`` pads H and W once and slices each run of channels sharing an offset.
 
 This module imports tensorflow; :mod:`convbench_tensorflow.backend` imports it lazily.
 """
