@@ -73,6 +73,11 @@ NETWORKS = {"mobilenet_tiny"} | {i for i, k, _, _ in FAMILIES if k in ("mobilene
 #: XLA compilation per case): it runs in one layout; its ops' layouts are checked in both
 #: layouts by the layer cases (gconv3_bias, shuffle_unit).
 ONE_LAYOUT = {(i, "split") for i in NETWORKS}
+#: (workload, variant, mode) a backend's check leaves out for time, losing no coverage of
+#: ops, variants, modes or layouts: JAX's XLA compiles the gradient of a split network for
+#: 3-6 minutes per case on 2 cores; JAX trains the split variant on gconv3_bias and
+#: shuffle_unit (both layouts) and runs every split network in inference.
+LEFT_OUT = {"jax": {(i, "split", "training") for i in NETWORKS}}
 
 
 def family_matrix(matrix: dict) -> list[dict]:
@@ -112,6 +117,8 @@ def conformance_suite(path: Path, backend: str, network_training: bool) -> Path:
             exclude=[{"workload": sorted({i for i, _, _ in WORKLOADS} - NETWORKS)}],
             tolerance={"float32": NETWORK_TRAINING_TOLERANCE},
         )
+    for workload, variant, mode in sorted(LEFT_OUT.get(backend, ())):
+        suite["exclude"].append({"workload": workload, "variant": variant, "mode": mode})
     path.write_text(json.dumps(suite))  # JSON is YAML
     return path
 
@@ -149,10 +156,12 @@ def test_every_case_of_the_backend_verifies(checked: tuple[str, pd.DataFrame]) -
     backend, rows = checked
     # modes x layouts x variants
     one_layout = sum(1 for i, _, _, v in FAMILIES for x in v if (i, x) in ONE_LAYOUT)
-    assert len(rows) == 2 * 2 * (len(WORKLOADS) * len(VARIANTS) + sum(len(v) for *_, v in FAMILIES)) - 2 * one_layout
+    left_out = sum(1 if (i, v) in ONE_LAYOUT else 2 for i, _, _, vs in FAMILIES for v in vs for m in ("inference", "training") if (i, v, m) in LEFT_OUT.get(backend, ()))
+    assert len(rows) == 2 * 2 * (len(WORKLOADS) * len(VARIANTS) + sum(len(v) for *_, v in FAMILIES)) - 2 * one_layout - left_out
     if backend in CANNOT:
         field, value, words = CANNOT[backend]
-        cannot = rows[field] == value
+        nothing_to_rewrite = (rows.workload == "pw_bn_relu") & (rows.variant != "native")  # skipped before
+        cannot = (rows[field] == value) & ~nothing_to_rewrite
         assert (rows[cannot].status == "skipped").all() and rows[cannot].reason.str.contains(words).all()
         rows = rows[~cannot]
     skipped = rows[rows.status == "skipped"]  # diagonalwise has nothing to rewrite in a 1x1 conv
@@ -165,5 +174,5 @@ def test_every_case_of_the_backend_verifies(checked: tuple[str, pd.DataFrame]) -
     strict = ok[~(ok.workload.isin(NETWORKS) & (ok["mode"] == "training"))]
     assert (strict.verify_error <= 1e-4).all() and (strict.verify_tolerance == 1e-4).all()
     # training checks gradients: the worst tensor of some case is a gradient
-    if "training" in set(rows["mode"]):
+    if backend not in CANNOT or CANNOT[backend][:2] != ("mode", "training"):
         assert ok[ok["mode"] == "training"].verify_worst.str.startswith("grad:").any()
