@@ -61,7 +61,9 @@ FAMILIES = [
     ("address_shift", "address_shift", {"channels": 11, "size": 4}, ["native"]),
     ("shortcut_shift", "shortcut_shift", {"channels": 8, "size": 4, "branch_channels": 3}, ["native"]),
     ("mobilenet_tiny_split", "mobilenet_v1", {"width": 0.25, "resolution": 64, "classes": 10}, ["split"]),
-    ("mobilenet_v2_tiny", "mobilenet_v2", {"width": 0.25, "resolution": 64, "classes": 10}, ["native", "diagonalwise", "split"]),
+    ("mobilenet_v2_tiny", "mobilenet_v2", {"width": 0.25, "resolution": 64, "classes": 10}, ["native", "diagonalwise"]),
+    # split at its narrowest (3,608 nodes instead of 5,912 at 0.25x: minutes less of XLA compilation)
+    ("mobilenet_v2_split", "mobilenet_v2", {"width": 0.1, "resolution": 64, "classes": 10}, ["split"]),
     ("fd_mobilenet_tiny", "fd_mobilenet", {"width": 0.25, "resolution": 64, "classes": 10}, ["native", "diagonalwise", "split"]),
     ("shufflenet_v1_tiny", "shufflenet_v1", {"groups": 3, "width": 0.25, "resolution": 64, "classes": 10}, ["native", "diagonalwise", "blockdiag", "split", "blockdiag+diagonalwise"]),
     ("shufflenet_v2_tiny", "shufflenet_v2", {"width": "0.5", "resolution": 64, "classes": 10, "downsampling": "original"}, ["native", "diagonalwise", "split"]),

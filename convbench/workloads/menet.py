@@ -141,7 +141,7 @@ def build_menet(p: MENetParams, batch: int) -> Graph:
     return b.build([b.linear(y, p.classes, name="fc")])
 
 
-PAPER = "Qin et al. 2018 (arXiv 1803.09127) Table 2: {m} MFLOPs (multiply-adds of convs and FC, truncated: 144.09 -> 144, 299.62 -> 299)"
+PAPER = "Qin et al. 2018 (arXiv 1803.09127) Table 2: {m} MFLOPs (multiply-adds of convs and FC; the paper truncates, e.g. 299.62 M -> 299)"
 ZOO = "osmr/imgclsmob menet{w}_{s}x1_g{g}: {n:,} trainable parameters"
 CONFIGS = tuple(
     NamedConfig(

@@ -242,7 +242,7 @@ V1_CONFIGS = tuple(
 )  # fmt: skip
 
 V2_TORCHVISION = "torchvision shufflenet_v2_x{w} IMAGENET1K_V1: num_params {n}, {g} GFLOPS (_ops)"
-V2_PAPER = "Ma et al. 2018 (arXiv 1807.11164) Table 5: {m} MFLOPs (multiply-adds, rounded up: 40.48 -> 41)"
+V2_PAPER = "Ma et al. 2018 (arXiv 1807.11164) Table 5: {m} MFLOPs (multiply-adds; the paper rounds up, e.g. 40.48 M -> 41)"
 V2_CONFIGS = tuple(
     NamedConfig(
         f"{w}x", {"width": w},
