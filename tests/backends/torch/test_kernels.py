@@ -21,7 +21,9 @@ pytest.importorskip("triton")
 from convbench_torch.kernels import depthwise, shift, unavailable_reason  # noqa: E402
 
 if unavailable_reason("cpu") is not None:
-    pytest.skip(f"Triton interpreter unusable here: {unavailable_reason('cpu')}", allow_module_level=True)
+    pytest.skip(
+        f"Triton interpreter unusable here: {unavailable_reason('cpu')}", allow_module_level=True
+    )
 
 from convbench_torch import TorchBackend  # noqa: E402
 
@@ -77,8 +79,12 @@ def check_conv(
         got = {"y": f64(y), "grad:x": f64(xt.grad), "grad:w": f64(wtt.grad)}
         if bias:
             got["grad:b"] = f64(bt.grad)
-        assert y.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
-        assert xt.grad.is_contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        assert y.is_contiguous(
+            memory_format=torch.channels_last if nhwc else torch.contiguous_format
+        )
+        assert xt.grad.is_contiguous(
+            memory_format=torch.channels_last if nhwc else torch.contiguous_format
+        )
     else:  # the launchers with an explicit tiling
         y = depthwise.forward(xt, wtt, bt, stride, pad, config)
         got = {
@@ -89,22 +95,35 @@ def check_conv(
         if bias:
             got["grad:b"] = want["grad:b"]  # the bias gradient is torch's, tested above
     result = verify(got, want, DEFAULT_TOLERANCE[dtype])
-    assert result.ok, f"k={k} s={stride} nhwc={nhwc} {dtype}: error {result.error:.3g} in {result.worst}"
+    assert result.ok, (
+        f"k={k} s={stride} nhwc={nhwc} {dtype}: error {result.error:.3g} in {result.worst}"
+    )
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("nhwc", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("stride", depthwise.STRIDES)
 @pytest.mark.parametrize("k", depthwise.KERNEL_SIZES)
-def test_depthwise_forward_and_gradients_in_every_supported_config(k: int, stride: int, nhwc: bool, dtype: str) -> None:
-    check_conv(k, stride, nhwc, dtype, bias=dtype == "float32", multiplier=2 if nhwc and dtype == "float16" else 1)
+def test_depthwise_forward_and_gradients_in_every_supported_config(
+    k: int, stride: int, nhwc: bool, dtype: str
+) -> None:
+    check_conv(
+        k,
+        stride,
+        nhwc,
+        dtype,
+        bias=dtype == "float32",
+        multiplier=2 if nhwc and dtype == "float16" else 1,
+    )
 
 
 @pytest.mark.parametrize("nhwc", [False, True], ids=["nchw", "nhwc"])
 def test_small_tiles_split_reduction_and_padding_edge_cases(nhwc: bool) -> None:
     """Tiles smaller than the shape (masked edges in every kernel) and SPLIT > 1 partial
     weight-gradient sums; then no padding and more padding than half the kernel."""
-    check_conv(3, 2, nhwc, "float32", multiplier=2, bias=True, config=depthwise.Config(2, 8, 4, split=3))
+    check_conv(
+        3, 2, nhwc, "float32", multiplier=2, bias=True, config=depthwise.Config(2, 8, 4, split=3)
+    )
     check_conv(3, 1, nhwc, "float32", pad=0)
     check_conv(5, 2, nhwc, "float32", pad=3, shape=(1, 2, 6, 5))
 
@@ -172,8 +191,15 @@ def test_address_shift_and_its_adjoint(bound: str) -> None:
     for j in rng.choice(x.size, 5, replace=False):
         e = np.zeros(x.size)
         e[j] = 1
-        column = np.array([address_reference(np.eye(x.size)[k].reshape(x.shape), a, bound).reshape(-1)[j] for k in range(x.size)])
-        got = shift._launch_address_adjoint(torch.from_numpy(e.reshape(x.shape)).float(), torch.as_tensor(a), bound)
+        column = np.array(
+            [
+                address_reference(np.eye(x.size)[k].reshape(x.shape), a, bound).reshape(-1)[j]
+                for k in range(x.size)
+            ]
+        )
+        got = shift._launch_address_adjoint(
+            torch.from_numpy(e.reshape(x.shape)).float(), torch.as_tensor(a), bound
+        )
         assert np.allclose(f64(got).reshape(-1), column)
 
 
@@ -191,9 +217,25 @@ def test_address_shift_matches_the_address_shift_workload_definition() -> None:
 
 
 # -- the kernel variant in the torch backend ------------------------------------------------
-def kernel_case(kind: str, params: dict, mode: str, layout: str = "nchw", variant: str = "kernel", batch: int = 2):
+def kernel_case(
+    kind: str,
+    params: dict,
+    mode: str,
+    layout: str = "nchw",
+    variant: str = "kernel",
+    batch: int = 2,
+):
     graph = build_graph(kind, params, batch)
-    case = Case(suite="t", workload="w", kind=kind, params=params, variant=variant, mode=mode, layout=layout, batch=batch)
+    case = Case(
+        suite="t",
+        workload="w",
+        kind=kind,
+        params=params,
+        variant=variant,
+        mode=mode,
+        layout=layout,
+        batch=batch,
+    )
     tensors, cot = make_tensors(graph, 5), make_cotangents(graph, 5)
     return case, graph, tensors, cot
 
@@ -206,7 +248,9 @@ def test_kernel_variant_runs_the_kernels_for_the_depthwise_nodes(mode: str, layo
     assert backend.skip_reason(case) is None
     prepared = backend.prepare(case, graph, tensors, cot)
     try:
-        result = verify(prepared.check(), run_reference(graph, tensors, cot, mode), DEFAULT_TOLERANCE["float32"])
+        result = verify(
+            prepared.check(), run_reference(graph, tensors, cot, mode), DEFAULT_TOLERANCE["float32"]
+        )
         assert result.ok, result
         details = prepared.details()
         assert details["kernel_nodes"] == ["dw"] and details["triton_interpret"] is True
@@ -225,7 +269,9 @@ def test_kernel_variant_on_shift_nodes_and_onehot_chains() -> None:
         tensors = make_tensors(executed, 5)
         prepared = TorchBackend().prepare(case, executed, tensors, cot)
         try:
-            want = run_reference(graph, {k: v for k, v in tensors.items() if k in graph}, cot, "training")
+            want = run_reference(
+                graph, {k: v for k, v in tensors.items() if k in graph}, cot, "training"
+            )
             result = verify(prepared.check(), want, DEFAULT_TOLERANCE["float32"])
             assert result.ok, (variant, result)
             names = prepared.details()["kernel_nodes"]
@@ -240,7 +286,9 @@ def test_kernel_variant_falls_back_per_node_and_skips_what_it_cannot_run() -> No
     y = b.conv2d(b.conv2d(x, 4, 7, groups=4, name="dw7"), 4, 3, groups=4, name="dw3")
     graph = b.build([y])
     case = Case(suite="t", workload="w", kind="k", params={}, variant="kernel")
-    prepared = TorchBackend().prepare(case, graph, make_tensors(graph, 0), make_cotangents(graph, 0))
+    prepared = TorchBackend().prepare(
+        case, graph, make_tensors(graph, 0), make_cotangents(graph, 0)
+    )
     try:
         details = prepared.details()
         assert details["kernel_nodes"] == ["dw3"] and "7x7" in details["kernel_native_nodes"]["dw7"]

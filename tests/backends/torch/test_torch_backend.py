@@ -22,134 +22,37 @@ from convbench_torch.prepared import TorchPrepared, _dynamo_counts  # noqa: E402
 from convbench.backend import UnsupportedCase  # noqa: E402
 from convbench.cases import DEFAULT_TOLERANCE, Case  # noqa: E402
 from convbench.data import make_cotangents, make_tensors  # noqa: E402
-from convbench.graph import Graph, GraphBuilder, GraphError  # noqa: E402
+from convbench.graph import Graph, GraphError  # noqa: E402
 from convbench.reference import run_reference  # noqa: E402
+from tests.backends import graphs  # noqa: E402
+from tests.backends.graphs import (  # noqa: E402
+    FP32_TOL,
+    LAYOUTS,
+    MODES,
+    SPINE_OPS,
+    all_ops_graph,
+    errors,
+    gb,
+    make_case,
+    masked_conv_graph,
+    single_op_graph,
+)
 
-FP32_TOL = 1e-4
 BACKEND = TorchBackend()
 
 
-# -- helpers ---------------------------------------------------------------------------------
-def make_case(**fields: object) -> Case:
-    base: dict[str, object] = {"suite": "test", "workload": "w", "kind": "test", "params": {}}
-    base.update(fields)
-    return Case(**base)  # type: ignore[arg-type]
-
-
+# -- helpers (the graphs and checks every backend's tests share live in tests/backends/graphs.py)
 def prepare(graph: Graph, seed: int = 0, **fields: object) -> tuple[TorchPrepared, dict]:
     """The prepared case and the reference's answer for it."""
-    case = make_case(**fields)
-    tensors = make_tensors(graph, seed)
-    cotangents = make_cotangents(graph, seed)
-    prepared = BACKEND.prepare(case, graph, tensors, cotangents)
+    prepared, want = graphs.prepare(BACKEND, graph, seed, **fields)
     assert isinstance(prepared, TorchPrepared)
-    want = run_reference(graph, tensors, cotangents, case.mode)
     return prepared, want
 
 
-def errors(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
-    """Relative error ||a - b|| / ||b|| per key (absolute where b is all zeros)."""
-    assert set(got) == set(want), (sorted(got), sorted(want))
-    out = {}
-    for key, b in want.items():
-        a = got[key]
-        assert a.shape == b.shape, (key, a.shape, b.shape)
-        assert a.dtype == np.float64, key
-        scale = np.linalg.norm(b)
-        diff = np.linalg.norm(a - b)
-        out[key] = float(diff / scale) if scale > 0 else float(diff)
-    return out
-
-
 def assert_matches(graph: Graph, tol: float = FP32_TOL, **fields: object) -> TorchPrepared:
-    prepared, want = prepare(graph, **fields)
-    errs = errors(prepared.check(), want)
-    bad = {k: v for k, v in errs.items() if not v < tol}
-    assert not bad, f"{fields}: relative errors above {tol}: {bad}"
+    prepared = graphs.assert_matches(BACKEND, graph, tol, **fields)
+    assert isinstance(prepared, TorchPrepared)
     return prepared
-
-
-def gb(shape: tuple[int, ...] = (2, 4, 6, 6)) -> tuple[GraphBuilder, str]:
-    b = GraphBuilder()
-    return b, b.input("x", shape)
-
-
-# -- graphs ----------------------------------------------------------------------------------
-def all_ops_graph(bn: bool = True) -> Graph:
-    """One small graph that uses every op of the IR (``batchnorm`` if ``bn``), two outputs."""
-
-    def norm(y: str) -> str:
-        return b.batchnorm(y) if bn else y
-
-    b, x = gb((2, 4, 8, 8))
-    # (no conv bias before a batchnorm: in training its gradient is exactly zero)
-    y = b.act(norm(b.conv2d(x, 8, 3, bias=not bn, name="stem")), "relu")
-    y = b.conv2d(y, 16, 3, stride=2, groups=8, name="dw")  # depthwise, multiplier 2
-    y = b.act(norm(y), "relu6")
-    y = b.conv2d(y, 8, 1, groups=4, name="gpw")  # grouped pointwise
-    lo = b.add("slice", [y], name="lo", axis=1, start=0, stop=4)
-    hi = b.add("slice", [y], name="hi", axis=1, start=4, stop=8)
-    gate = b.act(b.add("global_avgpool", [hi], name="gap_hi"), "sigmoid")
-    lo = b.add("mul", [lo, gate], name="gated")  # (2,4,4,4) * (2,4,1,1) broadcast
-    y = b.add("concat", [b.add("add", [lo, hi], name="sum"), hi], name="cat", axis=1)
-    # maxpool first: after a smoothing avgpool, near-ties flip its argmax in bfloat16.
-    y = b.pool(y, "maxpool", 3, stride=2, padding=1)
-    y = b.pool(y, "avgpool", 3, stride=1, padding=1)
-    feat = b.add("flatten", [b.add("global_avgpool", [y], name="gap")], name="flat")
-    logits = b.linear(feat, 5, name="fc")
-    return b.build([logits, y])
-
-
-def single_op_graph(op: str) -> Graph:
-    """A graph around one op (with a conv in front so the op sees a trained activation)."""
-    b, x = gb()
-    y = b.conv2d(x, 4, 3, name="c")
-    if op == "conv2d":
-        y = b.conv2d(y, 6, 3, padding=0, bias=True, name="op")
-    elif op == "batchnorm":
-        y = b.batchnorm(y)
-    elif op in ("relu", "relu6", "sigmoid"):
-        y = b.add("mul", [y, b.const("k", (1,), value=[4.0])], name="scaled")  # reach 6
-        y = b.act(y, op)
-    elif op in ("add", "mul"):
-        z = b.conv2d(x, 4, 1, name="c2")
-        y = b.add(op, [y, z], name="op")
-    elif op == "concat":
-        y = b.add("concat", [y, b.conv2d(x, 2, 1, name="c2")], name="op", axis=1)
-    elif op == "slice":
-        y = b.add("slice", [y], name="op", axis=3, start=1, stop=5)
-    elif op in ("avgpool", "maxpool"):
-        y = b.pool(y, op, 3, stride=2, padding=1)
-    elif op == "global_avgpool":
-        y = b.add("global_avgpool", [y], name="op")
-    elif op == "flatten":
-        y = b.add("flatten", [y], name="op")
-    elif op == "linear":
-        y = b.linear(b.add("flatten", [y], name="f"), 3, name="op")
-    else:
-        raise AssertionError(op)
-    return b.build([y])
-
-
-def masked_conv_graph() -> Graph:
-    """A depthwise weight made diagonal by a const 0/1 mask: conv weight = mul(param, const)."""
-    b, x = gb((2, 8, 6, 6))
-    c, group = 8, 4
-    w = b.param("dw.weight", (c, 1, 3, 3), "he_normal", fan_in=9)
-    out = np.arange(c) % group
-    mask = (out[:, None] == np.arange(group)[None, :]).astype(np.float64)[:, :, None, None]
-    m = b.const("dw.mask", (c, group, 1, 1), value=mask)
-    wd = b.add("mul", [w, m], name="dw.diag_weight")
-    y = b.add(
-        "conv2d",
-        [x, wd],
-        name="dw",
-        stride=(1, 1),
-        padding=(1, 1),
-        dilation=(1, 1),
-        groups=c // group,
-    )
-    return b.build([b.act(b.batchnorm(y), "relu")])
 
 
 def conv_graph(groups: int, out: int, stride: int, c: int = 8) -> Graph:
@@ -157,24 +60,7 @@ def conv_graph(groups: int, out: int, stride: int, c: int = 8) -> Graph:
     return b.build([b.conv2d(x, out, 3, stride=stride, groups=groups, bias=True, name="conv")])
 
 
-ALL_OPS = [
-    "conv2d",
-    "batchnorm",
-    "relu",
-    "relu6",
-    "sigmoid",
-    "add",
-    "mul",
-    "concat",
-    "slice",
-    "avgpool",
-    "maxpool",
-    "global_avgpool",
-    "flatten",
-    "linear",
-]
-MODES = ["inference", "training"]
-LAYOUTS = ["nchw", "nhwc"]
+ALL_OPS = SPINE_OPS
 
 
 # -- plugin surface --------------------------------------------------------------------------

@@ -28,8 +28,18 @@ PARAMS = {"in_channels": 6, "out_channels": 8, "size": 6}
 def profile_rows(variant: str, mode: str, steps: int = 2) -> tuple[list[dict], object]:
     native = build_graph("separable", PARAMS, 2)
     executed = parse_variant(variant).apply(native)
-    case = Case(suite="t", workload="sep", kind="separable", params=PARAMS, variant=variant, mode=mode, batch=2)
-    prepared = TorchBackend().prepare(case, executed, make_tensors(executed, 0), make_cotangents(native, 0))
+    case = Case(
+        suite="t",
+        workload="sep",
+        kind="separable",
+        params=PARAMS,
+        variant=variant,
+        mode=mode,
+        batch=2,
+    )
+    prepared = TorchBackend().prepare(
+        case, executed, make_tensors(executed, 0), make_cotangents(native, 0)
+    )
     try:
         prepared.check()
         rows = prepared.profile(steps)
@@ -74,7 +84,9 @@ def test_diagonalwise_and_kernel_variants_keep_the_depthwise_category() -> None:
 def test_instrumented_module_shares_parameters_and_computes_the_same() -> None:
     native = build_graph("separable", PARAMS, 2)
     case = Case(suite="t", workload="sep", kind="separable", params=PARAMS, batch=2)
-    prepared = TorchBackend().prepare(case, native, make_tensors(native, 0), make_cotangents(native, 0))
+    prepared = TorchBackend().prepare(
+        case, native, make_tensors(native, 0), make_cotangents(native, 0)
+    )
     try:
         traced = instrument(prepared.module, native)
         assert {id(p) for p in traced.parameters()} == {id(p) for p in prepared.module.parameters()}
