@@ -241,6 +241,7 @@ def _workloads_table() -> Table:
     """Every workload kind; networks at their default parameters and every named
     configuration, with its figures against the published ones."""
     from convbench.workloads import catalogue
+    from convbench.workloads.render import published_figures
 
     table = Table(title="workloads (batch 1; MACs: multiply-adds of convs and FC; parameters: trainable)")
     for col in ("kind", "configuration", "input", "parameters", "MACs (M)", "published", "agrees", "source"):
@@ -250,7 +251,7 @@ def _workloads_table() -> Table:
             table.add_row(r["kind"], "-", "", "", "", "", "", r["description"])
             continue
         pub = r["published"]
-        shown = ", ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in (pub.params, pub.macs) if v is not None) if pub else ""
+        shown = published_figures(r)
         agrees = "-" if not shown else "[green]yes[/]" if not r["mismatches"] else f"[red]{'; '.join(r['mismatches'])}[/]"
         note = f"{pub.source}{' (' + pub.note + ')' if pub.note else ''}" if pub else r["description"]
         table.add_row(r["kind"], r["config"], "x".join(map(str, r["input"])), f"{r['parameters']:,}", f"{r['macs'] / 1e6:.2f}", shown, agrees, note)
@@ -261,6 +262,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from convbench.variants import VARIANTS
     from convbench.workloads import WORKLOADS
 
+    if args.workloads and args.format == "markdown":
+        from convbench.workloads.render import markdown_table
+
+        sys.stdout.write(markdown_table())
+        return EXIT_OK
     if args.workloads:
         console.print(_workloads_table())
         return EXIT_OK
@@ -345,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="workloads, variants and backends")
     lst.add_argument("suite", nargs="?", help="also list this suite's workloads")
     lst.add_argument("--workloads", action="store_true", help="only the workloads: networks and their named configurations with parameters and MACs against the published figures")
+    lst.add_argument("--format", choices=["table", "markdown"], default="table", help="with --workloads: a terminal table or Markdown (docs/networks.md is the latter)")
     lst.set_defaults(func=cmd_list)
 
     env = sub.add_parser("env", help="the machine and software a run would record")

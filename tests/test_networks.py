@@ -8,6 +8,8 @@ published figure cannot make its own test pass.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -15,7 +17,15 @@ from convbench.graph import node_macs
 from convbench.workloads import WORKLOADS, build_graph, catalogue
 from tests.conftest import run_cli
 
-NETWORKS = ["mobilenet_v1", "mobilenet_v2", "fd_mobilenet", "shufflenet_v1", "shufflenet_v2", "menet", "shiftresnet"]
+NETWORKS = [
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "fd_mobilenet",
+    "shufflenet_v1",
+    "shufflenet_v2",
+    "menet",
+    "shiftresnet",
+]
 ROWS = [r for r in catalogue() if r["family"] == "network"]
 
 
@@ -82,7 +92,9 @@ def test_shufflenet_v2_original_downsampling_matches_the_paper() -> None:
     for width, want in (("0.5", 41), ("1.0", 146), ("1.5", 299), ("2.0", 591)):
         _, macs = _figures("shufflenet_v2", {"width": width, "downsampling": "original"})
         assert want - 1 < macs <= want
-    assert _figures("shufflenet_v2", {"downsampling": "original"})[0] == 2_279_760  # imgclsmob shufflenetv2b_w1
+    assert (
+        _figures("shufflenet_v2", {"downsampling": "original"})[0] == 2_279_760
+    )  # imgclsmob shufflenetv2b_w1
 
 
 @pytest.mark.parametrize(
@@ -165,7 +177,13 @@ def test_list_workloads_cli() -> None:
     proc = run_cli("list", "--workloads")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for name in ("228-MENet-12x1 (g=3) (default)", "1x g=8", "2.0x original", "ShiftResNet110 9c", "0.25-128"):
+    for name in (
+        "228-MENet-12x1 (g=3) (default)",
+        "1x g=8",
+        "2.0x original",
+        "ShiftResNet110 9c",
+        "0.25-128",
+    ):
         assert name in out
     assert "3,504,872" in out and "do not round" not in out
     assert "backends" not in out  # only the workloads
@@ -188,3 +206,17 @@ def test_published_figures_are_checked_under_their_conventions() -> None:
     assert Published("s", params="1.97 M").mismatches(graph) == []
     assert Published("s", params="1.9 M").mismatches(graph) != []
     assert Published("s", params=1_968_345).mismatches(graph) != []
+
+
+def test_docs_networks_table_is_what_the_code_computes() -> None:
+    """docs/networks.md holds `convbench list --workloads --format markdown`, every row agreeing."""
+    from convbench.workloads.render import markdown_table
+
+    table = markdown_table()
+    doc = (Path(__file__).parent.parent / "docs" / "networks.md").read_text()
+    assert doc.endswith(table), (
+        "docs/networks.md is stale: regenerate it with `convbench list --workloads --format markdown`"
+    )
+    rows = table.splitlines()[2:]
+    assert len(rows) >= 50 and not any("| NO:" in r for r in rows)
+    assert sum("| yes |" in r for r in rows) >= 50
