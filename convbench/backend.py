@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,6 +107,11 @@ class Backend(ABC):
     #: Backend-implemented variants (:data:`convbench.variants.BACKEND_VARIANTS`) it runs;
     #: the worker skips cases of the others.
     variants: frozenset[str] = frozenset()
+    #: Executions it runs (names of :data:`convbench.cases.EXECUTIONS`), each mapped to the
+    #: name of the form it runs (an alias maps to its canonical name, e.g. tensorflow's
+    #: ``compiled`` to ``xla``); the base :meth:`skip_reason` skips cases of the others, and
+    #: the worker records the form in ``details["execution_used"]``.
+    executions: Mapping[str, str] = MappingProxyType({"eager": "eager"})
 
     @abstractmethod
     def info(self) -> BackendInfo:
@@ -118,7 +124,14 @@ class Backend(ABC):
             return info.reason
         if case.device not in info.devices:
             return f"{self.name}: device {case.device!r} not available (have {info.devices})"
-        return None
+        return self.execution_reason(case)
+
+    def execution_reason(self, case: Case) -> str | None:
+        """Why this backend has no form for ``case.execution``, or None when it has one."""
+        if case.execution in self.executions:
+            return None
+        runs = ", ".join(f"{k} ({v})" if v != k else k for k, v in self.executions.items())
+        return f"{self.name}: no execution {case.execution!r} in this backend (it runs: {runs})"
 
     def set_threads(self, threads: int | None) -> None:
         """Set the number of CPU threads the framework uses for the following cases."""

@@ -12,7 +12,27 @@ Device = Literal["cpu", "cuda"]
 Mode = Literal["inference", "training"]
 DType = Literal["float32", "float16", "bfloat16"]
 Layout = Literal["nchw", "nhwc"]
-Execution = Literal["eager", "compiled"]
+Execution = Literal["eager", "compiled", "graph", "xla", "jit", "hybridized", "disabled", "basic", "extended", "layout", "all"]
+
+#: The execution vocabulary: every name a suite may give, and what it asks for. Two are
+#: generic: ``eager`` (op by op) and ``compiled`` (each backend's default compiled form);
+#: the others name one backend's form. A backend runs the names in its
+#: :attr:`convbench.backend.Backend.executions`; other cases are skipped with the reason,
+#: and ``details["execution_used"]`` records which form a case ran.
+EXECUTIONS: dict[str, str] = {
+    "eager": "op by op, no compilation (onnxruntime: the graph as lowered, optimizations disabled)",
+    "compiled": "the backend's default compiled form: torch.compile; tensorflow XLA; jax jax.jit; "
+    "mxnet hybridize(); onnxruntime every graph optimization (all)",
+    "graph": "tensorflow: tf.function without XLA (TensorFlow's graph executor, Grappler's rewrites)",
+    "xla": "tensorflow: tf.function(jit_compile=True), the same as its compiled",
+    "jit": "jax: jax.jit of the whole step, the same as its compiled",
+    "hybridized": "mxnet: Gluon hybridize(static_alloc, static_shape), the same as its compiled",
+    "disabled": "onnxruntime: graph optimizations disabled (ORT_DISABLE_ALL), the same as its eager",
+    "basic": "onnxruntime: ORT_ENABLE_BASIC (constant folding, redundant node elimination)",
+    "extended": "onnxruntime: ORT_ENABLE_EXTENDED (basic + fusions such as Conv+Add+Relu)",
+    "layout": "onnxruntime: ORT_ENABLE_LAYOUT (extended + layout transformations, e.g. NCHWc on CPU)",
+    "all": "onnxruntime: ORT_ENABLE_ALL (every optimization), the same as its compiled",
+}
 
 #: Fields that identify a case, in the order they are printed.
 KEY_FIELDS = (

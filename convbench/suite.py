@@ -17,7 +17,11 @@ Schema (every mapping rejects unknown fields)::
       batch: [1, 32]                # integers >= 1, default [1]
       dtype: [float32]              # float32 | float16 | bfloat16, default [float32]
       layout: [nchw]                # nchw | nhwc, default [nchw]
-      execution: [eager]            # eager | compiled, default [eager]
+      execution: [eager]            # a name of cases.EXECUTIONS, default [eager]: eager |
+                                    # compiled (each backend's default compiled form) | a
+                                    # backend's own: graph, xla (tensorflow), jit (jax),
+                                    # hybridized (mxnet), disabled, basic, extended, layout,
+                                    # all (onnxruntime); a backend without that form skips
       threads: [null]               # integers >= 1 or null (the machine's cores), default [null]
     exclude:                        # optional; a case matching every field given is dropped
       - {mode: training, batch: [1, 2]}     # keys as in matrix, plus kind; a list is any-of
@@ -25,6 +29,7 @@ Schema (every mapping rejects unknown fields)::
     timeout: 600                    # seconds per case, > 0
     tolerance: {float16: 0.02}      # per-dtype overrides of cases.DEFAULT_TOLERANCE
     interpreters: {mxnet: .venv-mxnet/bin/python}
+    cpus: big                       # pin workers: big | little | clusterN | a CPU list like 0-3
     presets:                        # optional; `full` means "no overrides" unless defined
       quick:
         description: "..."          # optional
@@ -33,6 +38,7 @@ Schema (every mapping rejects unknown fields)::
         exclude: [...]              # appended to exclude
         timing: {...}               # merged over timing
         timeout: 120                # replaces timeout
+        cpus: little                # replaces cpus
 
 Every axis of a matrix mapping is a list (a scalar counts as a one-element list); the
 mapping is the cartesian product of its axes. The cases of all mappings are joined,
@@ -88,6 +94,7 @@ from pydantic import (
 from convbench.backend import backend_names
 from convbench.cases import (
     DEFAULT_TOLERANCE,
+    EXECUTIONS,
     KEY_FIELDS,
     Case,
     Device,
@@ -195,6 +202,13 @@ def _check_backend(name: str, info: ValidationInfo) -> str:
     return name
 
 
+def _check_execution(name: Any) -> Any:
+    """A name of the execution vocabulary (which backends run it is theirs to say)."""
+    if isinstance(name, str) and name not in EXECUTIONS:
+        raise ValueError(_unknown("execution", name, EXECUTIONS))
+    return name
+
+
 def _check_kind(name: str) -> str:
     if name not in WORKLOADS:
         raise ValueError(_unknown("workload kind", name, WORKLOADS))
@@ -202,11 +216,14 @@ def _check_kind(name: str) -> str:
 
 
 Id = Annotated[str, StringConstraints(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+#: A pinning spec: big, little, clusterN or a CPU list (checked against the machine at run time).
+CpuSpec = Annotated[str, BeforeValidator(lambda v: str(v) if type(v) is int else v), StringConstraints(min_length=1, pattern=r"^(big|little|cluster[0-9]+|[0-9][0-9,\s-]*)$")]
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 VariantLabel = Annotated[str, AfterValidator(_canonical_variant)]
 BackendName = Annotated[str, AfterValidator(_check_backend)]
 KindName = Annotated[str, AfterValidator(_check_kind)]
+ExecutionName = Annotated[Execution, BeforeValidator(_check_execution)]
 
 
 def _axis(item: Any) -> Any:
@@ -244,7 +261,7 @@ class Matrix(_Model):
     batch: _axis(PositiveInt) = [1]
     dtype: _axis(DType) = ["float32"]
     layout: _axis(Layout) = ["nchw"]
-    execution: _axis(Execution) = ["eager"]
+    execution: _axis(ExecutionName) = ["eager"]
     threads: _axis(PositiveInt | None) = [None]
 
 
@@ -260,7 +277,7 @@ class ExcludeRule(_Model):
     batch: _axis(PositiveInt) = []
     dtype: _axis(DType) = []
     layout: _axis(Layout) = []
-    execution: _axis(Execution) = []
+    execution: _axis(ExecutionName) = []
     threads: _axis(PositiveInt | None) = []
 
     @model_validator(mode="after")
@@ -285,6 +302,7 @@ class Preset(_Model):
     exclude: list[ExcludeRule] = []  #: appended to the suite's
     timing: dict[str, Any] | None = None  #: merged over the suite's (checked on load)
     timeout: PositiveFloat | None = None  #: replaces the suite's
+    cpus: CpuSpec | None = None  #: replaces the suite's
 
 
 class Suite(_Model):
@@ -299,6 +317,7 @@ class Suite(_Model):
     timeout: PositiveFloat = 600.0
     tolerance: dict[DType, PositiveFloat] = {}
     interpreters: dict[BackendName, Annotated[str, StringConstraints(min_length=1)]] = {}
+    cpus: CpuSpec | None = None  #: pin workers (see convbench.cpu_topology); --cpus replaces it
     presets: dict[Id, Preset] = {}
 
     _path: Path | None = PrivateAttr(default=None)
@@ -347,6 +366,7 @@ class Suite(_Model):
             timeout=p.timeout if p.timeout is not None else self.timeout,
             tolerance={**DEFAULT_TOLERANCE, **self.tolerance},
             interpreters={b: resolve_interpreter(v) for b, v in self.interpreters.items()},
+            cpus=p.cpus if p.cpus is not None else self.cpus,
         )
 
     @property
@@ -388,6 +408,7 @@ class ResolvedSuite:
     timeout: float
     tolerance: dict[str, float]
     interpreters: dict[str, str] = field(default_factory=dict)
+    cpus: str | None = None  #: the ``cpus`` pinning spec, resolved on the machine that runs
 
     @property
     def name(self) -> str:

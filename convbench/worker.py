@@ -146,7 +146,8 @@ class CaseRunner:
         got = prepared.check()
         tol = tolerance.get(case.dtype, DEFAULT_TOLERANCE[case.dtype])
         result = verify(got, want, tol)
-        row.update(verify_error=result.error, verify_tolerance=tol, verify_worst=result.worst, details=prepared.details())
+        details = {"execution_used": self.backend.executions.get(case.execution, case.execution), **prepared.details()}
+        row.update(verify_error=result.error, verify_tolerance=tol, verify_worst=result.worst, details=details)
         if result.ok:
             row["status"] = "ok"
         else:

@@ -93,12 +93,12 @@ def test_import_keeps_statistics_samples_and_machine(pb_json: Path, tmp_path: Pa
 
 
 def test_an_imported_run_compares_and_round_trips(pb_json: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["import", "pytest-benchmark", str(pb_json), "-o", str(tmp_path / "run")]) == 0
+    assert main(["pytest-benchmark", "import", str(pb_json), "-o", str(tmp_path / "run")]) == 0
     assert "3 benchmarks" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "run"), str(tmp_path / "run"), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["counts"]["same"] == 3 and all(c["p_value"] is not None for c in doc["cases"])
-    assert main(["export", "pytest-benchmark", str(tmp_path / "run"), "-o", str(tmp_path / "back.json")]) == 0
+    assert main(["pytest-benchmark", "export", str(tmp_path / "run"), "-o", str(tmp_path / "back.json")]) == 0
     original, back = json.loads(pb_json.read_text()), json.loads((tmp_path / "back.json").read_text())
     for key in ("machine_info", "commit_info", "datetime", "version"):
         assert back[key] == original[key]
@@ -195,8 +195,22 @@ def test_bad_import_and_export_targets_exit_2(pb_json: Path, tmp_path: Path, cap
     assert "already holds a run" in capsys.readouterr().err
     write_run(tmp_path / "two" / "a", {"w": np.ones(3)})
     write_run(tmp_path / "two" / "b", {"w": np.ones(3)})
-    assert main(["export", "pytest-benchmark", str(tmp_path / "two"), "-o", str(tmp_path / "x.json")]) == 2
+    assert main(["pytest-benchmark", "export", str(tmp_path / "two"), "-o", str(tmp_path / "x.json")]) == 2
     assert "holds 2 runs" in capsys.readouterr().err
     write_run(tmp_path / "untimed", {"w": np.ones(3)}, {"w": "error"})
-    assert main(["export", "pytest-benchmark", str(tmp_path / "untimed"), "-o", str(tmp_path / "x.json")]) == 2
+    assert main(["pytest-benchmark", "export", str(tmp_path / "untimed"), "-o", str(tmp_path / "x.json")]) == 2
     assert "no timed case" in capsys.readouterr().err
+
+
+def test_import_keeps_its_short_spelling_and_the_old_export_spelling_says_where_it_went(
+    pb_json: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `convbench import pytest-benchmark` is the same import (import has no other meaning)
+    assert main(["import", "pytest-benchmark", str(pb_json), "-o", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "cases.parquet").exists()
+    capsys.readouterr()
+    # `convbench export` writes ONNX models now: the old spelling is one message, exit 2
+    assert main(["export", "pytest-benchmark", str(tmp_path / "run"), "-o", str(tmp_path / "x.json")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "convbench pytest-benchmark export RUN -o FILE" in err and "Traceback" not in err
+    assert not (tmp_path / "x.json").exists()

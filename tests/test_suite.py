@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from convbench.cases import DEFAULT_TOLERANCE
+from convbench.cases import DEFAULT_TOLERANCE, EXECUTIONS
 from convbench.suite import (
     FILTER_COLUMNS,
     FilterError,
@@ -144,6 +144,41 @@ def test_unknown_backend(tmp_path) -> None:
 def test_unknown_literal(tmp_path) -> None:
     msg = suite_error(tmp_path, BASE + "matrix: {device: gpu}\n")
     assert_at(msg, 8, "matrix.device", "expected 'cpu' or 'cuda', got 'gpu'")
+
+
+def test_unknown_execution_names_file_line_field_and_the_vocabulary(tmp_path) -> None:
+    msg = suite_error(tmp_path, BASE + "matrix: {backend: [torch], execution: [eager, jitt]}\n")
+    assert_at(msg, 8, "matrix.execution[1]", "unknown execution 'jitt'", "did you mean 'jit'?", "known: eager, compiled, graph")
+    msg = suite_error(tmp_path, BASE + "exclude:\n  - {execution: XLA}\n")
+    assert_at(msg, 9, "exclude[0].execution", "unknown execution 'XLA'")
+    msg = suite_error(tmp_path, BASE + "matrix: {execution: 3}\n")
+    assert_at(msg, 8, "matrix.execution", "got 3")
+
+
+def test_every_execution_of_the_vocabulary_expands_for_every_backend(tmp_path) -> None:
+    """Which backend runs a name is the backend's to say (a skipped row), not the suite's."""
+    names = ", ".join(EXECUTIONS)
+    suite = load_suite(write(tmp_path, BASE + f"matrix: {{backend: [torch, reference], execution: [{names}]}}\n"))
+    cases = expand(suite)
+    assert [c.execution for c in cases if c.workload == "dw1" and c.backend == "torch"] == list(EXECUTIONS)
+    assert len(cases) == 2 * 2 * len(EXECUTIONS)
+
+
+def test_backends_skip_an_execution_they_lack_naming_the_forms_they_have() -> None:
+    from convbench.cases import Case
+    from convbench.reference_backend import ReferenceBackend
+
+    class Two(ReferenceBackend):
+        name = "two"
+        executions = {"eager": "eager", "fast": "fast", "compiled": "fast"}
+
+        def skip_reason(self, case):  # noqa: ANN001,ANN201
+            return super(ReferenceBackend, self).skip_reason(case)
+
+    case = Case(suite="s", workload="w", kind="depthwise", params={}, backend="two", execution="graph")
+    reason = Two().skip_reason(case)
+    assert reason == "two: no execution 'graph' in this backend (it runs: eager, fast, compiled (fast))"
+    assert Two().skip_reason(case.model_copy(update={"execution": "compiled"})) is None
 
 
 def test_unknown_preset(tmp_path) -> None:

@@ -1,6 +1,7 @@
 """The ``jax`` backend plugin: availability, environment, skip rules and ``prepare``.
 
-Execution: ``eager`` (op by op) and ``compiled`` (``jax.jit``); devices: ``cpu`` and, when
+Execution: ``eager`` (op by op) and ``jit`` (``jax.jit``; ``compiled`` is its alias).
+Dtypes: float32, float16 and bfloat16 (batch norm computes in float32); devices: ``cpu`` and, when
 a CUDA plugin of jaxlib is installed, ``cuda``. Threads: XLA fixes its CPU threading when
 its runtime starts, which this plugin delays until the first case: one thread is
 ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``, the
@@ -20,8 +21,8 @@ from convbench.data import Tensors
 from convbench.graph import Graph
 
 INSTALL_HINT = "pip install 'convbench[jax]' (on a CUDA machine: pip install 'jax[cuda12]')"
-EXECUTIONS = ("eager", "compiled")
-DTYPES = ("float32",)
+EXECUTIONS = {"eager": "eager", "jit": "jit", "compiled": "jit"}
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 @functools.cache
@@ -64,6 +65,7 @@ class JaxBackend(Backend):
 
     name = "jax"
     install_hint = INSTALL_HINT
+    executions = EXECUTIONS
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
@@ -114,8 +116,6 @@ class JaxBackend(Backend):
             return reason
         if case.variant == "kernel":
             return "jax: no hand-written kernel variant is implemented in this backend"
-        if case.execution not in EXECUTIONS:
-            return f"jax: execution {case.execution!r} is not one of {list(EXECUTIONS)}"
         if case.dtype not in DTYPES:
             return f"jax: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
         cores = os.cpu_count() or 1

@@ -79,6 +79,9 @@ def batchnorm(ctx: Context, site: Site, ins: list[Any]) -> Any:
     axis = _channel_axis(site.in_perms[0]) if rank == 4 else 1
     axes = tuple(i for i in range(rank) if i != axis)
     eps = float(site.attrs.get("eps", 1e-5))
+    if x.dtype in (jnp.float16, jnp.bfloat16):  # statistics and normalization in float32, as Flax does
+        y = batchnorm(ctx, site, [v.astype(jnp.float32) for v in ins])
+        return y.astype(x.dtype)
     if ctx.training:
         mean = jnp.mean(x, axis=axes)
         var = jnp.mean(jnp.square(x - _per_channel(mean, rank, axis)), axis=axes)

@@ -6,8 +6,8 @@
   statistics and its running statistics are updated, as in the other backends. The step
   is functional: it returns the new params and statistics, which become the state.
 
-Execution: ``eager`` dispatches op by op (JAX's default without ``jit``); ``compiled``
-is ``jax.jit`` of the whole step (one XLA program). Steps are dispatched asynchronously;
+Execution: ``eager`` dispatches op by op (JAX's default without ``jit``); ``jit`` (and
+``compiled``, its alias) is ``jax.jit`` of the whole step (one XLA program). Steps are dispatched asynchronously;
 :meth:`JaxPrepared.sync` blocks until the last one is done.
 
 This module imports jax; :mod:`convbench_jax.backend` imports it lazily.
@@ -30,7 +30,9 @@ from convbench.data import Tensors
 from convbench.graph import Graph
 from convbench_jax.lower import OPS, Context, converter
 
-DTYPES = {"float32": jnp.float32}
+DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
+#: What XLA's CPU compiler does with half types (seen in its optimized HLO, JAX 0.10).
+XLA_CPU_HALF = "XLA's CPU backend converts half-precision convolutions and matmuls to float32 (converts around them); elementwise ops stay half"
 
 State = dict[str, Any]
 
@@ -44,6 +46,7 @@ class JaxPrepared(Prepared):
         self.training = case.mode == "training"
         self.device = device
         self.dtype = DTYPES[case.dtype]
+        self.jit = case.execution in ("compiled", "jit")
         self.plan = plan_layouts(graph, NHWC if case.layout == "nhwc" else None, None)
         self.program = compile_program(graph, self.plan, OPS, converter(), "jax")
         stats = set()
@@ -60,7 +63,7 @@ class JaxPrepared(Prepared):
             "jax": jax.__version__,
             "device": str(device),
             "dtype": case.dtype,
-            "execution": "jax.jit of the whole step" if case.execution == "compiled" else "op by op (no jit)",
+            "execution": "jax.jit of the whole step" if self.jit else "op by op (no jit)",
             "layout_requested": case.layout,
             "layout_used": case.layout,
             "layout_note": "logical dimension order of the arrays; XLA assigns physical layouts itself",
@@ -68,8 +71,12 @@ class JaxPrepared(Prepared):
         }
         if self.training:
             self._details["optimizer"] = f"SGD(lr={LEARNING_RATE}) as p - lr * grad"
+        if case.dtype != "float32" and case.device == "cpu":
+            self._details["half_precision"] = XLA_CPU_HALF
+        if case.dtype != "float32" and graph.of_op("batchnorm"):
+            self._details["batchnorm"] = f"statistics and normalization in float32, cast back to {case.dtype} (as Flax does)"
         body = self._train if self.training else self._forward
-        if case.execution == "compiled":
+        if self.jit:
             self._fn = jax.jit(body)
             start = time.perf_counter()
             jax.block_until_ready(self._fn(*self._args()))
@@ -102,7 +109,8 @@ class JaxPrepared(Prepared):
             new_stats = dict(stats)
             for name, value, momentum in ctx.stat_updates:
                 if name in new_stats:
-                    new_stats[name] = new_stats[name] * (1.0 - momentum) + jax.lax.stop_gradient(value) * momentum
+                    old = new_stats[name]
+                    new_stats[name] = (old * (1.0 - momentum) + jax.lax.stop_gradient(value) * momentum).astype(old.dtype)
             return loss, (outs, new_stats)
 
         (_, (outs, new_stats)), (gparams, ginputs) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(params, inputs)

@@ -1,7 +1,8 @@
 """The ``mxnet`` backend plugin: availability, environment, skip rules and ``prepare``.
 
 MXNet 1.9.1 (its last release) with Gluon: ``eager`` runs blocks imperatively,
-``compiled`` hybridizes them. It needs NumPy < 1.24, so it lives in its own virtual
+``hybridized`` (and ``compiled``, its alias) hybridizes them. Dtypes: float32 only; float16
+and bfloat16 are skipped with the reason (:func:`dtype_reason`). It needs NumPy < 1.24, so it lives in its own virtual
 environment; the runner finds that interpreter in the suite's ``interpreters``, in
 ``CONVBENCH_PYTHON_MXNET``, or at ``.venv-mxnet/bin/python`` (see README, "Backends").
 Threads: ``MXSetNumOMPThreads`` (MXNet sets OpenMP's thread count for the whole process).
@@ -19,8 +20,26 @@ from convbench.data import Tensors
 from convbench.graph import Graph
 
 INSTALL_HINT = "make mxnet-venv (scripts/setup-mxnet.sh: Python 3.11, mxnet==1.9.1, numpy==1.23.5)"
-EXECUTIONS = ("eager", "compiled")
+EXECUTIONS = {"eager": "eager", "hybridized": "hybridized", "compiled": "hybridized"}
 DTYPES = ("float32",)
+FLOAT16_CPU_REASON = (
+    "mxnet: no float16 on CPU: MXNet 1.9's CPU Convolution has no float16 kernel ('FP16 gemm on cpu not "
+    "implemented!') and its FullyConnected takes float16 only through cuDNN; this build's oneDNN takes no float16"
+)
+BFLOAT16_REASON = (
+    "mxnet: no bfloat16: MXNet 1.9's NDArray API has no bfloat16 array type (NumPy has none); its bfloat16 "
+    "exists only inside oneDNN graphs converted by AMP on CPUs with AVX512-BF16"
+)
+FLOAT16_CUDA_REASON = "mxnet: float16 on CUDA is not implemented in this backend (only float32)"
+
+
+def dtype_reason(device: str, dtype: str) -> str | None:
+    """Why MXNet cannot run ``dtype`` on ``device`` in this backend, or None."""
+    if dtype == "bfloat16":
+        return BFLOAT16_REASON
+    if dtype == "float16":
+        return FLOAT16_CPU_REASON if device == "cpu" else FLOAT16_CUDA_REASON
+    return None if dtype in DTYPES else f"mxnet: only {', '.join(DTYPES)} is implemented in this backend (asked {dtype})"
 _THREADS: list[int] = []  # the OpenMP thread count last set in this process
 
 
@@ -43,6 +62,7 @@ class MxnetBackend(Backend):
 
     name = "mxnet"
     install_hint = INSTALL_HINT
+    executions = EXECUTIONS
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
@@ -86,11 +106,7 @@ class MxnetBackend(Backend):
             return reason
         if case.variant == "kernel":
             return "mxnet: no hand-written kernel variant is implemented in this backend"
-        if case.execution not in EXECUTIONS:
-            return f"mxnet: execution {case.execution!r} is not one of {list(EXECUTIONS)}"
-        if case.dtype not in DTYPES:
-            return f"mxnet: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
-        return None
+        return dtype_reason(case.device, case.dtype)
 
     def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
         reason = self.skip_reason(case)

@@ -89,7 +89,7 @@ class MxnetPrepared(Prepared):
             "numpy": np.__version__,
             "device": str(self.ctx),
             "dtype": dtype,
-            "execution": "hybridize(static_alloc=True, static_shape=True)" if case.execution == "compiled" else "imperative Gluon",
+            "execution": "hybridize(static_alloc=True, static_shape=True)" if case.execution in ("compiled", "hybridized") else "imperative Gluon",
             "layout_requested": case.layout,
             "layout_used": "nchw",
             "omp_threads": _omp_threads(),
@@ -101,7 +101,7 @@ class MxnetPrepared(Prepared):
             )
         if self.training:
             self._details["optimizer"] = f"gluon.Trainer sgd(learning_rate={LEARNING_RATE})" if self.trainer else "none (no parameters)"
-        if case.execution == "compiled":
+        if case.execution in ("compiled", "hybridized"):
             self.net.hybridize(static_alloc=True, static_shape=True)
             start = time.perf_counter()
             self._run()

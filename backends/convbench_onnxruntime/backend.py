@@ -2,11 +2,17 @@
 
 The IR is lowered to an ONNX model with ``onnx.helper`` (:mod:`convbench_onnxruntime.
 onnx_graph`) and run by an ``InferenceSession``: the CPU execution provider, and CUDA
-where ``onnxruntime-gpu`` provides it. Executions are graph optimization levels:
-``eager`` = ``ORT_DISABLE_ALL`` (the graph as lowered, node by node), ``compiled`` =
-``ORT_ENABLE_ALL`` (fusions and layout transformations); ``basic`` and ``extended`` are
-implemented for when the case vocabulary names them. Training is not part of the
-inference runtime: training cases are skipped with that reason.
+where ``onnxruntime-gpu`` provides it. Executions are graph optimization levels
+(:data:`EXECUTIONS`): ``disabled`` (``ORT_DISABLE_ALL``: the graph as lowered, node by
+node), ``basic``, ``extended``, ``layout`` and ``all`` (``ORT_ENABLE_*``); ``eager`` is
+``disabled`` and ``compiled`` is ``all``. Training is not part of the inference runtime:
+training cases are skipped with that reason.
+
+Dtypes: float32 and float16. The CPU execution provider has float16 kernels for few
+operators (on x86 not Conv): for the others ONNX Runtime inserts Casts and computes in
+float32; ``details()["half_precision"]`` names those operators. bfloat16 is skipped: ONNX's
+Conv, pools and BatchNormalization (opset 17) do not take it, and the CPU provider has no
+bfloat16 kernels for them.
 """
 
 from __future__ import annotations
@@ -20,14 +26,29 @@ from convbench.data import Tensors
 from convbench.graph import Graph
 
 INSTALL_HINT = "pip install 'convbench[onnxruntime]' (onnxruntime-gpu for CUDA)"
-#: case execution -> onnxruntime.GraphOptimizationLevel member name
+#: case execution -> the level it runs (aliases: eager = disabled, compiled = all)
 EXECUTIONS = {
-    "eager": "ORT_DISABLE_ALL",
+    "disabled": "disabled",
+    "basic": "basic",
+    "extended": "extended",
+    "layout": "layout",
+    "all": "all",
+    "eager": "disabled",
+    "compiled": "all",
+}
+#: level -> onnxruntime.GraphOptimizationLevel member name
+LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
     "basic": "ORT_ENABLE_BASIC",
     "extended": "ORT_ENABLE_EXTENDED",
-    "compiled": "ORT_ENABLE_ALL",
+    "layout": "ORT_ENABLE_LAYOUT",
+    "all": "ORT_ENABLE_ALL",
 }
-DTYPES = ("float32",)
+DTYPES = ("float32", "float16")
+BFLOAT16_REASON = (
+    "onnxruntime: no bfloat16: ONNX's Conv, pools and BatchNormalization (opset 17) do not take "
+    "bfloat16, and the CPU execution provider has no bfloat16 kernels for them"
+)
 TRAINING_REASON = (
     "onnxruntime: training is not part of the ONNX Runtime inference package (it needs "
     "onnxruntime-training's artifacts); this backend runs inference only"
@@ -50,6 +71,7 @@ class OnnxruntimeBackend(Backend):
 
     name = "onnxruntime"
     install_hint = INSTALL_HINT
+    executions = EXECUTIONS
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
@@ -88,8 +110,8 @@ class OnnxruntimeBackend(Backend):
             return TRAINING_REASON
         if case.variant == "kernel":
             return "onnxruntime: no hand-written kernel variant is implemented in this backend"
-        if case.execution not in EXECUTIONS:
-            return f"onnxruntime: execution {case.execution!r} is not one of {sorted(EXECUTIONS)}"
+        if case.dtype == "bfloat16":
+            return BFLOAT16_REASON
         if case.dtype not in DTYPES:
             return f"onnxruntime: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
         return None
@@ -100,4 +122,9 @@ class OnnxruntimeBackend(Backend):
             raise UnsupportedCase(reason)
         from convbench_onnxruntime.prepared import OnnxruntimePrepared
 
-        return OnnxruntimePrepared(case, graph, tensors, EXECUTIONS[case.execution], self._threads)
+        level = EXECUTIONS[case.execution]
+        import onnxruntime as ort
+
+        if not hasattr(ort.GraphOptimizationLevel, LEVELS[level]):
+            raise UnsupportedCase(f"onnxruntime: version {ort.__version__} has no {LEVELS[level]} level ({level})")
+        return OnnxruntimePrepared(case, graph, tensors, LEVELS[level], self._threads)

@@ -2,8 +2,8 @@
 
 The worker behind ``convbench export`` (it imports onnx, never onnxruntime, and runs in
 its own process like every framework). SPEC is a JSON object: ``workload`` (a name for
-the model), ``kind``, ``params`` (normalised), ``batch``, ``variant``, ``layout``,
-``output``. The model holds the weights a convbench run of that workload uses (seeded
+the model), ``kind``, ``params`` (normalised), ``batch``, ``variant``, ``dtype`` (float32
+or float16; default float32), ``layout``, ``output``. The model holds the weights a convbench run of that workload uses (seeded
 by :attr:`convbench.cases.Case.data_seed`), is checked with ``onnx.checker`` (full
 check, shape inference included) and saved. Prints one JSON line describing it; an op
 without an ONNX lowering is one line on stderr and exit code 2.
@@ -30,13 +30,14 @@ def export(spec: dict) -> dict:
     case = Case(suite="export", workload=spec["workload"], kind=spec["kind"], params=spec["params"], batch=spec["batch"])
     graph = build_graph(case.kind, case.params, case.batch)
     executed = parse_variant(spec["variant"]).apply(graph)
-    model = build_model(executed, make_tensors(executed, case.data_seed), layout=spec["layout"], name=spec["workload"])
+    model = build_model(executed, make_tensors(executed, case.data_seed), layout=spec["layout"], dtype=spec.get("dtype", "float32"), name=spec["workload"])
     onnx.checker.check_model(model.proto, full_check=True)
     onnx.save(model.proto, spec["output"])
     proto = model.proto.graph
     return {
         "output": spec["output"],
         "opset": OPSET,
+        "dtype": spec.get("dtype", "float32"),
         "nodes": len(proto.node),
         "inputs": {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.input},
         "outputs": {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in proto.output},

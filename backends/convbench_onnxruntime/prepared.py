@@ -10,7 +10,9 @@ This module imports onnxruntime; :mod:`convbench_onnxruntime.backend` imports it
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,13 +44,19 @@ class OnnxruntimePrepared(Prepared):
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": 0, "use_tf32": 0}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        start = time.perf_counter()
-        try:
-            self.session = ort.InferenceSession(self.model.proto.SerializeToString(), options, providers=providers)
-        except Exception as exc:  # e.g. NOT_IMPLEMENTED: no kernel for an op in this dtype
-            if "NOT_IMPLEMENTED" in str(exc):
-                raise UnsupportedCase(f"onnxruntime: {str(exc).splitlines()[0][:300]}") from exc
-            raise
+        half = case.dtype != "float32"
+        with tempfile.TemporaryDirectory(prefix="convbench-ort-") as tmp:
+            if half:  # to see where ONNX Runtime fell back to float32 (see half_precision)
+                options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            start = time.perf_counter()
+            try:
+                self.session = ort.InferenceSession(self.model.proto.SerializeToString(), options, providers=providers)
+            except Exception as exc:  # e.g. NOT_IMPLEMENTED: no kernel for an op in this dtype
+                if "NOT_IMPLEMENTED" in str(exc):
+                    raise UnsupportedCase(f"onnxruntime: {str(exc).splitlines()[0][:300]}") from exc
+                raise
+            seconds = time.perf_counter() - start
+            fallback = _float32_fallback(Path(options.optimized_model_filepath)) if half else None
         used = self.session.get_providers()
         if case.device == "cuda" and "CUDAExecutionProvider" not in used:
             raise UnsupportedCase(f"onnxruntime: the CUDA execution provider did not load (providers {used})")
@@ -68,7 +76,7 @@ class OnnxruntimePrepared(Prepared):
             "opset": OPSET,
             "providers": used,
             "graph_optimization_level": level,
-            "session_seconds": round(time.perf_counter() - start, 3),
+            "session_seconds": round(seconds, 3),
             "intra_op_threads": threads,
             "execution_mode": "sequential",
             "layout_requested": case.layout,
@@ -82,6 +90,14 @@ class OnnxruntimePrepared(Prepared):
             )
         if case.device == "cuda":
             self._details["tf32"] = False
+        if fallback:
+            ops, casts = fallback
+            self._details["half_precision"] = (
+                f"{case.dtype} model, but ONNX Runtime's {case.device.upper()} execution provider "
+                f"has no {case.dtype} kernel for {', '.join(ops)}: it inserted {casts} Casts and computes those in float32"
+            )
+        elif half:
+            self._details["half_precision"] = f"every node runs a {case.dtype} kernel"
 
     def step(self) -> None:
         self.session.run_with_iobinding(self.binding)
@@ -106,3 +122,17 @@ class OnnxruntimePrepared(Prepared):
         self.binding = None  # type: ignore[assignment]
         self._values = {}
         self.session = None  # type: ignore[assignment]
+
+
+def _float32_fallback(optimized: Path) -> tuple[list[str], int] | None:
+    """(operators, Cast count) where ONNX Runtime inserted Casts to run a half model's
+    operators in float32 (the lowering emits no Cast), from the optimized model it saved."""
+    import onnx
+
+    if not optimized.is_file():
+        return None
+    graph = onnx.load(str(optimized), load_external_data=False).graph
+    casts = [n for n in graph.node if n.op_type == "Cast"]
+    to_float = {o for n in casts if any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute) for o in n.output}
+    ops = sorted({n.op_type for n in graph.node if n.op_type != "Cast" and to_float & set(n.input)})
+    return (ops, len(casts)) if ops else None

@@ -1,8 +1,11 @@
 """The ``tensorflow`` backend plugin: availability, environment, skip rules and ``prepare``.
 
-Execution: ``eager`` runs op by op; ``compiled`` is ``tf.function(jit_compile=True)``
-(XLA). Two more forms are implemented for when the case vocabulary names them:
-``graph`` (``tf.function`` without XLA) and ``xla`` (the same as ``compiled``).
+Executions (:data:`EXECUTIONS`): ``eager`` runs op by op; ``graph`` is ``tf.function``
+without XLA (TensorFlow's graph executor with Grappler's rewrites); ``xla`` is
+``tf.function(jit_compile=True)``, and ``compiled`` (each backend's default compiled form)
+is ``xla`` here. Dtypes: float32, float16 and bfloat16 on CPU and GPU (TensorFlow has CPU
+kernels of every op in both half types; batch norm keeps its statistics in float32, as
+TensorFlow's fused kernel requires).
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from convbench.graph import Graph
 
 INSTALL_HINT = "pip install 'convbench[tensorflow]'"
 #: case execution -> form of :class:`~convbench_tensorflow.prepared.TensorflowPrepared`.
-EXECUTIONS = {"eager": "eager", "compiled": "xla", "graph": "function", "xla": "xla"}
-DTYPES = ("float32",)
+EXECUTIONS = {"eager": "eager", "graph": "graph", "xla": "xla", "compiled": "xla"}
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 @functools.cache
@@ -39,6 +42,7 @@ class TensorflowBackend(Backend):
 
     name = "tensorflow"
     install_hint = INSTALL_HINT
+    executions = EXECUTIONS
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
@@ -85,8 +89,6 @@ class TensorflowBackend(Backend):
             return reason
         if case.variant == "kernel":
             return "tensorflow: no hand-written kernel variant is implemented in this backend"
-        if case.execution not in EXECUTIONS:
-            return f"tensorflow: execution {case.execution!r} is not one of {sorted(EXECUTIONS)}"
         if case.dtype not in DTYPES:
             return f"tensorflow: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
         return None

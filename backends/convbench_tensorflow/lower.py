@@ -101,13 +101,17 @@ FUSED_MIN_EPSILON = 1.001e-5
 def batchnorm(ctx: Context, site: Site, ins: list[Any]) -> Any:
     """Inference: the fused kernel on the running statistics. Training: the fused kernel
     (batch statistics, biased variance) when the epsilon is one it accepts, else the
-    batch moments written out (the IR's default 1e-5 is below the fused kernel's floor)."""
+    batch moments written out (the IR's default 1e-5 is below the fused kernel's floor).
+    Half types: the fused kernel takes float32 scale and statistics; written out, the
+    normalization runs in float32 and its result is cast back."""
     x, gamma, beta, mean, var = ins
     eps = float(site.attrs.get("eps", 1e-5))
     momentum = float(site.attrs.get("momentum", 0.1))
     rank = len(site.in_shapes[0])
     if rank == 4 and (eps >= FUSED_MIN_EPSILON or not ctx.training):
         fmt = _fmt(site.in_perms[0])
+        if x.dtype in (tf.float16, tf.bfloat16):  # the fused kernel's scale and statistics are float32
+            gamma, beta, mean, var = (tf.cast(v, tf.float32) for v in (gamma, beta, mean, var))
         if ctx.training:
             y, batch_mean, batch_var = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, None, None, eps, fmt, is_training=True)
         else:
@@ -118,6 +122,8 @@ def batchnorm(ctx: Context, site: Site, ins: list[Any]) -> Any:
             y, batch_mean, batch_var = tf.compat.v1.nn.fused_batch_norm(
                 x, gamma, beta, mean, var, max(eps, FUSED_MIN_EPSILON), fmt, is_training=False
             )
+    elif x.dtype in (tf.float16, tf.bfloat16):  # written out in float32, as Keras does, cast back
+        return tf.cast(batchnorm(ctx, site, [tf.cast(v, tf.float32) for v in ins]), x.dtype)
     else:  # batch moments written out (a rank other than 4, or an epsilon below the fused one)
         axis = 1 if rank != 4 or site.in_perms[0] != NHWC else 3
         axes = [i for i in range(rank) if i != axis]

@@ -6,7 +6,7 @@
   ``param.assign_sub(0.01 * grad)``; batch norm uses batch statistics and updates its
   running statistics (non-trainable variables) as Keras does.
 
-Execution forms: ``eager`` (op by op), ``function`` (``tf.function``, a graph run by
+Execution forms: ``eager`` (op by op), ``graph`` (``tf.function``, a graph run by
 TensorFlow's executor with Grappler's rewrites) and ``xla`` (``tf.function(jit_compile=
 True)``). Layout: activations are NHWC where asked, and always on CPU outside XLA, since
 TensorFlow's CPU kernels for pooling gradients (and, per its documentation, depthwise
@@ -32,7 +32,7 @@ from convbench.data import Tensors
 from convbench.graph import Graph
 from convbench_tensorflow.lower import FUSED_MIN_EPSILON, OPS, Context, converter
 
-DTYPES = {"float32": tf.float32, "float64": tf.float64}
+DTYPES = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16, "float64": tf.float64}
 
 
 class TensorflowPrepared(Prepared):
@@ -53,7 +53,7 @@ class TensorflowPrepared(Prepared):
             "tensorflow": tf.__version__,
             "device": case.device,
             "dtype": dtype,
-            "execution_form": {"eager": "eager", "function": "tf.function", "xla": "tf.function(jit_compile=True)"}[form],
+            "execution_form": {"eager": "eager", "graph": "tf.function", "xla": "tf.function(jit_compile=True)"}[form],
             "layout_requested": case.layout,
             "layout_used": "nhwc" if activation == NHWC else "nchw",
             "weight_layout": "HWIO",
@@ -72,6 +72,10 @@ class TensorflowPrepared(Prepared):
         if self._split_groups:
             self._details["grouped_conv"] = (
                 "one conv per group, concatenated: TensorFlow has no gradient of grouped convolutions on CPU outside XLA"
+            )
+        if case.device == "cpu" and dtype != "float32" and form == "xla":
+            self._details["half_precision"] = (
+                "XLA's CPU backend converts half-precision convolutions and matmuls to float32 (converts around them)"
             )
         if case.device == "cuda" and dtype == "float32":
             tf.config.experimental.enable_tensor_float_32_execution(False)

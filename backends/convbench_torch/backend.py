@@ -21,6 +21,7 @@ class TorchBackend(Backend):
     name = "torch"
     install_hint = INSTALL_HINT
     variants = frozenset({"kernel"})  # Triton kernels: convbench_torch.kernels
+    executions = {"eager": "eager", "compiled": "compiled"}  # compiled: torch.compile
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None

@@ -1,5 +1,8 @@
-"""``convbench import pytest-benchmark FILE -o DIR`` and ``convbench export pytest-benchmark
-RUN -o FILE``: pytest-benchmark's JSON to a run folder and back (see convbench.interop)."""
+"""``convbench pytest-benchmark import FILE -o DIR`` and ``convbench pytest-benchmark export
+RUN -o FILE``: pytest-benchmark's JSON to a run folder and back (see convbench.interop).
+
+``convbench import pytest-benchmark FILE -o DIR`` is the same import (``import`` has no
+other meaning). ``convbench export`` writes a workload as ONNX (:mod:`.onnx_export`)."""
 
 from __future__ import annotations
 
@@ -38,18 +41,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    imp = subparsers.add_parser("import", help="import results of another tool into a run folder")
-    imp_sub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    p = imp_sub.add_parser("pytest-benchmark", help="pytest-benchmark JSON (--benchmark-json, or --benchmark-save with --benchmark-save-data)")
+def _import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="pytest-benchmark JSON file")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="run folder to create")
     p.add_argument("--suite", help="suite name to record (default pytest-benchmark)")
     p.set_defaults(func=cmd_import)
 
-    exp = subparsers.add_parser("export", help="export a run folder to another tool's format")
-    exp_sub = exp.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    p = exp_sub.add_parser("pytest-benchmark", help="pytest-benchmark JSON, readable by `pytest-benchmark compare`")
+
+IMPORT_HELP = "pytest-benchmark JSON (--benchmark-json, or --benchmark-save with --benchmark-save-data) -> a run folder"
+EXPORT_HELP = "a run folder -> pytest-benchmark JSON, readable by `pytest-benchmark compare`"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    pb = subparsers.add_parser("pytest-benchmark", help="convert between pytest-benchmark's JSON and run folders")
+    pb_sub = pb.add_subparsers(dest="direction", required=True, metavar="import|export")
+    _import_args(pb_sub.add_parser("import", help=IMPORT_HELP))
+    p = pb_sub.add_parser("export", help=EXPORT_HELP)
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="JSON file to write")
     p.set_defaults(func=cmd_export)
+
+    imp = subparsers.add_parser("import", help="import results of another tool into a run folder")
+    imp_sub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    _import_args(imp_sub.add_parser("pytest-benchmark", help=IMPORT_HELP + " (= convbench pytest-benchmark import)"))

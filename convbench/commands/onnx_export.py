@@ -1,9 +1,4 @@
-"""``convbench export onnx WORKLOAD [--param K=V ...] [--variant V] -o model.onnx``.
-
-``export`` is shared with :mod:`convbench.commands.interop` (``convbench export
-pytest-benchmark RUN``): each format is a sub-command of it, and this module adds
-``onnx`` to the ``export`` parser that is already there (modules register in name order),
-or creates that parser when it is not.
+"""``convbench export WORKLOAD [--param K=V ...] [--variant V] -o model.onnx``.
 
 WORKLOAD names what to export, in one of two forms:
 
@@ -14,11 +9,12 @@ WORKLOAD names what to export, in one of two forms:
   the kinds.
 
 ``--variant`` (default ``native``) applies a variant's graph rewrite first;
-``--batch`` (default 1) and ``--layout nchw|nhwc`` (NHWC model inputs and outputs, with
-Transposes at the boundary) shape the model. The weights are those a convbench run of
-the workload uses. The ONNX lowering lives in the onnxruntime backend and runs in a
-subprocess with that backend's interpreter (it imports onnx only); the file passes
-``onnx.checker`` (full check). Bad input: one message, exit code 2.
+``--batch`` (default 1), ``--dtype float32|float16`` and ``--layout nchw|nhwc`` (NHWC
+model inputs and outputs, with Transposes at the boundary) shape the model. The weights
+are those a convbench run of the workload uses. The ONNX lowering lives in the
+onnxruntime backend and runs in a subprocess with that backend's interpreter (it imports
+onnx only); the file passes ``onnx.checker`` (full check). Bad input: one message, exit
+code 2. (pytest-benchmark's JSON is converted by ``convbench pytest-benchmark``.)
 """
 
 from __future__ import annotations
@@ -34,24 +30,25 @@ import yaml
 EXIT_USAGE = 2
 
 
-def _formats(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The FORMAT sub-commands of ``convbench export``, creating ``export`` if needed."""
-    export = subparsers.choices.get("export")
-    if export is None:
-        export = subparsers.add_parser("export", help="export a workload or a run to another tool's format")
-        return export.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    for action in export._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError("convbench export has no FORMAT sub-commands to add onnx to")
+#: Earlier spellings of other commands, which now read as a WORKLOAD: what to type instead.
+MOVED = {
+    "pytest-benchmark": "pytest-benchmark's JSON is written by `convbench pytest-benchmark export RUN -o FILE`",
+    "onnx": "`convbench export WORKLOAD ... -o model.onnx` takes the workload directly (no `onnx`)",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = _formats(subparsers).add_parser("onnx", help="a workload (and variant) as an ONNX model that passes onnx.checker")
-    p.add_argument("workload", help="SUITE.yaml:ID, or a workload KIND with --param key=value")
+    p = subparsers.add_parser(
+        "export",
+        help="a workload (and variant) as an ONNX model that passes onnx.checker",
+        description="Write WORKLOAD (with --variant's rewrite) as an ONNX model with the weights a convbench run uses.",
+    )
+    p.add_argument("workload", metavar="WORKLOAD", help="SUITE.yaml:ID, or a workload KIND with --param key=value")
+    p.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter of KIND (repeatable)")
     p.add_argument("--variant", default="native", help="variant label, e.g. diagonalwise(group_size=16)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the model's inputs (default 1)")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="element type of the model (default float32)")
     p.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw", help="layout of the model's 4-D inputs and outputs")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.set_defaults(func=cmd_export)
@@ -113,6 +110,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from convbench.runner import interpreter_for
     from convbench.variants import parse_variant
 
+    if args.workload in MOVED and (args.extra or not Path(args.workload).exists()):
+        raise UsageError(f"{MOVED[args.workload]}")
+    if args.extra:
+        raise UsageError(f"one WORKLOAD, got {len(args.extra) + 1}: {' '.join([args.workload, *args.extra])}")
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     wid, kind, params = _resolve(args)
@@ -123,7 +124,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not output.parent.exists():
         raise UsageError(f"-o {output}: folder {output.parent} does not exist")
-    spec = {"workload": wid, "kind": kind, "params": params, "batch": args.batch, "variant": variant, "layout": args.layout, "output": str(output)}
+    spec = {"workload": wid, "kind": kind, "params": params, "batch": args.batch, "variant": variant, "dtype": args.dtype, "layout": args.layout, "output": str(output)}
     python = interpreter_for("onnxruntime")
     proc = subprocess.run([python, "-m", "convbench_onnxruntime.export", json.dumps(spec)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -133,7 +134,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in summary["inputs"].items())
     console.print(
-        f"wrote {output}: {wid} ({kind}, {variant}), opset {summary['opset']}, {summary['nodes']} nodes, "
+        f"wrote {output}: {wid} ({kind}, {variant}, {args.dtype}), opset {summary['opset']}, {summary['nodes']} nodes, "
         f"inputs {shapes}, {summary['parameters']:,} parameters, {summary['macs']:,} MACs; passes onnx.checker",
         highlight=False,
         soft_wrap=True,

@@ -26,7 +26,7 @@ def make_case(**fields: Any) -> Case:
     base.update(fields)
     execution = base.pop("execution", "eager")
     case = Case(**base)
-    # a backend may implement execution forms the case vocabulary does not name yet
+    # unchecked, so a test can ask a backend about a name outside the vocabulary
     return case.model_copy(update={"execution": execution})
 
 
@@ -59,6 +59,24 @@ def assert_matches(backend: Backend, graph: Graph, tol: float = FP32_TOL, **fiel
     bad = {k: v for k, v in errs.items() if not v < tol}
     assert not bad, f"{fields}: relative errors above {tol}: {bad}"
     return prepared
+
+
+#: Half types, each checked at its tolerance in convbench.cases.DEFAULT_TOLERANCE.
+HALF_DTYPES = ["float16", "bfloat16"]
+
+
+def tiny_depthwise(**params: Any) -> Graph:
+    """A tiny depthwise workload as a suite builds it: 3x3 depthwise, batch norm, ReLU."""
+    from convbench.workloads import build_graph
+
+    return build_graph("depthwise", {"channels": 8, "size": 7, "kernel": 3, "bn": True, "act": "relu", **params}, 2)
+
+
+def assert_half_matches(backend: Backend, dtype: str, **fields: Any) -> Prepared:
+    """The tiny depthwise workload in ``dtype`` against the reference, at that dtype's tolerance."""
+    from convbench.cases import DEFAULT_TOLERANCE
+
+    return assert_matches(backend, tiny_depthwise(), tol=DEFAULT_TOLERANCE[dtype], dtype=dtype, **fields)
 
 
 def gb(shape: tuple[int, ...] = (2, 4, 6, 6)) -> tuple[GraphBuilder, str]:

@@ -20,12 +20,15 @@ from convbench_jax.lower import OPS  # noqa: E402
 from convbench_lowering.layout import to_logical  # noqa: E402
 
 from tests.backends.graphs import (  # noqa: E402
+    HALF_DTYPES,
     LAYOUTS,
     MODES,
     SPINE_OPS,
+    assert_half_matches,
     assert_matches,
     assert_restores_and_updates,
     make_case,
+    prepare,
     single_op_graph,
     standard_graphs,
     unknown_ops,
@@ -33,7 +36,7 @@ from tests.backends.graphs import (  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 BACKEND = JaxBackend()
-EXECUTIONS = ["eager", "compiled"]
+EXECUTIONS = ["eager", "jit"]  # jit: jax.jit (= compiled)
 GRAPHS = standard_graphs()
 
 
@@ -72,7 +75,7 @@ def test_single_op(op: str, mode: str) -> None:
 def test_graphs(name: str, mode: str, execution: str) -> None:
     # op by op is slow (every primitive compiled per shape): one layout there, the NHWC
     # one with the most conversions; jit covers both
-    for layout in LAYOUTS if execution == "compiled" else ["nhwc"]:
+    for layout in LAYOUTS if execution == "jit" else ["nhwc"]:
         prepared = assert_matches(BACKEND, GRAPHS[name], mode=mode, layout=layout, execution=execution)
         assert prepared.details()["layout_used"] == layout
         prepared.close()
@@ -88,8 +91,9 @@ def test_training_restores_and_updates(execution: str) -> None:
 
 
 def test_unsupported_cases_are_skipped_with_reasons() -> None:
-    assert "bfloat16" in BACKEND.skip_reason(make_case(backend="jax", dtype="bfloat16"))
-    assert "execution" in BACKEND.skip_reason(make_case(backend="jax", execution="graph"))
+    for dtype in HALF_DTYPES:
+        assert BACKEND.skip_reason(make_case(backend="jax", dtype=dtype)) is None
+    assert "no execution 'graph'" in BACKEND.skip_reason(make_case(backend="jax", execution="graph"))
     other = (os.cpu_count() or 1) + 1
     assert "can be 1 or" in BACKEND.skip_reason(make_case(backend="jax", threads=other))
     # this process's runtime started with the default (every core): 1 thread needs its own
@@ -113,3 +117,26 @@ def test_one_thread_starts_the_runtime_single_threaded() -> None:
         "assert (os.cpu_count() == 1) or 'xla_cpu_multi_thread_eigen=false' in d['xla_flags'], d\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=ROOT)
+
+
+def test_compiled_is_jit() -> None:
+    assert dict(BACKEND.executions) == {"eager": "eager", "jit": "jit", "compiled": "jit"}
+    for execution, form in {"eager": "op by op (no jit)", "jit": "jax.jit of the whole step", "compiled": "jax.jit of the whole step"}.items():
+        prepared, _ = prepare(BACKEND, GRAPHS["masked_conv"], execution=execution)
+        assert prepared.details()["execution"] == form
+        prepared.close()
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_precision_on_a_tiny_depthwise_workload(dtype: str, mode: str, execution: str) -> None:
+    prepared = assert_half_matches(BACKEND, dtype, mode=mode, execution=execution, layout="nhwc")
+    assert {str(v.dtype) for v in prepared.params.values()} == {dtype}
+    assert "float32" in prepared.details()["batchnorm"]
+    assert "converts half-precision convolutions" in prepared.details()["half_precision"]  # XLA on CPU
+    if mode == "training":  # the state keeps its dtype across steps (running statistics included)
+        prepared.step()
+        prepared.sync()
+        assert {str(v.dtype) for v in [*prepared.params.values(), *prepared.stats.values()]} == {dtype}
+    prepared.close()

@@ -31,7 +31,7 @@ from tests.backends.graphs import (  # noqa: E402
 )
 
 BACKEND = MxnetBackend()
-EXECUTIONS = ["eager", "compiled"]
+EXECUTIONS = ["eager", "hybridized"]  # hybridized: hybridize() (= compiled)
 GRAPHS = standard_graphs()
 
 
@@ -90,5 +90,26 @@ def test_threads_and_unsupported_cases() -> None:
     from convbench_mxnet.backend import current_threads
 
     assert current_threads() == 1
-    assert "float16" in BACKEND.skip_reason(make_case(backend="mxnet", dtype="float16"))
-    assert "execution" in BACKEND.skip_reason(make_case(backend="mxnet", execution="graph"))
+    assert "no execution 'graph'" in BACKEND.skip_reason(make_case(backend="mxnet", execution="graph"))
+    assert BACKEND.skip_reason(make_case(backend="mxnet", execution="compiled")) is None
+
+
+def test_half_precision_is_skipped_with_the_reason_on_cpu() -> None:
+    from convbench_mxnet.backend import BFLOAT16_REASON, FLOAT16_CPU_REASON
+
+    assert BACKEND.skip_reason(make_case(backend="mxnet", dtype="float16")) == FLOAT16_CPU_REASON
+    assert BACKEND.skip_reason(make_case(backend="mxnet", dtype="bfloat16")) == BFLOAT16_REASON
+    # the reason is MXNet's own: its CPU convolution refuses float16
+    x = mx.nd.ones((1, 4, 6, 6), dtype="float16")
+    w = mx.nd.ones((4, 1, 3, 3), dtype="float16")
+    with pytest.raises(mx.base.MXNetError, match="FP16 gemm on cpu not implemented"):
+        mx.nd.Convolution(x, w, kernel=(3, 3), pad=(1, 1), num_filter=4, num_group=4, no_bias=True).wait_to_read()
+
+
+def test_hybridized_is_compiled() -> None:
+    assert dict(BACKEND.executions) == {"eager": "eager", "hybridized": "hybridized", "compiled": "hybridized"}
+    graph = GRAPHS["masked_conv"]
+    for execution in ("hybridized", "compiled"):
+        prepared = assert_matches(BACKEND, graph, execution=execution)
+        assert prepared.details()["execution"].startswith("hybridize(")
+        prepared.close()

@@ -1,4 +1,4 @@
-"""The onnxruntime backend and ``convbench export onnx`` against the float64 reference.
+"""The onnxruntime backend and ``convbench export`` against the float64 reference.
 
 Run on its own (``pytest tests/backends/onnxruntime``): it imports onnxruntime, and
 frameworks are never imported together in one process.
@@ -17,7 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from convbench_onnxruntime import OnnxruntimeBackend  # noqa: E402
-from convbench_onnxruntime.backend import TRAINING_REASON  # noqa: E402
+from convbench_onnxruntime.backend import BFLOAT16_REASON, TRAINING_REASON  # noqa: E402
 from convbench_onnxruntime.onnx_graph import OPS, build_model  # noqa: E402
 
 from convbench.backend import UnsupportedCase  # noqa: E402
@@ -30,6 +30,7 @@ from convbench.workloads import build_graph  # noqa: E402
 from tests.backends.graphs import (  # noqa: E402
     LAYOUTS,
     SPINE_OPS,
+    assert_half_matches,
     assert_matches,
     make_case,
     prepare,
@@ -40,7 +41,7 @@ from tests.backends.graphs import (  # noqa: E402
 from tests.conftest import ROOT, run_cli  # noqa: E402
 
 BACKEND = OnnxruntimeBackend()
-EXECUTIONS = ["eager", "basic", "extended", "compiled"]  # graph optimization levels
+EXECUTIONS = ["disabled", "basic", "extended", "layout", "all"]  # graph optimization levels
 GRAPHS = standard_graphs()
 
 
@@ -105,7 +106,7 @@ def _run_model(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 def test_export_a_suite_workload_reproduces_the_reference(tmp_path: Path) -> None:
     out = tmp_path / "dw2.onnx"
-    proc = run_cli("export", "onnx", "suites/depthwise.yaml:conv_dw_2", "--variant", "diagonalwise", "--batch", "2", "-o", str(out))
+    proc = run_cli("export", "suites/depthwise.yaml:conv_dw_2", "--variant", "diagonalwise", "--batch", "2", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "passes onnx.checker" in proc.stdout
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
@@ -122,7 +123,7 @@ def test_export_a_suite_workload_reproduces_the_reference(tmp_path: Path) -> Non
 def test_export_a_kind_with_params_in_nhwc(tmp_path: Path) -> None:
     out = tmp_path / "dw.onnx"
     proc = run_cli(
-        "export", "onnx", "depthwise", "--param", "channels=40", "--param", "size=9", "--param", "bn=true",
+        "export", "depthwise", "--param", "channels=40", "--param", "size=9", "--param", "bn=true",
         "--variant", "diagonalwise(group_size=16)", "--layout", "nhwc", "-o", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -141,6 +142,9 @@ def test_export_a_kind_with_params_in_nhwc(tmp_path: Path) -> None:
         (["suites/depthwise.yaml:conv_dw_1", "--param", "size=3"], "--param applies to a KIND"),
         (["mobilenet_v1", "--variant", "bogus"], "unknown variant 'bogus'"),
         (["mobilenet_v1", "--batch", "0"], "--batch must be >= 1"),
+        (["onnx", "depthwise"], "takes the workload directly"),
+        (["pytest-benchmark", "results/run"], "convbench pytest-benchmark export"),
+        (["depthwise", "pointwise"], "one WORKLOAD, got 2"),
     ],
 )
 def test_export_bad_input_is_one_message_and_exit_2(tmp_path: Path, args: list[str], message: str, capsys, monkeypatch) -> None:
@@ -148,7 +152,59 @@ def test_export_bad_input_is_one_message_and_exit_2(tmp_path: Path, args: list[s
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("COLUMNS", "300")
-    assert main(["export", "onnx", *args, "-o", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", *args, "-o", str(tmp_path / "m.onnx")]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_eager_and_compiled_are_the_disabled_and_all_levels() -> None:
+    levels = {"disabled": "ORT_DISABLE_ALL", "eager": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+              "extended": "ORT_ENABLE_EXTENDED", "layout": "ORT_ENABLE_LAYOUT", "all": "ORT_ENABLE_ALL", "compiled": "ORT_ENABLE_ALL"}  # fmt: skip
+    assert set(BACKEND.executions) == set(levels)
+    for execution, level in levels.items():
+        prepared, _ = prepare(BACKEND, GRAPHS["masked_conv"], execution=execution)
+        assert prepared.details()["graph_optimization_level"] == level
+        prepared.close()
+    assert "no execution 'xla'" in BACKEND.skip_reason(make_case(backend="onnxruntime", execution="xla"))
+
+
+@pytest.mark.parametrize("execution", ["disabled", "all"])
+def test_float16_on_a_tiny_depthwise_workload_says_where_it_computes_in_float32(execution: str) -> None:
+    for layout in LAYOUTS:
+        prepared = assert_half_matches(BACKEND, "float16", execution=execution, layout=layout)
+        note = prepared.details()["half_precision"]
+        if ort.get_device() == "CPU" and "Conv" in note:  # x86: no float16 Conv kernel on the CPU provider
+            assert "inserted" in note and "computes those in float32" in note
+        prepared.close()
+
+
+def test_bfloat16_is_skipped_with_the_reason() -> None:
+    assert BACKEND.skip_reason(make_case(backend="onnxruntime", dtype="bfloat16")) == BFLOAT16_REASON
+    with pytest.raises(UnsupportedCase, match="bfloat16"):
+        prepare(BACKEND, GRAPHS["all_ops"], dtype="bfloat16")
+
+
+def test_export_in_float16_passes_the_checker_and_reproduces_the_reference(tmp_path: Path) -> None:
+    out = tmp_path / "dw16.onnx"
+    params = ["--param", "channels=16", "--param", "size=9", "--param", "bn=true", "--param", "act=relu6"]
+    proc = run_cli("export", "depthwise", *params, "--variant", "diagonalwise(group_size=8)", "--dtype", "float16", "--batch", "2", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "float16" in proc.stdout and "passes onnx.checker" in proc.stdout
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    kind_params = {"channels": 16, "size": 9, "bn": True, "act": "relu6"}
+    case = Case(suite="export", workload="depthwise", kind="depthwise", params=_normalised("depthwise", kind_params), batch=2)
+    graph = build_graph(case.kind, case.params, 2)
+    tensors = make_tensors(parse_variant("diagonalwise(group_size=8)").apply(graph), case.data_seed)
+    want = run_reference(graph, tensors, None, "inference")[graph.outputs[0]]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": tensors["x"].astype(np.float16)})
+    assert np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want) < 1e-2
+
+
+def _normalised(kind: str, params: dict) -> dict:
+    from convbench.workloads import WORKLOADS
+
+    return WORKLOADS[kind].params_model.model_validate(params).model_dump(mode="json")

@@ -22,9 +22,11 @@ from convbench_tensorflow.lower import OPS  # noqa: E402
 
 from convbench.backend import UnsupportedCase  # noqa: E402
 from tests.backends.graphs import (  # noqa: E402
+    HALF_DTYPES,
     LAYOUTS,
     MODES,
     SPINE_OPS,
+    assert_half_matches,
     assert_matches,
     assert_restores_and_updates,
     make_case,
@@ -35,7 +37,7 @@ from tests.backends.graphs import (  # noqa: E402
 )
 
 BACKEND = TensorflowBackend()
-EXECUTIONS = ["eager", "graph", "compiled"]  # compiled: XLA; graph: tf.function alone
+EXECUTIONS = ["eager", "graph", "xla"]  # graph: tf.function alone; xla: with jit_compile (= compiled)
 GRAPHS = standard_graphs()
 
 
@@ -77,7 +79,7 @@ def test_graphs(name: str, mode: str, execution: str) -> None:
         prepared = assert_matches(BACKEND, GRAPHS[name], mode=mode, layout=layout, execution=execution)
         details = prepared.details()
         # CPU kernels outside XLA are NHWC only: NCHW data runs NHWC, and says so
-        want = "nhwc" if execution != "compiled" else layout
+        want = "nhwc" if execution != "xla" else layout
         assert details["layout_used"] == want
         assert ("layout_note" in details) == (want != layout)
         prepared.close()
@@ -103,11 +105,54 @@ def test_grouped_conv_training_on_cpu_runs_per_group() -> None:
 
 
 def test_unsupported_cases_are_skipped_with_reasons() -> None:
-    assert "float16" in BACKEND.skip_reason(make_case(backend="tensorflow", dtype="float16"))
-    assert "execution" in BACKEND.skip_reason(make_case(backend="tensorflow", execution="hybrid"))
+    for dtype in HALF_DTYPES:
+        assert BACKEND.skip_reason(make_case(backend="tensorflow", dtype=dtype)) is None
+    # a name of the vocabulary that is another backend's, and one outside it
+    assert "no execution 'jit'" in BACKEND.skip_reason(make_case(backend="tensorflow", execution="jit"))
+    assert "no execution 'hybrid'" in BACKEND.skip_reason(make_case(backend="tensorflow", execution="hybrid"))
     graph = GRAPHS["all_ops"]
     BACKEND.set_threads(os.cpu_count())
     BACKEND.set_threads((os.cpu_count() or 1) + 1)  # the runtime has started: fixed
     with pytest.raises(UnsupportedCase, match="intra-op threads"):
         prepare(BACKEND, graph)
     BACKEND.set_threads(os.cpu_count())
+
+
+def test_compiled_is_xla_and_every_name_maps_to_a_form() -> None:
+    assert dict(BACKEND.executions) == {"eager": "eager", "graph": "graph", "xla": "xla", "compiled": "xla"}
+    forms = {"eager": "eager", "graph": "tf.function", "xla": "tf.function(jit_compile=True)", "compiled": "tf.function(jit_compile=True)"}
+    for execution, form in forms.items():
+        prepared, _ = prepare(BACKEND, GRAPHS["masked_conv"], execution=execution, layout="nhwc")
+        assert prepared.details()["execution_form"] == form
+        prepared.close()
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_precision_on_a_tiny_depthwise_workload(dtype: str, mode: str, execution: str) -> None:
+    for layout in LAYOUTS:
+        prepared = assert_half_matches(BACKEND, dtype, mode=mode, execution=execution, layout=layout)
+        assert prepared.details()["dtype"] == dtype
+        assert {v.dtype.name for v in prepared.params} == {dtype}
+        assert ("half_precision" in prepared.details()) == (execution == "xla")  # XLA's CPU backend upcasts convs
+        prepared.close()
+
+
+def test_a_run_records_the_execution_used_and_skips_another_backends_name(tmp_path) -> None:  # noqa: ANN001
+    import json
+
+    from tests.conftest import run_cli
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "workloads: [{id: dw, kind: depthwise, params: {channels: 8, size: 7}}]\n"
+        "matrix: {backend: [tensorflow], execution: [eager, graph, compiled, xla, jit], dtype: [float16]}\n"
+    )
+    proc = run_cli("check", str(suite), "--json")
+    rows = {r["execution"]: r for r in json.loads(proc.stdout)}
+    used = {e: json.loads(r["details"])["execution_used"] if isinstance(r["details"], str) else r["details"]["execution_used"]
+            for e, r in rows.items() if r["status"] == "ok"}  # fmt: skip
+    assert used == {"eager": "eager", "graph": "graph", "compiled": "xla", "xla": "xla"}, rows
+    assert rows["jit"]["status"] == "skipped"
+    assert rows["jit"]["reason"].startswith("tensorflow: no execution 'jit' in this backend (it runs: eager, graph, xla, compiled (xla))")
