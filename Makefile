@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 SUITE ?= suites/depthwise.yaml
 PRESET ?= quick
 
-.PHONY: run test lint venv clean report frameworks mxnet-venv
+.PHONY: run test lint venv clean report frameworks mxnet-venv arm-emulated
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,14 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-# The other frameworks' backends (tensorflow, onnxruntime, jax) in the same venv: they
+# The other frameworks' backends (tensorflow, onnxruntime, jax) and ray (the fleet tests
+# start a local Ray cluster: docs/fleet.md) in the same venv: the backends
 # never share a process, each runs in its own worker. MXNet needs NumPy < 1.24, so it
 # gets its own venv (scripts/setup-mxnet.sh), which the runner uses for mxnet.
 VENV_MXNET ?= .venv-mxnet
 PYTHON_MXNET ?= python3.11
 $(BIN)/.frameworks: $(BIN)/.installed
-	$(BIN)/pip install -q -e ".[torch,tensorflow,onnxruntime,jax,dev]"
+	$(BIN)/pip install -q -e ".[torch,tensorflow,onnxruntime,jax,fleet,dev]"
 	touch $@
 
 $(VENV_MXNET)/.installed: pyproject.toml scripts/setup-mxnet.sh scripts/mxnet-constraints.txt
@@ -63,6 +64,13 @@ report: venv frameworks
 	  $(BIN)/convbench run $$s --preset quick --out $(REPORT_RUNS)/$$(basename $$s .yaml) || exit 1; \
 	done
 	$(BIN)/convbench report $(REPORT_RUNS) -o $(REPORT_OUT)
+
+# `make arm-emulated`: an arm64 Debian bookworm userland (debootstrap + qemu-user-static,
+# cached in .cache/arm64), convbench[torch,onnxruntime] installed in it from PyPI, then the
+# smoke suite and the torch/onnxruntime conformance tests run there (docs/arm.md). Needs root.
+ARM_STAGE ?= all
+arm-emulated:
+	scripts/arm/emulated.sh $(ARM_STAGE)
 
 lint: venv
 	$(BIN)/ruff check convbench backends tests

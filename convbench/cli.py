@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
@@ -45,8 +46,9 @@ class UsageError(Exception):
 
 
 # --------------------------------------------------------------------------- helpers
-def _load_cases(args: argparse.Namespace) -> tuple[Any, list[Case], Any]:
-    """Suite, its expanded (preset, filter) cases and its resolved options."""
+def _load_cases(args: argparse.Namespace, resolve: bool = True) -> tuple[Any, list[Case], Any]:
+    """Suite, its expanded (preset, filter) cases and its resolved options; ``resolve``
+    sets unset CPU threads to this machine's cores (a fleet leaves that to each node)."""
     from convbench.suite import SuiteError, expand, filter_cases, load_suite
 
     try:
@@ -57,14 +59,32 @@ def _load_cases(args: argparse.Namespace) -> tuple[Any, list[Case], Any]:
             cases = filter_cases(cases, args.filter)
     except SuiteError as exc:
         raise UsageError(str(exc)) from None
-    return suite, [_resolve_threads(c) for c in cases], resolved
+    if getattr(args, "cpus", None):  # --cpus replaces the suite's cpus
+        resolved = dataclasses.replace(resolved, cpus=args.cpus)
+    pinning = _pinning(resolved, "--cpus" if getattr(args, "cpus", None) else "suite field cpus:") if resolve else None
+    cores = len(pinning.cpus) if pinning else None
+    return suite, [_resolve_threads(c, cores) for c in cases] if resolve else cases, resolved
 
 
-def _resolve_threads(case: Case) -> Case:
-    """CPU cases name their thread count explicitly: None means every core."""
+def _resolve_threads(case: Case, cores: int | None = None) -> Case:
+    """CPU cases name their thread count explicitly: None means every core (every
+    pinned core when the workers are pinned)."""
     if case.device == "cpu" and case.threads is None:
-        return case.model_copy(update={"threads": os.cpu_count() or 1})
+        return case.model_copy(update={"threads": cores or os.cpu_count() or 1})
     return case
+
+
+def _pinning(resolved: Any, option: str = "cpus"):  # noqa: ANN202 - Pinning | None
+    """The CPUs the suite's (or --cpus') ``cpus`` names on this machine, or None."""
+    from convbench.cpu_topology import CpuSpecError, available_cpus, clusters, resolve_cpus
+
+    spec = getattr(resolved, "cpus", None)
+    if not spec:
+        return None
+    try:
+        return resolve_cpus(str(spec), clusters(), available_cpus(), option=option)
+    except CpuSpecError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _default_out(suite_name: str) -> Path:
@@ -75,12 +95,14 @@ def _default_out(suite_name: str) -> Path:
 def _options_from(resolved: Any, verify_only: bool = False):  # noqa: ANN202
     from convbench.runner import RunOptions
 
+    pinning = _pinning(resolved)
     return RunOptions(
         timing=resolved.timing,
         timeout=resolved.timeout,
         tolerance=dict(resolved.tolerance),
         interpreters={k: str(v) for k, v in resolved.interpreters.items()},
         verify_only=verify_only,
+        cpus=pinning.cpus if pinning else None,
     )
 
 
@@ -95,11 +117,12 @@ def _matrix_table(cases: list[Case]) -> Table:
     return table
 
 
-def _execute(folder, cases: list[Case], options, title: str) -> bool:  # noqa: ANN001
+def _execute(folder, cases: list[Case], options, title: str, fleet: dict[str, Any] | None = None) -> bool:  # noqa: ANN001
     """Run ``cases`` into ``folder`` with a progress bar; False when interrupted."""
+    from convbench.fleet import finished_planned  # (no ray import) unset threads match any
     from convbench.runner import Runner
 
-    todo = len([c for c in cases if c.case_id not in folder.finished_ids()])
+    todo = len(cases) - len(finished_planned(folder, cases))
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as progress:
         task = progress.add_task(title, total=todo)
@@ -107,7 +130,12 @@ def _execute(folder, cases: list[Case], options, title: str) -> bool:  # noqa: A
         def on_result(row: dict[str, Any]) -> None:
             progress.update(task, advance=1, description=f"{title}: {row['workload']} {row['variant']} {row['mode']} b{row['batch']} -> {row['status']}")
 
-        runner = Runner(folder, options, on_result)
+        if fleet:  # --cluster: convbench.fleet places the cases on a Ray cluster
+            from convbench.fleet import fleet_runner
+
+            runner = fleet_runner(folder, options, on_result, fleet)
+        else:
+            runner = Runner(folder, options, on_result)
         try:
             runner.run(cases)
         except KeyboardInterrupt:
@@ -122,12 +150,14 @@ def _status_counts(frame) -> str:  # noqa: ANN001
 
 # --------------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace) -> int:
+    from convbench.cpu_topology import parse_cpu_list
     from convbench.environment import capture
     from convbench.results import ResultsError, RunFolder
     from convbench.runner import RunOptions
     from convbench.summary import summary_table
     from convbench.timing import TimingConfig
 
+    fleet = _connect_fleet(args) if getattr(args, "cluster", None) else None
     if args.resume:
         try:
             folder = RunFolder.open(Path(args.resume))
@@ -137,13 +167,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         cases = [Case.model_validate(c) for c in meta["cases"]]
         opts = meta["options"]
         options = RunOptions(TimingConfig.model_validate(opts["timing"]), opts["timeout"], opts["tolerance"], opts["interpreters"])
-        done = len(folder.finished_ids() & {c.case_id for c in cases})
+        if (opts.get("cpus") or {}).get("cpus"):  # pinned runs resume on the same CPUs
+            options.cpus = tuple(parse_cpu_list(opts["cpus"]["cpus"]))
+        from convbench.fleet import finished_planned  # a fleet plans with unset threads
+
+        done = len(finished_planned(folder, cases))
         err_console.print(f"Resuming {folder.path}: {done} of {len(cases)} cases already finished")
         folder.meta["status"] = "running"
     else:
         if not args.suite:
             raise UsageError("convbench run: give a SUITE file, or --resume DIR")
-        suite, cases, resolved = _load_cases(args)
+        suite, cases, resolved = _load_cases(args, resolve=fleet is None)
         if args.dry_run:
             console.print(_matrix_table(cases))
             console.print(f"{len(cases)} cases from {args.suite}" + (f" (preset {args.preset})" if args.preset else ""))
@@ -164,15 +198,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "timeout": options.timeout,
                 "tolerance": options.tolerance,
                 "interpreters": options.interpreters,
+                "cpus": pinning.record() if (pinning := _pinning(resolved)) else None,
             },
             "cases": [c.model_dump() for c in cases],
-            "environment": {"core": capture(), "backends": {}},
+            "environment": {"core": {**capture(), "cpu_pinning": pinning.record() if pinning else None}, "backends": {}},
         }
         try:
             folder = RunFolder.create(out, meta)
         except ResultsError as exc:
             raise UsageError(str(exc)) from None
-    completed = _execute(folder, cases, options, folder.meta["suite"])
+    if fleet:
+        fleet["placement"] = fleet["placement"] or (folder.meta.get("fleet") or {}).get("placement") or []
+        folder.meta["fleet"] = fleet
+        folder.save_meta()
+    completed = _execute(folder, cases, options, folder.meta["suite"], fleet)
     frame = folder.frame()
     if not completed:
         folder.finish("interrupted")
@@ -185,6 +224,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"  {count} x {reason}", highlight=False)
     console.print(f"{len(frame)} cases: {_status_counts(frame)}. Results in {folder.path}")
     return EXIT_OK
+
+
+def _connect_fleet(args: argparse.Namespace) -> dict[str, Any]:
+    """Check ``--place`` and connect to the Ray cluster of ``--cluster`` (before any run
+    folder is made); a missing ray or an unreachable cluster is a usage error."""
+    from convbench.fleet import FleetError, connect
+
+    try:
+        return connect(args.cluster, args.place or [])
+    except FleetError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -339,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the expanded matrix and its size, run nothing")
     run.add_argument("--resume", metavar="DIR", help="finish an interrupted run folder")
     run.add_argument("--out", metavar="DIR", help="run folder to create (default results/SUITE-TIME-HOST)")
+    run.add_argument("--cpus", metavar="SPEC", help="pin the workers to a core cluster (big, little, clusterN; see `convbench env`) or a CPU list like 0-3; threads default to the pinned count (replaces the suite's cpus)")
+    run.add_argument("--cluster", metavar="ADDRESS", help="run the cases on the Ray cluster at ADDRESS (host:port, or auto); see docs/fleet.md")
+    run.add_argument("--place", action="append", metavar="DEVICE:LABEL[=QUERY]", help="with --cluster: cases (matching QUERY) need a node offering this device, e.g. cpu:aarch64 (repeatable, first match wins)")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="verify every case of a suite against the reference, no timing")
@@ -369,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
-        err_console.print(f"[bold red]error[/]: {exc}", highlight=False)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False)  # "[fleet]" is not markup
         return EXIT_USAGE
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -643,12 +643,19 @@ def _noise_by_group(rows: list[dict[str, Any]], tests: dict[int, RatioTest]) -> 
 def compare_paths(
     base_paths: str | Path | Iterable[str | Path],
     new_paths: str | Path | Iterable[str | Path],
+    allow_emulated: bool = False,
     **kw: Any,
 ) -> Comparison:
     """:func:`compare_runs` of the runs under ``base_paths`` and ``new_paths`` (each a run
     folder or a folder of runs; several per side are merged). Raises ResultsError on a
-    missing or unreadable run, or when the sides share no case."""
+    missing or unreadable run, when the sides share no case, or when emulated runs meet
+    native ones (unless ``allow_emulated``; see :mod:`convbench.emulation`)."""
     base, new = load_side(base_paths), load_side(new_paths)
+    from convbench.emulation import emulation_mismatch
+
+    mismatch = None if allow_emulated else emulation_mismatch(base.metas, new.metas)
+    if mismatch:
+        raise ResultsError(mismatch)
     common = set(base.cases["case_id"]) & set(new.cases["case_id"])
     if not common:
         suites = lambda s: ", ".join(sorted(map(str, s.cases["suite"].dropna().unique())))  # noqa: E731

@@ -1,7 +1,9 @@
 """What machine and software a run saw.
 
 :func:`capture` returns a flat, JSON-serialisable dict (``gpus`` is a list of dicts and
-``thread_env`` a dict; everything else is a scalar). It never raises: every probe is
+``thread_env`` a dict, ``cpu_clusters`` a list of dicts, see :mod:`convbench.cpu_topology`;
+everything else is a scalar). ``emulated``/``emulator`` say whether the process runs
+under an emulator (:mod:`convbench.emulation`). It never raises: every probe is
 wrapped, and a fact that cannot be found is ``None``. It never imports a framework:
 framework versions, CUDA and cuDNN come from each backend's ``info().environment``
 inside its worker. GPUs are found with ``nvidia-smi`` alone.
@@ -47,14 +49,30 @@ ARM_IMPLEMENTERS = {
 #: A few well-known (implementer, part) pairs; unknown parts are reported by code.
 ARM_PARTS = {
     (0x41, 0xD03): "Cortex-A53",
+    (0x41, 0xD04): "Cortex-A35",
     (0x41, 0xD05): "Cortex-A55",
     (0x41, 0xD07): "Cortex-A57",
     (0x41, 0xD08): "Cortex-A72",
+    (0x41, 0xD09): "Cortex-A73",
+    (0x41, 0xD0A): "Cortex-A75",
     (0x41, 0xD0B): "Cortex-A76",
     (0x41, 0xD0C): "Neoverse-N1",
+    (0x41, 0xD0D): "Cortex-A77",
+    (0x41, 0xD0E): "Cortex-A76AE",
     (0x41, 0xD40): "Neoverse-V1",
     (0x41, 0xD41): "Cortex-A78",
+    (0x41, 0xD42): "Cortex-A78AE",
+    (0x41, 0xD44): "Cortex-X1",
+    (0x41, 0xD46): "Cortex-A510",
+    (0x41, 0xD47): "Cortex-A710",
+    (0x41, 0xD48): "Cortex-X2",
     (0x41, 0xD49): "Neoverse-N2",
+    (0x41, 0xD4B): "Cortex-A78C",
+    (0x41, 0xD4D): "Cortex-A715",
+    (0x41, 0xD4E): "Cortex-X3",
+    (0x41, 0xD80): "Cortex-A520",
+    (0x41, 0xD81): "Cortex-A720",
+    (0x41, 0xD82): "Cortex-X4",
     (0x41, 0xD4F): "Neoverse-V2",
     (0x41, 0xD84): "Neoverse-V3",
     (0x41, 0xD8E): "Neoverse-N3",
@@ -209,6 +227,19 @@ def _cpu() -> dict[str, Any]:
     }
 
 
+def _cpu_clusters() -> list[dict[str, Any]] | None:
+    """CPU clusters (big.LITTLE), fastest first; None when unknown."""
+    from convbench.cpu_topology import clusters
+
+    return clusters() or None
+
+
+def _emulation() -> dict[str, Any]:
+    from convbench.emulation import detect
+
+    return detect()
+
+
 def _cgroup_cpu_quota() -> float | None:
     """CPUs this container may use (cgroup v2 ``cpu.max``), or None when unlimited."""
     parts = (_read("/sys/fs/cgroup/cpu.max") or "").split()
@@ -294,6 +325,8 @@ def capture() -> dict[str, Any]:
         "architecture": _safe(platform.machine) or None,
     }
     env.update(_safe(_cpu) or {})
+    env["cpu_clusters"] = _safe(_cpu_clusters)
+    env.update(_safe(_emulation) or {"emulated": None, "emulator": None, "emulation_evidence": None})
     env.update(
         {
             "memory_total_bytes": _safe(_memory_total),
@@ -322,7 +355,7 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-_ARM_ONLY = ("cpu_implementer", "cpu_part")
+_ARM_ONLY = ("cpu_implementer", "cpu_part", "emulator", "emulation_evidence", "cpu_pinning")
 
 
 def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
@@ -338,11 +371,33 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
                 rows.append(("gpus", "none"))
             for i, gpu in enumerate(value):
                 rows.append((f"gpu {i}", ", ".join(str(v) for v in gpu.values())))
+        elif key == "cpu_clusters" and isinstance(value, list):
+            rows += [(f"cpu cluster {c.get('alias') or c.get('name')}", cluster_text(c)) for c in value]
+        elif key == "cpu_pinning" and isinstance(value, dict):
+            rows.append(("cpu_pinning", pinning_text(value)))
         elif key == "memory_total_bytes" and isinstance(value, int):
             rows.append(("memory_total", f"{value / 2**30:.1f} GiB"))
         else:
             rows.append((key, _show(value)))
     return rows
+
+
+def cluster_text(cluster: dict[str, Any]) -> str:
+    """One line for a cluster: ``cpus 4-7, Cortex-A76, 2400 MHz, capacity 1024``."""
+    parts = [f"cpus {cluster['cpus']}" if cluster.get("cpus") else f"{cluster.get('count')} cpus"]
+    if cluster.get("part"):
+        parts.append(str(cluster["part"]))
+    if cluster.get("max_mhz"):
+        parts.append(f"{cluster['max_mhz']:g} MHz")
+    if cluster.get("capacity"):
+        parts.append(f"capacity {cluster['capacity']}")
+    return ", ".join(parts)
+
+
+def pinning_text(pinning: dict[str, Any]) -> str:
+    """``cpus 4-7 (big, Cortex-A76)`` for a run's ``cpu_pinning``."""
+    extra = ", ".join(str(x) for x in (pinning.get("cluster"), pinning.get("part")) if x)
+    return f"cpus {pinning.get('cpus')}" + (f" ({extra})" if extra else "")
 
 
 def format_environment(env: dict[str, Any], title: str = "environment") -> Any:

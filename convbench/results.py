@@ -11,6 +11,11 @@ A run folder holds
   of the fresh process that took it when the suite asks for ``processes: N``;
 * ``logs/``: each worker's stderr.
 
+Runs made on a fleet (:mod:`convbench.fleet`) or merged (:mod:`convbench.merge`) also
+hold ``environment.hosts`` in ``run.json``: ``{host_id: {core, backends, ...}}``, one
+entry per machine; each row names its machine in ``host_id``, the device resource it
+ran on in ``device_label`` and its attempts (JSON list, fleet retries) in ``attempts``.
+
 Every write goes to a temporary file that replaces the old one (``os.replace``), so an
 interrupted run always leaves readable files holding every case finished so far.
 """
@@ -41,6 +46,7 @@ CASE_COLUMNS = (
     + ["macs", "executed_macs", "flops", "bytes", "param_count"]
     + ["throughput", "gflops", "gbps", "peak_memory", "details", "worker_pid", "finished_at"]
     + ["roofline_bound", "roofline_limit", "roofline_fraction"]  # see convbench.peaks
+    + ["host_id", "device_label", "attempts"]  # fleet and merged runs: see convbench.fleet
 )
 
 SAMPLE_COLUMNS = ["case_id", "index", "seconds", "ratio", "process"]
@@ -83,7 +89,7 @@ def empty_row(case: Case) -> dict[str, Any]:
 
 def _cases_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(CASE_COLUMNS))
-    for col in ("details",):
+    for col in ("details", "attempts"):
         frame[col] = frame[col].map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v, default=str))
     return frame
 
@@ -130,13 +136,15 @@ class RunFolder:
     def finished_ids(self) -> set[str]:
         return {r["case_id"] for r in self.rows}
 
-    def add(self, row: dict[str, Any], samples: Iterable[dict[str, Any]] = ()) -> None:
-        """Record one finished case and persist both tables atomically."""
+    def add(self, row: dict[str, Any], samples: Iterable[dict[str, Any]] = (), replaces: str | None = None) -> None:
+        """Record one finished case (replacing any row of the same case id, and the row
+        ``replaces`` names) and persist both tables atomically."""
         unknown = set(row) - set(CASE_COLUMNS)
         if unknown:
             raise ValueError(f"unknown result columns {sorted(unknown)}")
-        self.rows = [r for r in self.rows if r["case_id"] != row["case_id"]] + [row]
-        self.samples = [s for s in self.samples if s["case_id"] != row["case_id"]] + list(samples)
+        drop = {row["case_id"], replaces}
+        self.rows = [r for r in self.rows if r["case_id"] not in drop] + [row]
+        self.samples = [s for s in self.samples if s["case_id"] not in drop] + list(samples)
         frame = _cases_frame(self.rows)
         _atomic_write(self.path / "cases.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
         sframe = pd.DataFrame(self.samples, columns=SAMPLE_COLUMNS)
@@ -179,7 +187,9 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 def load(paths: str | Path | Iterable[str | Path], samples: bool = False) -> pd.DataFrame:
     """One DataFrame of the cases of every run under ``paths`` (or their raw samples).
 
-    Adds the columns ``run`` (folder name), ``run_dir``, ``started`` and ``host``.
+    Adds the columns ``run`` (folder name), ``run_dir``, ``started`` and ``host`` (the
+    hostname of the machine that ran the row: ``environment.hosts[host_id]`` in fleet and
+    merged runs, else the run's own).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -199,6 +209,11 @@ def load(paths: str | Path | Iterable[str | Path], samples: bool = False) -> pd.
         frame.insert(1, "run_dir", str(run))
         frame["started"] = meta.get("started")
         frame["host"] = env.get("hostname")
+        hosts = meta.get("environment", {}).get("hosts") or {}
+        if hosts and "host_id" in frame:  # fleet or merged run: each row's own machine
+            names = {h: (info or {}).get("core", {}).get("hostname") for h, info in hosts.items()}
+            own = frame["host_id"].map(names)
+            frame["host"] = own.where(own.notna(), env.get("hostname"))
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["run", "run_dir", *(SAMPLE_COLUMNS if samples else CASE_COLUMNS)])

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from convbench.cases import Case
+from convbench.cpu_topology import format_cpu_list
 from convbench.results import RunFolder, empty_row, now_iso
 from convbench.timing import TimingConfig, summarize
 
@@ -99,12 +100,14 @@ def interpreter_for(backend: str, configured: dict[str, str] | None = None) -> s
 class Worker:
     """One worker subprocess and the thread that reads its events."""
 
-    def __init__(self, python: str, backend: str, log_path: Path) -> None:
+    def __init__(self, python: str, backend: str, log_path: Path, cpus: tuple[int, ...] | None = None) -> None:
         self.backend = backend
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Pinned: convbench.pin sets the affinity before the worker imports anything.
+        pin = ["convbench.pin", format_cpu_list(cpus)] if cpus else []
         self.proc = subprocess.Popen(
-            [python, "-m", "convbench.worker", "--backend", backend],
+            [python, "-m", *pin, "convbench.worker", "--backend", backend],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -188,6 +191,7 @@ class RunOptions:
     tolerance: dict[str, float] = field(default_factory=dict)
     interpreters: dict[str, str] = field(default_factory=dict)
     verify_only: bool = False
+    cpus: tuple[int, ...] | None = None  #: pin workers to these CPUs (``--cpus``)
 
 
 def group_cases(cases: list[Case]) -> list[list[Case]]:
@@ -257,11 +261,11 @@ class Runner:
             )
         self.worker_count += 1
         log = self.folder.path / "logs" / f"worker-{case.backend}-{case.device}-{self.worker_count}.log"
-        self.worker = Worker(python, case.backend, log)
+        self.worker = Worker(python, case.backend, log, self.options.cpus)
         self.worker_key = case.worker_key
         envs = self.folder.meta.setdefault("environment", {}).setdefault("backends", {})
         peaks = envs.get(f"{case.backend}:{case.device}", {}).get("peaks")  # kept across worker restarts
-        envs[f"{case.backend}:{case.device}"] = {**self.worker.hello.get("info", {}), "python": self.worker.hello.get("python")}
+        envs[f"{case.backend}:{case.device}"] = {**self.worker.hello.get("info", {}), "python": self.worker.hello.get("python"), "cpu_affinity": self.worker.hello.get("cpus")}
         if peaks:
             envs[f"{case.backend}:{case.device}"]["peaks"] = peaks
         self.folder.save_meta()

@@ -38,6 +38,7 @@ import numpy as np
 
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase, load_backend
 from convbench.cases import DEFAULT_TOLERANCE, ITEMSIZE, Case
+from convbench.cpu_topology import format_cpu_list
 from convbench.data import make_cotangents, make_tensors
 from convbench.peaks import case_work, measure_peaks, peak_key, peak_timing, roofline
 from convbench.results import empty_row, now_iso
@@ -280,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     protocol = _open_protocol()
     info = info_of(args.backend)
-    protocol.send("hello", info=asdict(info), pid=os.getpid(), python=sys.executable)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    protocol.send("hello", info=asdict(info), pid=os.getpid(), python=sys.executable, cpus=cpus and format_cpu_list(cpus))
     if args.info:
         return 0
     backend = load_backend(args.backend) if info.available else _Unavailable(info)

@@ -118,7 +118,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         cmp = compare_paths(
             base, new, threshold=threshold, alpha=alpha, thresholds=thresholds, seed=args.seed,
-            fail_on=fail_on, run_noise=not args.no_run_noise,
+            fail_on=fail_on, run_noise=not args.no_run_noise, allow_emulated=args.allow_emulated,
         )  # fmt: skip
     except ResultsError as exc:
         raise UsageError(str(exc)) from None
@@ -182,4 +182,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write there instead of stdout")
     p.add_argument("--only-changes", action="store_true", help="table format: leave out the cases whose verdict is same")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--allow-emulated", action="store_true", help="compare runs taken under an emulator (qemu-user, Rosetta) with native ones; refused (exit 2) without it")
     p.set_defaults(func=cmd_compare)

@@ -54,6 +54,19 @@ class Run:
         return (self.meta.get("environment") or {}).get("core") or {}
 
     @property
+    def emulated(self) -> bool:
+        """Taken under an emulator (qemu-user, Rosetta): its timings mean nothing."""
+        from convbench.emulation import run_emulated
+
+        return run_emulated(self.meta)
+
+    @property
+    def emulator(self) -> str | None:
+        from convbench.emulation import run_emulator
+
+        return run_emulator(self.meta)
+
+    @property
     def backend_envs(self) -> dict[str, dict[str, Any]]:
         backends = (self.meta.get("environment") or {}).get("backends") or {}
         return {k: backends[k] for k in sorted(backends)}

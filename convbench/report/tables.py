@@ -211,6 +211,8 @@ def _machine(run: Run) -> str:
     parts = [str(env.get("cpu") or "unknown CPU") + (f" ({cores} cores)" if cores else "")]
     if env.get("architecture"):
         parts.append(str(env["architecture"]))
+    if run.emulated:
+        parts.append(f"EMULATED ({run.emulator or 'emulator unknown'})")
     if mem:
         parts.append(f"{mem / 2**30:.0f} GiB")
     return ", ".join(parts)
