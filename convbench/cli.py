@@ -92,10 +92,12 @@ def _default_out(suite_name: str) -> Path:
     return Path("results") / f"{suite_name}-{stamp}-{socket.gethostname()}"
 
 
-def _options_from(resolved: Any, verify_only: bool = False):  # noqa: ANN202
+def _options_from(resolved: Any, verify_only: bool = False, pin: bool = True):  # noqa: ANN202
+    """Runner options; ``pin=False`` leaves the ``cpus`` spec to the machines that run
+    the cases (a fleet: each node resolves it against its own CPUs)."""
     from convbench.runner import RunOptions
 
-    pinning = _pinning(resolved)
+    pinning = _pinning(resolved) if pin else None
     return RunOptions(
         timing=resolved.timing,
         timeout=resolved.timeout,
@@ -158,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from convbench.timing import TimingConfig
 
     fleet = _connect_fleet(args) if getattr(args, "cluster", None) else None
+    spec = None  # the cpus pinning spec of a new run
     if args.resume:
         try:
             folder = RunFolder.open(Path(args.resume))
@@ -167,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cases = [Case.model_validate(c) for c in meta["cases"]]
         opts = meta["options"]
         options = RunOptions(TimingConfig.model_validate(opts["timing"]), opts["timeout"], opts["tolerance"], opts["interpreters"])
-        if (opts.get("cpus") or {}).get("cpus"):  # pinned runs resume on the same CPUs
+        if (opts.get("cpus") or {}).get("cpus") and not fleet:  # pinned runs resume on the same CPUs
             options.cpus = tuple(parse_cpu_list(opts["cpus"]["cpus"]))
         from convbench.fleet import finished_planned  # a fleet plans with unset threads
 
@@ -184,7 +187,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not cases:
             raise UsageError(f"{args.suite}: the filter and preset leave no case to run")
-        options = _options_from(resolved)
+        options = _options_from(resolved, pin=fleet is None)
+        pinning = _pinning(resolved) if fleet is None else None
+        spec = getattr(resolved, "cpus", None)
         out = Path(args.out) if args.out else _default_out(suite.name)
         meta = {
             "suite": suite.name,
@@ -198,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "timeout": options.timeout,
                 "tolerance": options.tolerance,
                 "interpreters": options.interpreters,
-                "cpus": pinning.record() if (pinning := _pinning(resolved)) else None,
+                "cpus": pinning.record() if pinning else {"spec": str(spec), "resolved": "on each node"} if spec else None,
             },
             "cases": [c.model_dump() for c in cases],
             "environment": {"core": {**capture(), "cpu_pinning": pinning.record() if pinning else None}, "backends": {}},
@@ -209,6 +214,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     if fleet:
         fleet["placement"] = fleet["placement"] or (folder.meta.get("fleet") or {}).get("placement") or []
+        recorded = (folder.meta["options"].get("cpus") or {}).get("spec")
+        fleet["cpus"] = str(spec) if spec else recorded
         folder.meta["fleet"] = fleet
         folder.save_meta()
     completed = _execute(folder, cases, options, folder.meta["suite"], fleet)

@@ -188,10 +188,11 @@ def import_ray() -> Any:
     return ray
 
 
-def resolve_threads(case: Case) -> Case:
-    """A CPU case with threads unset uses every core of the node that runs it."""
+def resolve_threads(case: Case, cores: int | None = None) -> Case:
+    """A CPU case with threads unset uses every core of the node that runs it (every
+    pinned core when the node pins its workers)."""
     if case.device == "cpu" and case.threads is None:
-        return case.model_copy(update={"threads": os.cpu_count() or 1})
+        return case.model_copy(update={"threads": cores or os.cpu_count() or 1})
     return case
 
 
@@ -241,6 +242,7 @@ def node_task(cases: list[dict[str, Any]], options: dict[str, Any]) -> Iterator[
     """Run ``cases`` (one group) on this node with the local runner; yield the node's
     environment (``hello``), each row as it finishes (``row``) and the worker logs and
     backend environments (``done``). Runs inside a Ray task."""
+    from convbench.cpu_topology import CpuSpecError, available_cpus, clusters, resolve_cpus
     from convbench.environment import capture
     from convbench.runner import Runner, RunOptions
     from convbench.timing import TimingConfig
@@ -248,11 +250,23 @@ def node_task(cases: list[dict[str, Any]], options: dict[str, Any]) -> Iterator[
     _drop_ray_thread_env()
     env = capture()
     planned = [Case.model_validate(c) for c in cases]
-    resolved = [resolve_threads(c) for c in planned]
+    spec, pinning = options.get("cpus"), None
+    try:  # the run's cpus spec (big, little, clusterN, a list) names *this* node's CPUs
+        pinning = resolve_cpus(spec, clusters(), available_cpus(), option="cpus") if spec else None
+    except CpuSpecError as exc:
+        yield {"event": "hello", "core": env, "pid": os.getpid(), "raylet_pid": os.getppid()}
+        for case in planned:  # this node cannot pin as asked: error rows, nothing timed
+            row = {**empty_row(case), "status": "error", "reason": f"node {platform.node()}: {exc}", "finished_at": now_iso()}
+            yield {"event": "row", "planned_id": case.case_id, "row": row, "samples": []}
+        yield {"event": "done", "backends": {}, "logs": {}}
+        return
+    env["cpu_pinning"] = pinning.record() if pinning else None
+    resolved = [resolve_threads(c, len(pinning.cpus) if pinning else None) for c in planned]
     yield {"event": "hello", "core": env, "pid": os.getpid(), "raylet_pid": os.getppid()}
     run_options = RunOptions(
         TimingConfig.model_validate(options["timing"]), options["timeout"], options["tolerance"],
         options["interpreters"], options.get("verify_only", False),
+        tuple(pinning.cpus) if pinning else None,
     )  # fmt: skip
     planned_of = {r.case_id: p.case_id for r, p in zip(resolved, planned, strict=True)}
     with tempfile.TemporaryDirectory(prefix="convbench-fleet-") as tmp:
@@ -343,8 +357,10 @@ class FleetRunner:
         address: str,
         placement: list[PlacementRule] | None = None,
         refresh_s: float = 2.0,
+        cpus: str | None = None,
     ) -> None:
         self.folder = folder
+        self.cpus = cpus  #: pinning spec, resolved by each node against its own CPUs
         self.options = options
         self.on_result = on_result or (lambda row: None)
         self.address = address
@@ -434,7 +450,7 @@ class FleetRunner:
         opts = {
             "timing": self.options.timing.model_dump(), "timeout": self.options.timeout,
             "tolerance": dict(self.options.tolerance), "interpreters": dict(self.options.interpreters),
-            "verify_only": self.options.verify_only,
+            "verify_only": self.options.verify_only, "cpus": self.cpus,
         }  # fmt: skip
         ref = self.remote.options(
             resources={slot.resource: 1},
@@ -635,4 +651,4 @@ def fleet_runner(
 ) -> FleetRunner:
     """The :class:`FleetRunner` of a run's ``fleet`` record (see :func:`connect`)."""
     rules = [parse_place(t) for t in fleet.get("placement") or []]
-    return FleetRunner(folder, options, on_result, address=fleet["address"], placement=rules)
+    return FleetRunner(folder, options, on_result, address=fleet["address"], placement=rules, cpus=fleet.get("cpus"))

@@ -295,6 +295,32 @@ def test_a_suite_split_across_two_labels_runs_each_case_on_a_node_with_its_label
 
 @pytest.mark.fleet
 @pytest.mark.timeout(240)
+def test_cpus_pins_the_workers_of_each_node_to_that_nodes_cpus(cluster: Cluster, tmp_path: Path) -> None:
+    """The cpus spec travels to the nodes and each resolves it against its own CPUs; a
+    spec a node cannot satisfy gives error rows that name the node, nothing timed."""
+    suite = _suite(tmp_path / "pin.yaml", ["a1", "b1"], "reference")
+    place = ["--place", "cpu:labelA=workload.str.startswith('a')", "--place", "cpu:labelB"]
+    for spec, out in (("1", tmp_path / "pinned"), ("cluster9", tmp_path / "unpinnable")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "convbench.cli", "run", str(suite), "--out", str(out), "--cluster", cluster.address, "--cpus", spec, *place],
+            env=cluster.env(), capture_output=True, text=True, timeout=180, check=False, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        meta = json.loads((out / "run.json").read_text())
+        assert meta["options"]["cpus"] == {"spec": spec, "resolved": "on each node"}
+        cases = pd.read_parquet(out / "cases.parquet")
+        assert len(cases) == 4 and cases.host_id.nunique() == 2
+        if spec == "1":
+            assert (cases.status == "ok").all() and (cases.threads == 1).all()
+            for host in _hosts(out).values():
+                assert host["core"]["cpu_pinning"]["cpus"] == "1"
+        else:
+            assert (cases.status == "error").all() and cases["median"].isna().all()
+            assert cases.reason.str.contains("cluster9").all() and cases.reason.str.startswith("node ").all()
+
+
+@pytest.mark.fleet
+@pytest.mark.timeout(240)
 def test_killing_a_node_mid_case_loses_no_finished_case_and_retries_elsewhere(
     cluster: Cluster, tmp_path: Path
 ) -> None:
