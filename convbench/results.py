@@ -22,6 +22,7 @@ interrupted run always leaves readable files holding every case finished so far.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -50,6 +51,10 @@ CASE_COLUMNS = (
 )
 
 SAMPLE_COLUMNS = ["case_id", "index", "seconds", "ratio", "process"]
+
+#: Fingerprint of the result schema: a worker says it in its hello, and a runner refuses
+#: a worker whose rows it could not store (another convbench version in its interpreter).
+SCHEMA_ID = hashlib.sha256(" ".join([*CASE_COLUMNS, "|", *SAMPLE_COLUMNS]).encode()).hexdigest()[:12]
 
 
 class ResultsError(Exception):

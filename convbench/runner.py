@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convbench import __version__
 from convbench.cases import Case
 from convbench.cpu_topology import format_cpu_list
-from convbench.results import RunFolder, empty_row, now_iso
+from convbench.results import CASE_COLUMNS, SCHEMA_ID, RunFolder, empty_row, now_iso
 from convbench.timing import TimingConfig, summarize
 
 STARTUP_TIMEOUT = 180.0
@@ -121,6 +122,12 @@ class Worker:
         self.hello = self.next_event(STARTUP_TIMEOUT)
         if self.hello.get("event") != "hello":
             raise WorkerError(f"unexpected first message {self.hello}")
+        if self.hello.get("schema") != SCHEMA_ID:
+            raise WorkerError(
+                f"{python} runs convbench {self.hello.get('convbench', '(unknown)')} whose result schema "
+                f"({self.hello.get('schema')}) differs from this runner's ({__version__}, {SCHEMA_ID}): "
+                "install the same convbench in both"
+            )
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -227,7 +234,12 @@ class Runner:
             self.stop_worker(kill=True)
 
     def _record(self, row: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> None:
-        self.folder.add(row, samples or [])
+        try:
+            self.folder.add(row, samples or [])
+        except ValueError as exc:  # a row this run folder cannot store: keep what it can
+            known = {k: v for k, v in row.items() if k in CASE_COLUMNS}
+            row = {**known, "status": "error", "reason": f"result row rejected ({exc}); its measurements are kept"}
+            self.folder.add(row, samples or [])
         self.on_result(row)
 
     def _fail(self, cases: list[Case], status: str, reason: str, sink: Sink) -> None:

@@ -36,12 +36,13 @@ from typing import IO, Any
 
 import numpy as np
 
+from convbench import __version__
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase, load_backend
 from convbench.cases import DEFAULT_TOLERANCE, ITEMSIZE, Case
 from convbench.cpu_topology import format_cpu_list
 from convbench.data import make_cotangents, make_tensors
 from convbench.peaks import case_work, measure_peaks, peak_key, peak_timing, roofline
-from convbench.results import empty_row, now_iso
+from convbench.results import SCHEMA_ID, empty_row, now_iso
 from convbench.timing import Measurement, TimingConfig, host_sampler, measure, measure_interleaved
 from convbench.variants import BACKEND_VARIANTS, parse_variant
 from convbench.verify import verify
@@ -282,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     protocol = _open_protocol()
     info = info_of(args.backend)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    protocol.send("hello", info=asdict(info), pid=os.getpid(), python=sys.executable, cpus=cpus and format_cpu_list(cpus))
+    protocol.send("hello", info=asdict(info), pid=os.getpid(), python=sys.executable, cpus=cpus and format_cpu_list(cpus),
+                  schema=SCHEMA_ID, convbench=__version__)  # fmt: skip
     if args.info:
         return 0
     backend = load_backend(args.backend) if info.available else _Unavailable(info)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from convbench.cases import Case
-from convbench.results import empty_row
-from convbench.runner import group_cases, interpreter_for, merge_processes
+from convbench.results import RunFolder, empty_row
+from convbench.runner import Runner, RunOptions, group_cases, interpreter_for, merge_processes
 from tests.conftest import run_cli
 from tests.test_end_to_end import write_suite
 
@@ -76,3 +77,33 @@ def test_missing_interpreter_gives_skipped_rows(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = pd.read_parquet(out / "cases.parquet").iloc[0]
     assert row.status == "skipped" and "/nonexistent/python" in row.reason and "CONVBENCH_PYTHON_REFERENCE" in row.reason
+
+
+def test_a_worker_of_another_convbench_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """A worker whose result schema differs (another convbench in its interpreter) gives
+    error rows that say so; the run goes on and ends normally."""
+    fake = tmp_path / "other-convbench-python"
+    fake.write_text(
+        "#!/bin/sh\nshift 2  # -m convbench.worker\n"
+        f'exec {sys.executable} -c "import runpy, sys; import convbench.results as r; r.SCHEMA_ID = \'0ther\'; '
+        "sys.argv = ['worker', *sys.argv[1:]]; runpy.run_module('convbench.worker', run_name='__main__')\" \"$@\"\n"
+    )
+    fake.chmod(0o755)
+    suite = write_suite(tmp_path / "v.yaml", ["a"], backend="reference", extra=f"interpreters: {{reference: {fake}}}")
+    out = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = pd.read_parquet(out / "cases.parquet").iloc[0]
+    assert row.status == "error" and "0ther" in row.reason and "install the same convbench" in row.reason
+
+
+def test_a_row_the_folder_cannot_store_is_kept_as_an_error_with_its_measurements(tmp_path: Path) -> None:
+    folder = RunFolder.create(tmp_path / "run", {"cases": []})
+    runner = Runner(folder, RunOptions())
+    row = empty_row(case())
+    row.update(status="ok", median=0.25, n=9, from_the_future=1)
+    runner._record(row, [{"case_id": row["case_id"], "index": 0, "seconds": 0.25, "ratio": None}])
+    kept = pd.read_parquet(tmp_path / "run" / "cases.parquet").iloc[0]
+    assert kept.status == "error" and "from_the_future" in kept.reason
+    assert kept["median"] == 0.25 and kept.n == 9
+    assert len(pd.read_parquet(tmp_path / "run" / "samples.parquet")) == 1
