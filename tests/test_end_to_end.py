@@ -114,16 +114,19 @@ def _wait_for_rows(run: Path, n: int, proc: subprocess.Popen, timeout: float = 1
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path: Path, sig: int) -> None:
-    # Each case samples for max_time: after the 2nd row the run has 4 x 2 s left, a margin
-    # wide enough for a starved test process to deliver the signal mid-run.
+    # Each case samples for max_time: after the 2nd row the run has 4 x 1 s left.
     workloads = [f"w{i}" for i in range(6)]
-    suite = write_suite(tmp_path / "slow.yaml", workloads, backend="reference", max_time=2.0,
+    suite = write_suite(tmp_path / "slow.yaml", workloads, backend="reference", max_time=1.0,
                         extra="")  # fmt: skip
     suite.write_text(suite.read_text().replace("precision: 0.5", "precision: 0.0001"))
     out = tmp_path / "run"
+    # A job started in the background by a non-interactive shell (`make test &`, a CI
+    # runner) inherits SIGINT ignored, and Python then leaves Ctrl-C ignored: give the run
+    # the default disposition, as a terminal would.
     proc = subprocess.Popen(
         [sys.executable, "-m", "convbench.cli", "run", str(suite), "--out", str(out)],
         cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     _wait_for_rows(out, 2, proc)
     proc.send_signal(sig)
