@@ -42,7 +42,7 @@ run: venv
 # The browser tests drive Debian's chromium (installed here where missing; run as root).
 test: venv frameworks
 	$(BIN)/ruff check convbench backends tests
-	$(BIN)/python -m pytest -q tests --ignore=tests/backends --ignore=tests/browser
+	$(BIN)/python -m pytest -q --durations=12 tests --ignore=tests/backends --ignore=tests/browser
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -q tests/browser
 	$(BIN)/python -m pytest -q tests/backends/torch
