@@ -512,3 +512,11 @@ def test_shipped_suites_load(path) -> None:
     suite = load_suite(path)
     for preset in suite.preset_names:
         assert expand(suite, preset)
+
+
+def test_the_execution_type_and_the_vocabulary_name_the_same_forms() -> None:
+    from typing import get_args
+
+    from convbench.cases import Execution
+
+    assert get_args(Execution) == tuple(EXECUTIONS)
