@@ -119,15 +119,19 @@ class Worker:
         self.log_path = log_path
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        self.hello = self.next_event(STARTUP_TIMEOUT)
-        if self.hello.get("event") != "hello":
-            raise WorkerError(f"unexpected first message {self.hello}")
-        if self.hello.get("schema") != SCHEMA_ID:
-            raise WorkerError(
-                f"{python} runs convbench {self.hello.get('convbench', '(unknown)')} whose result schema "
-                f"({self.hello.get('schema')}) differs from this runner's ({__version__}, {SCHEMA_ID}): "
-                "install the same convbench in both"
-            )
+        try:
+            self.hello = self.next_event(STARTUP_TIMEOUT)
+            if self.hello.get("event") != "hello":
+                raise WorkerError(f"unexpected first message {self.hello}")
+            if self.hello.get("schema") != SCHEMA_ID:
+                raise WorkerError(
+                    f"{python} runs convbench {self.hello.get('convbench', '(unknown)')} whose result schema "
+                    f"({self.hello.get('schema')}) differs from this runner's ({__version__}, {SCHEMA_ID}): "
+                    "install the same convbench in both"
+                )
+        except WorkerError:
+            self.close(kill=True)  # the caller never gets this worker: do not leave it running
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
