@@ -97,7 +97,11 @@ __all__ = [
 ]
 
 #: Every verdict, in display order (regressions first).
-VERDICTS = ("failed", "slower", "faster", "added", "removed", "same")
+VERDICTS = ("failed", "slower", "inconclusive", "faster", "added", "removed", "same")
+#: Exit codes of compare and ab: no regression, a regression, bad input, inconclusive.
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+#: Fewest tested cases the suite-level (pooled) verdict needs.
+MIN_POOLED_CASES = 3
 FAILED_STATUSES = frozenset({"error", "mismatch"})
 #: A side merged from several runs takes the first of these statuses that any run has.
 STATUS_PRIORITY = ("mismatch", "error", "ok", "skipped")
@@ -329,6 +333,8 @@ def _sample_groups(samples: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndar
     if samples.empty:
         return {}
     clean = samples[np.isfinite(samples["seconds"].astype(float)) & (samples["seconds"].astype(float) > 0)]
+    if "kept" in clean.columns:  # samples the quiet guard dropped as contended are not evidence
+        clean = clean[clean["kept"].map(lambda k: k is not False and k is not np.False_)]
     cols = _cluster_columns(clean)
     if cols:
         labels = clean[cols[0]].map(str)
@@ -448,8 +454,99 @@ def run_info(meta: dict[str, Any]) -> dict[str, Any]:
 TABLE_COLUMNS = [
     *KEY_FIELDS, "case_id", "suite", "base_median", "new_median", "ratio", "ci_low", "ci_high",
     "p_value", "verdict", "threshold", "base_status", "new_status", "base_n", "new_n",
-    "run_noise", "adj_ci_low", "adj_ci_high", "reason",
+    "run_noise", "adj_ci_low", "adj_ci_high", "base_contended", "new_contended", "reason",
 ]  # fmt: skip
+
+
+def _reason_kind(reason: str) -> str:
+    """The kind of an inconclusive verdict's reason (for counting)."""
+    if reason.startswith("not tested"):
+        return "too few samples to test"
+    if "contended" in reason:
+        return "contended (other processes used the CPU while timed)"
+    if "canary" in reason:
+        return "the machine itself changed speed (canary)"
+    return reason.split(":")[0]
+
+
+def _contention_note(b: pd.Series | None, n: pd.Series | None) -> str | None:
+    """Which side was contended while timed, and how (None: neither)."""
+    notes = []
+    for name, r in (("BASE", b), ("NEW", n)):
+        if r is not None and _flag(r.get("contended")):
+            notes.append(f"contended in {name} ({r.get('contention') or 'see its telemetry'})")
+    return "; ".join(notes) or None
+
+
+def _flag(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and bool(value)
+
+
+def canary_evidence(base_meta: Sequence[dict[str, Any]], new_meta: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the two sides' canaries say (:mod:`convbench.canary`): ``ratio`` NEW/BASE of
+    their median canary times, each side's drift (slowest / fastest point) and contended
+    points; empty when either side has none (runs made before the canary existed)."""
+    from convbench.canary import canary_drift, canary_median
+
+    base = [e for m in base_meta for e in (m.get("canary") or [])]
+    new = [e for m in new_meta for e in (m.get("canary") or [])]
+    bm, nm = canary_median(base), canary_median(new)
+    if not bm or not nm:
+        return {}
+    return {
+        "ratio": nm / bm, "base_median": bm, "new_median": nm,
+        "base_drift": canary_drift(base), "new_drift": canary_drift(new),
+        "base_contended": sum(bool(e.get("contended")) for e in base),
+        "new_contended": sum(bool(e.get("contended")) for e in new),
+    }  # fmt: skip
+
+
+def canary_explains(ratio: float, canary: dict[str, Any], threshold: float) -> str | None:
+    """Why a change of ``ratio`` (NEW/BASE) cannot be told from the machine's own change,
+    or None. It cannot when the canary moved the same way by more than the threshold and
+    by at least half the change on a log scale (``canary >= sqrt(ratio)`` for a slowdown)."""
+    c = canary.get("ratio")
+    if not c or not ratio or ratio <= 0:
+        return None
+    slower = ratio > 1 and c > 1 + threshold and math.log(c) >= 0.5 * math.log(ratio)
+    faster = ratio < 1 and c < 1 / (1 + threshold) and math.log(c) <= 0.5 * math.log(ratio)
+    if slower or faster:
+        word = "slower" if c > 1 else "faster"
+        factor = c if c > 1 else 1 / c
+        return f"NEW's machine ran the canary {factor:.2f}x {word} than BASE's"
+    return None
+
+
+def pooled_verdict(rows: list[dict[str, Any]], tests: dict[int, RatioTest], threshold: float, alpha: float, canary: dict[str, Any]) -> dict[str, Any]:
+    """The suite-level verdict: the geometric mean of the tested cases' ratios with a
+    ``1 - alpha`` t-interval over cases (each case one observation of log ratio), judged
+    like a case: ``slower`` when the mean is beyond the threshold and the interval
+    excludes no change; ``inconclusive`` instead when the canary explains the change or
+    most cases were contended. Needs MIN_POOLED_CASES cases, else ``same`` "not tested"."""
+    from scipy.stats import t as student_t
+
+    logs = [math.log(r["ratio"]) for r in rows if _num(r.get("ratio")) and r["ratio"] > 0 and r.get("_tested")]
+    n = len(logs)
+    if n < MIN_POOLED_CASES:
+        return {"verdict": "same", "cases": n, "reason": f"not tested: {n} case(s) timed on both sides (need {MIN_POOLED_CASES})"}
+    mean = float(np.mean(logs))
+    sd = float(np.std(logs, ddof=1))
+    half = float(student_t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
+    ratio, low, high = math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+    out = {"ratio": ratio, "ci_low": low, "ci_high": high, "cases": n, "confidence": 1 - alpha}
+    change = f"geometric mean {(ratio - 1) * 100:+.1f}% [{(low - 1) * 100:+.1f}%, {(high - 1) * 100:+.1f}%] over {n} cases"
+    up, down = 1 + threshold, 1 / (1 + threshold)
+    verdict = "slower" if ratio > up and low > 1 else "faster" if ratio < down and high < 1 else "same"
+    reason = f"{change}: {verdict}" if verdict != "same" else f"{change}: no change beyond {threshold:.1%}"
+    if verdict != "same":
+        contended = sum(1 for r in rows if r.get("_tested") and r.get("_contended"))
+        explained = canary_explains(ratio, canary, threshold)
+        if explained:
+            verdict, reason = "inconclusive", f"{change}, but {explained}"
+        elif contended * 2 > n:
+            verdict, reason = "inconclusive", f"{change}, but {contended} of {n} cases were contended"
+    out.update(verdict=verdict, reason=reason)
+    return out
 
 
 @dataclass
@@ -466,6 +563,14 @@ class Comparison:
     #: estimated run-to-run noise (relative sd of the ratio) per "backend/device"
     noise: dict[str, float] = field(default_factory=dict)
     run_noise: bool = True
+    #: the suite-level verdict pooled over the tested cases (:func:`pooled_verdict`)
+    suite: dict[str, Any] = field(default_factory=dict)
+    #: the canaries of both sides (:func:`canary_evidence`)
+    canary: dict[str, Any] = field(default_factory=dict)
+    #: exit 0 instead of 3 when the only trouble is inconclusive cases
+    inconclusive_ok: bool = False
+    #: "compare" (run against run) or "ab" (both sides measured side by side)
+    method: str = "compare"
 
     @property
     def counts(self) -> dict[str, int]:
@@ -474,14 +579,43 @@ class Comparison:
         return {v: int(got.get(v, 0)) for v in VERDICTS}
 
     @property
+    def regression(self) -> bool:
+        """A case's verdict is in ``fail_on``, or the pooled suite verdict is (slower)."""
+        cases = bool(self.table["verdict"].isin(self.fail_on).any()) if len(self.table) else False
+        return cases or self.suite.get("verdict") in self.fail_on
+
+    @property
+    def inconclusive(self) -> int:
+        """Cases (and the suite verdict) that could not be told apart from the machine."""
+        n = int((self.table["verdict"] == "inconclusive").sum()) if len(self.table) else 0
+        return n + int(self.suite.get("verdict") == "inconclusive")
+
+    @property
     def exit_code(self) -> int:
-        """1 when any case's verdict is in ``fail_on`` (slower, failed), else 0."""
-        return int(bool(self.table["verdict"].isin(self.fail_on).any())) if len(self.table) else 0
+        """1 on a regression; else 3 when something was inconclusive (unless
+        ``inconclusive_ok``); else 0 (docs/compare.md, "Exit codes")."""
+        if self.regression:
+            return EXIT_REGRESSION
+        if self.inconclusive and not self.inconclusive_ok:
+            return EXIT_INCONCLUSIVE
+        return EXIT_OK
 
     @property
     def untested(self) -> int:
         """Cases timed on both sides whose samples were too few to test."""
         return int(self.table["reason"].astype(str).str.startswith("not tested").sum()) if len(self.table) else 0
+
+    @property
+    def why_inconclusive(self) -> list[str]:
+        """One line per reason something is inconclusive, with its count."""
+        if not len(self.table):
+            return []
+        rows = self.table[self.table["verdict"] == "inconclusive"]
+        kinds = rows["reason"].astype(str).map(_reason_kind).value_counts()
+        lines = [f"{n} case(s): {kind}" for kind, n in kinds.items()]
+        if self.suite.get("verdict") == "inconclusive":
+            lines.append(f"suite: {self.suite.get('reason')}")
+        return lines
 
     def to_markdown(self, **kw: Any) -> str:
         from convbench.compare_render import comparison_markdown
@@ -541,6 +675,7 @@ def compare_runs(
     fail_on: Sequence[str] = DEFAULT_FAIL_ON,
     run_noise: bool = True,
     n_boot: int = N_BOOT,
+    inconclusive_ok: bool = False,
 ) -> Comparison:
     """Compare NEW against BASE case by case (rules in the module docstring).
 
@@ -571,18 +706,23 @@ def compare_runs(
             base_median=None if b is None else b.get("median"), new_median=None if n is None else n.get("median"),
         )  # fmt: skip
         decided = _verdict_by_status(b, n)
+        row.update(
+            base_contended=None if b is None else _flag(b.get("contended")),
+            new_contended=None if n is None else _flag(n.get("contended")),
+        )
         if decided is None:
             assert b is not None and n is not None
             bv, bg = b_samples.get(cid, (np.empty(0), None))
             nv, ng = n_samples.get(cid, (np.empty(0), None))
-            row.update(base_n=bv.size, new_n=nv.size)
+            row.update(base_n=bv.size, new_n=nv.size, _contended=_contention_note(b, n))
             if bv.size < 2 or nv.size < 2:
-                decided = ("same", f"not tested: {bv.size} vs {nv.size} raw samples (need 2 or more on each side)")
+                decided = ("inconclusive", f"not tested: {bv.size} vs {nv.size} raw samples (need 2 or more on each side)")
                 if _num(row["base_median"]) and _num(row["new_median"]) and row["base_median"] > 0:
                     row["ratio"] = row["new_median"] / row["base_median"]
             else:
                 test = ratio_test(bv, nv, _case_rng(seed, str(cid)), base_groups=bg, new_groups=ng, n_boot=n_boot)
                 tests[len(rows)] = test
+                row["_tested"] = True
                 row.update(
                     base_median=float(np.median(bv)), new_median=float(np.median(nv)), ratio=test.ratio,
                     ci_low=test.ci_low, ci_high=test.ci_high, p_value=test.p_value,
@@ -593,14 +733,16 @@ def compare_runs(
             row["verdict"], row["reason"] = decided
         rows.append(row)
     noise = _noise_by_group(rows, tests) if run_noise else {}
+    canary = canary_evidence(base_meta, new_meta)
     for i, test in tests.items():
         row = rows[i]
         tau = noise.get(_noise_key(row), 0.0)
         row["run_noise"] = math.expm1(tau) if tau else 0.0
         row["adj_ci_low"], row["adj_ci_high"] = test.bounds(tau, 1 - alpha)
-        row["verdict"], row["reason"] = decide(test, row["threshold"], alpha, tau)
+        row["verdict"], row["reason"] = doubt(decide(test, row["threshold"], alpha, tau), test.ratio, row, canary)
         if row.get("note"):
             row["reason"] = f"{row['reason']}; {row['note']}"
+    suite = pooled_verdict(rows, tests, threshold, alpha, canary)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     order = {v: i for i, v in enumerate(VERDICTS)}
     table = table.assign(_o=table["verdict"].map(order), _r=-table["ratio"].astype(float).fillna(1.0))
@@ -615,7 +757,23 @@ def compare_runs(
         fail_on=tuple(fail_on),
         noise={k: math.expm1(v) for k, v in noise.items()},
         run_noise=run_noise,
+        suite=suite,
+        canary=canary,
+        inconclusive_ok=inconclusive_ok,
     )
+
+
+def doubt(decided: tuple[str, str], ratio: float, row: dict[str, Any], canary: dict[str, Any]) -> tuple[str, str]:
+    """A ``slower`` or ``faster`` verdict becomes ``inconclusive`` when a side was
+    contended while timed (``row["_contended"]``) or the canary explains the change;
+    so does a case whose samples are too few to test."""
+    verdict, reason = decided
+    if reason.startswith("not tested"):
+        return "inconclusive", reason
+    if verdict not in ("slower", "faster"):
+        return decided
+    why = row.get("_contended") or canary_explains(ratio, canary, row["threshold"])
+    return ("inconclusive", f"{reason}, but {why}") if why else decided
 
 
 def _noise_key(row: dict[str, Any]) -> str:

@@ -22,7 +22,9 @@ from convbench.summary import format_time
 if TYPE_CHECKING:
     from convbench.compare import Comparison
 
-STYLES = {"failed": "bold red", "slower": "red", "faster": "green", "added": "cyan", "removed": "cyan", "same": "dim"}
+STYLES = {"failed": "bold red", "slower": "red", "inconclusive": "yellow", "faster": "green", "added": "cyan", "removed": "cyan", "same": "dim"}
+#: What each exit code says, in words (docs/compare.md).
+EXIT_WORDS = {0: "no regression", 1: "regression", 3: "inconclusive"}
 SHORT = {"batch": "b", "threads": "t"}
 
 
@@ -86,17 +88,51 @@ def noise_text(cmp: Comparison) -> str:
 
 
 def headline(cmp: Comparison) -> str:
-    """``2 slower, 1 failed, 3 faster, 20 same, 1 added, 0 removed``."""
+    """``2 slower, 1 failed, 0 inconclusive, 3 faster, 20 same, 1 added, 0 removed``."""
     c = cmp.counts
-    return ", ".join(f"{c[v]} {v}" for v in ("slower", "failed", "faster", "same", "added", "removed"))
+    return ", ".join(f"{c[v]} {v}" for v in ("slower", "failed", "inconclusive", "faster", "same", "added", "removed"))
 
 
 def rule_text(cmp: Comparison) -> str:
+    if cmp.method == "ab":
+        test = f"Wilcoxon signed-rank p < {cmp.alpha:g} on the paired per-round ratios, their CI excluding no change"
+        change = "median of the per-round ratios NEW/BASE - 1 with its 95% CI"
+    else:
+        test = f"Mann-Whitney U p < {cmp.alpha:g}, bootstrap CI excluding no change"
+        change = "NEW/BASE - 1 with its 95% bootstrap CI"
     return (
-        f"slower/faster: significant (Mann-Whitney U p < {cmp.alpha:g}, bootstrap CI excluding no change) and the "
-        f"ratio of medians NEW/BASE beyond the threshold ({cmp.threshold:.1%} unless a pattern sets another); "
-        f"change = NEW/BASE - 1 with its 95% bootstrap CI; the gate fails on: {', '.join(cmp.fail_on)}"
+        f"slower/faster: significant ({test}) and the ratio NEW/BASE beyond the threshold ({cmp.threshold:.1%} "
+        f"unless a pattern sets another); inconclusive: too few samples, a side contended while timed, or the "
+        f"machine itself changed speed (canary); change = {change}; the gate fails on: {', '.join(cmp.fail_on)}"
     )
+
+
+def status_text(cmp: Comparison) -> str:
+    """The exit code in words, with why when inconclusive."""
+    code = cmp.exit_code
+    words = EXIT_WORDS.get(code, str(code))
+    if cmp.inconclusive and code != 1:
+        why = "; ".join(cmp.why_inconclusive)
+        accepted = " (accepted: --inconclusive-ok)" if cmp.inconclusive_ok else ""
+        return f"{words}{accepted}: {why}"
+    return words
+
+
+def suite_text(cmp: Comparison) -> str:
+    """The pooled suite-level verdict in words."""
+    s = cmp.suite
+    return f"suite verdict (pooled over cases): {s.get('verdict', '-')}: {s.get('reason', 'not computed')}" if s else ""
+
+
+def canary_text(cmp: Comparison) -> str:
+    """The canaries of both sides in words."""
+    c = cmp.canary
+    if not c:
+        return "canary: not recorded on both sides (runs older than the canary)"
+    drift = ", ".join(
+        f"{side} drifted {c[f'{side.lower()}_drift']:.2f}x" for side in ("BASE", "NEW") if c.get(f"{side.lower()}_drift")
+    )
+    return f"canary NEW/BASE {c['ratio']:.3f} ({fmt_time(c['base_median'])} vs {fmt_time(c['new_median'])}{'; ' + drift if drift else ''})"
 
 
 # --------------------------------------------------------------------------- rich
@@ -106,7 +142,10 @@ def comparison_rich(cmp: Comparison, only_changes: bool = False) -> Group:
         Text.assemble(("BASE ", "bold"), _runs_line(cmp.base_runs)),
         Text.assemble(("NEW  ", "bold"), _runs_line(cmp.new_runs)),
         Text(noise_text(cmp)),
+        Text(canary_text(cmp)),
     ]
+    if cmp.suite:
+        parts.append(Text(suite_text(cmp), style=STYLES.get(cmp.suite.get("verdict", ""), "")))
     if cmp.environment_diff:
         env = Table(title="[yellow]the runs saw different machines or software[/]", title_justify="left")
         for col in ("field", "BASE", "NEW"):
@@ -129,6 +168,7 @@ def comparison_rich(cmp: Comparison, only_changes: bool = False) -> Group:
     parts.append(grid if len(table) else Text(f"convbench compare: {headline(cmp)}", style="bold"))
     if cmp.untested:
         parts.append(Text(f"{cmp.untested} case(s) had too few samples to test: raise the suite's min_samples", style="yellow"))
+    parts.append(Text(f"exit {cmp.exit_code}: {status_text(cmp)}", style="bold"))
     return Group(*parts)
 
 
@@ -156,9 +196,13 @@ def comparison_markdown(cmp: Comparison, max_rows: int = 300) -> str:
     t = cmp.table
     labels = case_labels(t)
     bad = t[t["verdict"].isin(cmp.fail_on)]
-    status = "regression" if cmp.exit_code else "no regression"
-    lines = [f"## convbench compare: {status}", "", f"**{headline(cmp)}**", ""]
-    lines += [f"- BASE: {_md(_runs_line(cmp.base_runs))}", f"- NEW: {_md(_runs_line(cmp.new_runs))}", f"- {_md(noise_text(cmp))}", ""]
+    status = EXIT_WORDS.get(cmp.exit_code, str(cmp.exit_code))
+    lines = [f"## convbench {cmp.method}: {status}", "", f"**{headline(cmp)}**", ""]
+    if cmp.inconclusive and cmp.exit_code != 1:
+        lines += [f"> **Inconclusive** (exit {cmp.exit_code}): {_md(status_text(cmp))}", ""]
+    lines += [f"- BASE: {_md(_runs_line(cmp.base_runs))}", f"- NEW: {_md(_runs_line(cmp.new_runs))}"]
+    lines += [f"- {_md(noise_text(cmp))}", f"- {_md(canary_text(cmp))}"] if cmp.method == "compare" else []
+    lines += [f"- {_md(suite_text(cmp))}", ""] if cmp.suite else [""]
     if cmp.environment_diff:
         lines += ["> **Note:** the runs saw different machines or software; differences can come from them.", ""]
         env = ["| what | BASE | NEW |", "|---|---|---|"] + [f"| {_md(d['field'])} | {_md(d['base'])} | {_md(d['new'])} |" for d in cmp.environment_diff]
@@ -167,10 +211,10 @@ def comparison_markdown(cmp: Comparison, max_rows: int = 300) -> str:
         else:
             lines += [*env, ""]
     if cmp.untested:
-        lines += [f"> **Note:** {cmp.untested} case(s) had too few samples to test (verdict `same`, reason `not tested`).", ""]
+        lines += [f"> **Note:** {cmp.untested} case(s) had too few samples to test (verdict `inconclusive`, reason `not tested`).", ""]
     if len(bad):
         lines += [f"### Regressions ({len(bad)})", "", *_md_table(bad, labels, max_rows), ""]
-    for verdict in ("slower", "failed", "faster", "added", "removed", "same"):
+    for verdict in ("slower", "failed", "inconclusive", "faster", "added", "removed", "same"):
         if verdict in cmp.fail_on:
             continue
         part = t[t["verdict"] == verdict]
@@ -191,8 +235,12 @@ def comparison_json(cmp: Comparison) -> str:
             "threshold": cmp.threshold,
             "alpha": cmp.alpha,
             "fail_on": list(cmp.fail_on),
+            "method": cmp.method,
             "counts": cmp.counts,
             "exit_code": cmp.exit_code,
+            "status": status_text(cmp),
+            "suite_verdict": cmp.suite,
+            "canary": cmp.canary,
             "run_noise": cmp.noise if cmp.run_noise else None,
             "environment_diff": cmp.environment_diff,
             "cases": to_jsonable(cmp.table),

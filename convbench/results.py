@@ -7,8 +7,10 @@ A run folder holds
 * ``cases.parquet``: one row per finished case (keys, status, reason, verification error,
   statistics, throughput, MACs, bytes, achieved GFLOP/s and GB/s, ratios vs baseline);
 * ``samples.parquet``: raw per-iteration samples (seconds), one row per sample, with the
-  per-round ratio to the baseline variant where the case was interleaved, and the index
-  of the fresh process that took it when the suite asks for ``processes: N``;
+  per-round ratio to the baseline variant where the case was interleaved, the index
+  of the fresh process that took it when the suite asks for ``processes: N``, and the
+  machine's load while it was taken (``kept`` is False for a sample the quiet guard
+  dropped as contended: statistics and comparisons use the kept ones);
 * ``logs/``: each worker's stderr.
 
 Runs made on a fleet (:mod:`convbench.fleet`) or merged (:mod:`convbench.merge`) also
@@ -48,9 +50,17 @@ CASE_COLUMNS = (
     + ["throughput", "gflops", "gbps", "peak_memory", "details", "worker_pid", "finished_at"]
     + ["roofline_bound", "roofline_limit", "roofline_fraction"]  # see convbench.peaks
     + ["host_id", "device_label", "attempts"]  # fleet and merged runs: see convbench.fleet
+    # contention telemetry and the quiet guard (convbench.contention, convbench.timing.Guard)
+    + ["contended", "contention", "foreign_cpu", "steal", "cpu_pressure", "dropped", "quiet_wait", "threads_all_cores"]
+    + ["side"]  # `convbench ab`: base or new (None in a plain run)
 )
 
-SAMPLE_COLUMNS = ["case_id", "index", "seconds", "ratio", "process"]
+SAMPLE_COLUMNS = [
+    "case_id", "index", "seconds", "ratio", "process", "side",
+    # per sample (per round when interleaved): used by the statistics, judged contended,
+    # its wall and own CPU seconds, and the machine's load (convbench.contention.Load)
+    "kept", "contended", "wall", "cpu", "foreign_cpu", "steal", "cpu_pressure", "runnable", "freq_mhz",
+]  # fmt: skip
 
 #: Fingerprint of the result schema: a worker says it in its hello, and a runner refuses
 #: a worker whose rows it could not store (another convbench version in its interpreter).
@@ -147,9 +157,10 @@ class RunFolder:
         unknown = set(row) - set(CASE_COLUMNS)
         if unknown:
             raise ValueError(f"unknown result columns {sorted(unknown)}")
-        drop = {row["case_id"], replaces}
-        self.rows = [r for r in self.rows if r["case_id"] not in drop] + [row]
-        self.samples = [s for s in self.samples if s["case_id"] not in drop] + list(samples)
+        side = row.get("side")
+        drop = {(row["case_id"], side), (replaces, side)}
+        self.rows = [r for r in self.rows if (r["case_id"], r.get("side")) not in drop] + [row]
+        self.samples = [s for s in self.samples if (s["case_id"], s.get("side")) not in drop] + list(samples)
         frame = _cases_frame(self.rows)
         _atomic_write(self.path / "cases.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
         sframe = pd.DataFrame(self.samples, columns=SAMPLE_COLUMNS)

@@ -26,6 +26,7 @@ from convbench import __version__
 from convbench.cases import Case
 from convbench.cpu_topology import format_cpu_list
 from convbench.results import CASE_COLUMNS, SCHEMA_ID, RunFolder, empty_row, now_iso
+from convbench.rows import rates
 from convbench.timing import TimingConfig, summarize
 
 STARTUP_TIMEOUT = 180.0
@@ -42,10 +43,10 @@ def merge_processes(
     """One row from the same case run in several fresh processes.
 
     A case that failed in any process keeps that process's row (its reason says which).
-    Otherwise the statistics are recomputed over the pooled samples (within- and
+    Otherwise the statistics are recomputed over the pooled kept samples (within- and
     between-process spread together), the per-round ratios are pooled likewise, and
     ``process_spread`` is the relative spread between processes: the stdev of the
-    per-process medians over their median.
+    per-process medians over their median. The case is contended when any process was.
     """
     for k, (row, _) in enumerate(runs):
         if row["status"] != "ok":
@@ -54,21 +55,31 @@ def merge_processes(
     samples = [{**s, "process": k} for k, (_, ss) in enumerate(runs) for s in ss]
     for i, s in enumerate(samples):
         s["index"] = i
-    if samples:
-        stats = summarize([s["seconds"] for s in samples], confidence)
+    used = [s for s in samples if s.get("kept") is not False]
+    if used:
+        stats = summarize([s["seconds"] for s in used], confidence)
         row.update({f: getattr(stats, f) for f in _STAT_FIELDS})
         medians = [r["median"] for r, _ in runs]
         row["process_spread"] = statistics.stdev(medians) / statistics.median(medians) if len(medians) > 1 else 0.0
         row["converged"] = all(r["converged"] for r, _ in runs)
-        ratios = [s["ratio"] for s in samples if s.get("ratio") is not None]
+        ratios = [s["ratio"] for s in used if s.get("ratio") is not None]
         if ratios:
             rs = summarize(ratios, confidence)
             row.update(ratio=rs.median, ratio_ci_low=rs.ci_low, ratio_ci_high=rs.ci_high)
         row["rounds"] = sum(r["rounds"] or 0 for r, _ in runs) or None
         row["timing_seconds"] = sum(r["timing_seconds"] or 0 for r, _ in runs)
-        median = row["median"]
-        if median:
-            row.update(throughput=row["batch"] / median, gflops=row["flops"] / median / 1e9, gbps=row["bytes"] / median / 1e9)
+        row.update(rates(row))
+        flags = [r.get("contended") for r, _ in runs]
+        if any(f is not None for f in flags):
+            row["contended"] = any(bool(f) for f in flags)
+            row["contention"] = "; ".join(
+                f"process {k + 1}: {r['contention']}" for k, (r, _) in enumerate(runs) if r.get("contention")
+            ) or None
+        row["dropped"] = sum(r.get("dropped") or 0 for r, _ in runs)
+        row["quiet_wait"] = sum(r.get("quiet_wait") or 0 for r, _ in runs)
+        for f in ("foreign_cpu", "steal", "cpu_pressure"):
+            values = [r[f] for r, _ in runs if r.get(f) is not None]
+            row[f] = statistics.fmean(values) if values else None
     row["processes"] = len(runs)
     return row, samples
 
@@ -231,11 +242,25 @@ class Runner:
         """Run every case not yet finished in the folder; Ctrl-C propagates after cleanup."""
         done = self.folder.finished_ids()
         todo = [c for c in cases if c.case_id not in done]
+        groups = group_cases(todo)
         try:
-            for group in group_cases(todo):
+            self.canary("start")
+            for i, group in enumerate(groups):
+                if i and i == len(groups) // 2:
+                    self.canary("middle")
                 self.run_group(group)
+            self.canary("end")
         finally:
             self.stop_worker(kill=True)
+
+    def canary(self, at: str) -> None:
+        """Time the canary (:mod:`convbench.canary`) into run.json; not for verify-only runs."""
+        if self.options.verify_only:
+            return
+        from convbench.canary import run_canary
+
+        self.folder.meta.setdefault("canary", []).append(run_canary(at))
+        self.folder.save_meta()
 
     def _record(self, row: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> None:
         try:

@@ -30,16 +30,29 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import binom
 
+from convbench.contention import (
+    CONTENDED_FRACTION,
+    ContentionRule,
+    Load,
+    Monitor,
+    QuietBudget,
+    Snapshot,
+    mean_load,
+)
+
 __all__ = [
+    "GUARD_MODES",
+    "Guard",
     "InterleavedMeasurement",
     "Measurement",
     "Sampler",
+    "SamplerError",
     "Stats",
     "TimingConfig",
     "host_sampler",
@@ -53,6 +66,13 @@ Sampler = Callable[[int], float]
 """Runs ``n`` iterations and returns their total duration in seconds."""
 
 Clock = Callable[[], float]
+
+#: The quiet guard's modes (TimingConfig.guard).
+GUARD_MODES = ("off", "flag", "wait")
+
+
+class SamplerError(Exception):
+    """A sampler that cannot go on (its worker died): sampling ends, what was measured is kept."""
 
 #: Past the time budget, sampling goes on only until this many samples exist (the
 #: fewest whose median one outlier cannot move).
@@ -97,6 +117,27 @@ class TimingConfig(BaseModel):
     roofline: bool = Field(
         True, description="measure device peaks once per run and each case's roofline fraction"
     )
+    guard: Literal["off", "flag", "wait"] | None = Field(
+        None,
+        description="quiet guard: off (telemetry only), flag (mark contended cases), wait (also wait for "
+        "quiet before each case group and retake contended samples); default wait on CPUs, flag on GPUs",
+    )
+    quiet_wait: float = Field(
+        5.0, ge=0, description="most seconds the guard waits for quiet per case group (guard: wait)"
+    )
+    contention_cores: float = Field(
+        0.25, gt=0, description="contended when other work (other processes, steal) uses this many cores"
+    )
+    contention_pressure: float = Field(
+        0.05, gt=0, le=1, description="contended when tasks wait for a CPU this fraction of the time (Linux PSI)"
+    )
+
+    def guard_for(self, device: str) -> str:
+        """The guard mode of a case on ``device`` (the default: wait on CPUs, flag on GPUs)."""
+        return self.guard or ("wait" if device == "cpu" else "flag")
+
+    def rule(self) -> ContentionRule:
+        return ContentionRule(cores=self.contention_cores, pressure=self.contention_pressure)
 
     @model_validator(mode="after")
     def _check_sample_bounds(self) -> TimingConfig:
@@ -243,9 +284,77 @@ def _rel_ci(sorted_samples: list[float], confidence: float) -> float:
 # --------------------------------------------------------------------------- measurement
 
 
+class Guard:
+    """The quiet guard of one case group (DESIGN "Know when the machine lied").
+
+    Takes a snapshot of the machine's counters before and after every sample (or round),
+    judges each by the :class:`~convbench.contention.ContentionRule`, and in mode
+    ``wait`` waits for quiet before the group (:meth:`before_group`) and after each
+    contended sample, which is then dropped and retaken. Waiting is bounded by
+    ``quiet_wait`` seconds per group, sampling by the case's own time budget: the guard
+    never hangs a run. With no monitor it does nothing.
+    """
+
+    def __init__(self, monitor: Monitor | None = None, mode: str = "off", quiet_wait: float = 0.0) -> None:
+        if mode not in GUARD_MODES:
+            raise ValueError(f"guard mode must be one of {GUARD_MODES}, got {mode!r}")
+        self.monitor = monitor
+        self.mode = mode
+        self.budget = QuietBudget(quiet_wait if mode == "wait" and monitor is not None else 0.0)
+
+    @classmethod
+    def for_case(cls, monitor: Monitor | None, config: TimingConfig, device: str) -> Guard:
+        return cls(monitor, config.guard_for(device), config.quiet_wait)
+
+    def before_group(self) -> None:
+        if self.mode == "wait" and self.monitor is not None:
+            self.monitor.wait_quiet(self.budget)
+
+    def begin(self) -> Snapshot | None:
+        return self.monitor.mark() if self.monitor is not None else None
+
+    def end(self, start: Snapshot | None) -> tuple[Load | None, str | None]:
+        """The load since ``start`` and why it is contended (None: quiet, or guard off)."""
+        if start is None or self.monitor is None:
+            return None, None
+        load = self.monitor.load(start, self.monitor.mark())
+        return load, None if self.mode == "off" else self.monitor.rule.reason(load)
+
+    def retake(self, reason: str | None) -> bool:
+        """Whether a sample judged ``reason`` is dropped (mode wait); waits for quiet first."""
+        if reason is None or self.mode != "wait":
+            return False
+        assert self.monitor is not None
+        self.monitor.wait_quiet(self.budget)
+        return True
+
+    def verdict(self, used: list[int], loads: list[Load | None], reasons: list[str | None], wanted: int) -> tuple[bool | None, str | None]:
+        """``(contended, reason)`` of a case from the samples its statistics use
+        (``used``, indices into the per-sample ``loads`` and ``reasons``)."""
+        if self.mode == "off" or self.monitor is None:
+            return None, None
+        overall = mean_load(loads[i] for i in used if loads[i] is not None)
+        flagged = sum(reasons[i] is not None for i in used)
+        seen = overall.describe() if overall else "no telemetry"
+        dropped = len(loads) - len(used)
+        kept = len(used) - flagged
+        if flagged > CONTENDED_FRACTION * len(used):
+            return True, f"{flagged} of {len(used)} samples used were contended ({dropped} dropped): {seen}"
+        if overall is not None and self.monitor.rule.reason(overall):
+            return True, f"contended while timed: {seen}"
+        if dropped and kept < wanted:
+            return True, f"only {kept} clean samples of {wanted} wanted ({dropped} dropped as contended): {seen}"
+        return False, None
+
+
 @dataclass
 class Measurement:
-    """The timing of one sampler. Times are per iteration, in seconds."""
+    """The timing of one sampler. Times are per iteration, in seconds.
+
+    ``samples`` holds every sample taken, dropped ones included; ``kept[i]`` says whether
+    sample ``i`` is one the statistics use (a sample the guard dropped as contended is
+    not, unless too few clean ones remained: then all are used and ``contended``).
+    """
 
     samples: list[float]  #: per-iteration seconds, one per sample (sample seconds / inner)
     inner: int  #: iterations per sample
@@ -254,6 +363,14 @@ class Measurement:
     stats: Stats
     converged: bool  #: n >= min_samples and stats.rel_ci_halfwidth <= precision
     elapsed: float  #: seconds of the sampling phase (interleaved: this member's share)
+    kept: list[bool] = field(default_factory=list)  #: per sample: used by the statistics
+    loads: list[Load | None] = field(default_factory=list)  #: per sample (round): the machine's load
+    reasons: list[str | None] = field(default_factory=list)  #: per sample: why it was contended (None: quiet)
+    contended: bool | None = None  #: None: guard off
+    contention: str | None = None  #: why it is contended
+    load: Load | None = None  #: mean load over the used samples
+    dropped: int = 0  #: samples dropped as contended
+    quiet_waited: float = 0.0  #: seconds the guard waited for quiet
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the raw samples; ``stats`` nested as a dict."""
@@ -264,6 +381,9 @@ class Measurement:
             "converged": self.converged,
             "elapsed": self.elapsed,
             "stats": self.stats.to_dict(),
+            "contended": self.contended,
+            "contention": self.contention,
+            "dropped": self.dropped,
         }
 
 
@@ -273,12 +393,14 @@ class InterleavedMeasurement:
 
     members: dict[str, Measurement]
     baseline: str
-    ratios: dict[str, list[float]]  #: per round: member / baseline per-iteration time
-    ratio_stats: dict[str, Stats]
+    ratios: dict[str, list[float]]  #: per round: member / its baseline per-iteration time
+    ratio_stats: dict[str, Stats]  #: over the used rounds
     converged: bool  #: every member's median CI and every ratio CI within precision
-    rounds: int
+    rounds: int  #: rounds taken, dropped ones included
     elapsed: float  #: seconds of the whole sampling phase
     orders: list[list[str]] = field(default_factory=list)  #: member order of each round
+    baselines: dict[str, str] = field(default_factory=dict)  #: member -> the member its ratio divides by
+    failed: dict[str, str] = field(default_factory=dict)  #: member -> why its sampler stopped
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but raw samples, raw ratios and round orders."""
@@ -290,6 +412,12 @@ class InterleavedMeasurement:
             "members": {k: m.to_dict() for k, m in self.members.items()},
             "ratio_stats": {k: s.to_dict() for k, s in self.ratio_stats.items()},
         }
+
+
+def _used(kept: list[bool]) -> list[int]:
+    """Indices the statistics use: the kept samples, or all when fewer than MIN_SLOW_SAMPLES are."""
+    idx = [i for i, k in enumerate(kept) if k]
+    return idx if len(idx) >= MIN_SLOW_SAMPLES else list(range(len(kept)))
 
 
 def _warmup(
@@ -358,19 +486,21 @@ def _calibrate(sampler: Sampler, config: TimingConfig, hint: float | None) -> in
     return n
 
 
-def _stop_reason(count: int, elapsed: float, budget: float, max_count: int) -> str | None:
-    """Why the (unconverged) sampling loop stops now, or None to go on."""
-    if count >= max_count:
+def _stop_reason(count: int, elapsed: float, budget: float, max_count: int, taken: int | None = None) -> str | None:
+    """Why the (unconverged) sampling loop stops now, or None to go on; ``count`` samples
+    are usable of ``taken`` (default ``count``) taken in ``elapsed`` seconds."""
+    taken = taken or count
+    if taken >= max_count:
         return "max_samples"
     if elapsed >= budget and count >= MIN_SLOW_SAMPLES:
         return "max_time"
-    if elapsed + elapsed / count > HARD_LIMIT_FACTOR * budget:
+    if elapsed + elapsed / taken > HARD_LIMIT_FACTOR * budget:
         return "hard_limit"
     return None
 
 
 def measure(
-    sampler: Sampler, config: TimingConfig, clock: Clock = time.perf_counter
+    sampler: Sampler, config: TimingConfig, clock: Clock = time.perf_counter, guard: Guard | None = None
 ) -> Measurement:
     """Warm up, calibrate and sample one sampler (see the module docstring).
 
@@ -383,32 +513,64 @@ def measure(
     max_time 5 gets 3, in 6 s), a slower one as many as fit in 3x max_time (at least
     1), and a normal op >= min_samples, because calibration caps one sample at
     ``max_time / min_samples``.
+
+    With a ``guard`` every sample is judged for contention; in mode ``wait`` a contended
+    one is dropped and retaken (counting towards the time budget and ``max_samples``,
+    but not towards the samples the rule above counts); see :class:`Guard`.
     """
+    guard = guard or Guard()
     warm_iters, warm_seconds, hint = _warmup(sampler, config, clock)
     inner = _calibrate(sampler, config, hint)
+    guard.before_group()
     samples: list[float] = []
+    kept: list[bool] = []
+    loads: list[Load | None] = []
+    reasons: list[str | None] = []
     ordered: list[float] = []
     converged = False
+    waited0 = guard.budget.waited
     start = clock()
+    paused = 0.0  # seconds spent waiting for quiet, left out of the time budget
     while True:
+        snap = guard.begin()
         value = sampler(inner) / inner
+        load, reason = guard.end(snap)
         samples.append(value)
-        bisect.insort(ordered, value)
-        elapsed = clock() - start
-        count = len(samples)
+        loads.append(load)
+        reasons.append(reason)
+        w0 = guard.budget.waited
+        drop = guard.retake(reason)
+        paused += guard.budget.waited - w0
+        kept.append(not drop)
+        if not drop:
+            bisect.insort(ordered, value)
+        elapsed = clock() - start - paused
+        count = len(ordered)
         if count >= config.min_samples and _rel_ci(ordered, config.confidence) <= config.precision:
             converged = True
             break
-        if _stop_reason(count, elapsed, config.max_time, config.max_samples):
+        if _stop_reason(count, elapsed, config.max_time, config.max_samples, len(samples)):
             break
+    used = _used(kept)
+    if len(used) != sum(kept):
+        kept = [True] * len(samples)
+    contended, why = guard.verdict(used, loads, reasons, config.min_samples)
     return Measurement(
         samples=samples,
         inner=inner,
         warmup_iters=warm_iters,
         warmup_seconds=warm_seconds,
-        stats=summarize(samples, config.confidence),
+        stats=summarize([samples[i] for i in used], config.confidence),
         converged=converged,
-        elapsed=clock() - start,
+        elapsed=clock() - start - paused,
+        kept=kept,
+        loads=loads,
+        reasons=reasons,
+        contended=contended,
+        contention=why,
+        load=mean_load(loads[i] for i in used if loads[i] is not None),
+        dropped=len(samples) - len(used),
+        quiet_waited=guard.budget.waited - waited0,
     )
 
 
@@ -418,83 +580,128 @@ def measure_interleaved(
     baseline: str,
     clock: Clock = time.perf_counter,
     seed: int = 0,
+    guard: Guard | None = None,
+    baselines: Mapping[str, str] | None = None,
 ) -> InterleavedMeasurement:
     """Time several samplers side by side, in rounds, against ``baseline`` (DESIGN 7).
 
     Each member is warmed up and calibrated on its own. Then every round takes one
     sample of each member in an order shuffled by ``random.Random(seed)``, and records
-    each non-baseline member's per-iteration time divided by the baseline's of the same
-    round. Stopping follows :func:`measure` with rounds for samples and a budget of
+    each non-baseline member's per-iteration time divided by its baseline's of the same
+    round (``baselines`` maps a member to its own baseline; default ``baseline`` for
+    all). Stopping follows :func:`measure` with rounds for samples and a budget of
     ``max_time * len(samplers)``; it is converged when, after >= min_samples rounds,
     every member's median and every ratio's median have a CI within ``precision``.
     A member's own ``converged`` is its own median criterion; its ``elapsed`` is the
-    time spent in its own samples.
+    time spent in its own samples. With a ``guard``, whole rounds are judged, dropped
+    and retaken (see :func:`measure`). A sampler raising :class:`SamplerError` ends the
+    sampling: the complete rounds so far are kept, and ``failed`` names the member.
     """
     if baseline not in samplers:
         raise ValueError(f"baseline {baseline!r} is not one of {sorted(samplers)}")
+    guard = guard or Guard()
     names = list(samplers)
+    pairs = {n: (baselines or {}).get(n, baseline) for n in names}
+    pairs = {n: b for n, b in pairs.items() if b != n and b in samplers}
     rng = random.Random(seed)
     prepared: dict[str, tuple[int, float, int]] = {}
     for name in names:
         warm_iters, warm_seconds, hint = _warmup(samplers[name], config, clock)
         prepared[name] = (warm_iters, warm_seconds, _calibrate(samplers[name], config, hint))
+    guard.before_group()
 
-    others = [name for name in names if name != baseline]
     samples: dict[str, list[float]] = {name: [] for name in names}
     ordered: dict[str, list[float]] = {name: [] for name in names}
     spent: dict[str, float] = dict.fromkeys(names, 0.0)
-    ratios: dict[str, list[float]] = {name: [] for name in others}
-    ordered_ratios: dict[str, list[float]] = {name: [] for name in others}
+    ratios: dict[str, list[float]] = {name: [] for name in pairs}
+    ordered_ratios: dict[str, list[float]] = {name: [] for name in pairs}
     orders: list[list[str]] = []
+    kept: list[bool] = []
+    loads: list[Load | None] = []
+    reasons: list[str | None] = []
+    failed: dict[str, str] = {}
     budget = config.max_time * len(names)
     converged = False
+    waited0 = guard.budget.waited
+    paused = 0.0
     start = clock()
     while True:
         order = names[:]
         rng.shuffle(order)
+        snap = guard.begin()
+        got: dict[str, float] = {}
+        try:
+            for name in order:
+                inner = prepared[name][2]
+                t0 = clock()
+                got[name] = samplers[name](inner) / inner
+                spent[name] += clock() - t0
+        except SamplerError as exc:
+            failed[name] = str(exc)
+            break
+        load, reason = guard.end(snap)
         orders.append(order)
-        for name in order:
-            inner = prepared[name][2]
-            t0 = clock()
-            value = samplers[name](inner) / inner
-            spent[name] += clock() - t0
-            samples[name].append(value)
-            bisect.insort(ordered[name], value)
-        base = samples[baseline][-1]
-        for name in others:
-            ratio = samples[name][-1] / base if base > 0 else math.inf
-            ratios[name].append(ratio)
-            bisect.insort(ordered_ratios[name], ratio)
-        rounds = len(orders)
-        if rounds >= config.min_samples and all(
+        for name in names:
+            samples[name].append(got[name])
+        w0 = guard.budget.waited
+        drop = guard.retake(reason)
+        paused += guard.budget.waited - w0
+        kept.append(not drop)
+        loads.append(load)
+        reasons.append(reason)
+        for name, base_name in pairs.items():
+            base = got[base_name]
+            ratios[name].append(got[name] / base if base > 0 else math.inf)
+        if not drop:
+            for name in names:
+                bisect.insort(ordered[name], got[name])
+            for name in pairs:
+                bisect.insort(ordered_ratios[name], ratios[name][-1])
+        count = len(ordered[baseline])
+        if count >= config.min_samples and all(
             _rel_ci(s, config.confidence) <= config.precision
             for s in [*ordered.values(), *ordered_ratios.values()]
         ):
             converged = True
             break
-        if _stop_reason(rounds, clock() - start, budget, config.max_samples):
+        if _stop_reason(count, clock() - start - paused, budget, config.max_samples, len(orders)):
             break
 
+    used = _used(kept)
+    if len(used) != sum(kept):
+        kept = [True] * len(kept)
+    contended, why = guard.verdict(used, loads, reasons, config.min_samples)
+    mean = mean_load(loads[i] for i in used if loads[i] is not None)
     members = {}
-    for name in names:
+    for name in names if used else []:
         warm_iters, warm_seconds, inner = prepared[name]
+        own = sorted(samples[name][i] for i in used)
         members[name] = Measurement(
             samples=samples[name],
             inner=inner,
             warmup_iters=warm_iters,
             warmup_seconds=warm_seconds,
-            stats=summarize(samples[name], config.confidence),
-            converged=len(samples[name]) >= config.min_samples
-            and _rel_ci(ordered[name], config.confidence) <= config.precision,
+            stats=summarize(own, config.confidence),
+            converged=len(own) >= config.min_samples and _rel_ci(own, config.confidence) <= config.precision,
             elapsed=spent[name],
+            kept=list(kept),
+            loads=list(loads),
+            reasons=list(reasons),
+            contended=contended,
+            contention=why,
+            load=mean,
+            dropped=len(kept) - len(used),
+            quiet_waited=guard.budget.waited - waited0,
         )
     return InterleavedMeasurement(
         members=members,
         baseline=baseline,
         ratios=ratios,
-        ratio_stats={k: summarize(v, config.confidence) for k, v in ratios.items()},
+        ratio_stats={k: summarize([v[i] for i in used], config.confidence) for k, v in ratios.items() if used},
         converged=converged,
         rounds=len(orders),
-        elapsed=clock() - start,
+        elapsed=clock() - start - paused,
         orders=orders,
+        baselines=pairs,
+        failed=failed,
     )

@@ -39,11 +39,20 @@ import numpy as np
 from convbench import __version__
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase, load_backend
 from convbench.cases import DEFAULT_TOLERANCE, ITEMSIZE, Case
+from convbench.contention import Monitor, Reader
 from convbench.cpu_topology import format_cpu_list
 from convbench.data import make_cotangents, make_tensors
 from convbench.peaks import case_work, measure_peaks, peak_key, peak_timing, roofline
 from convbench.results import SCHEMA_ID, empty_row, now_iso
-from convbench.timing import Measurement, TimingConfig, host_sampler, measure, measure_interleaved
+from convbench.rows import rates, sample_rows, threads_all_cores, timing_fields
+from convbench.timing import (
+    Guard,
+    Measurement,
+    TimingConfig,
+    host_sampler,
+    measure,
+    measure_interleaved,
+)
 from convbench.variants import BACKEND_VARIANTS, parse_variant
 from convbench.verify import verify
 from convbench.workloads import build_graph
@@ -79,6 +88,7 @@ class CaseRunner:
         self._reference: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
         self._work: dict[str, tuple[float, float]] = {}  #: case_id -> roofline (FLOPs, bytes)
         self.peaks: dict[str, dict[str, Any] | None] = {}  #: peak_key -> measured peaks
+        self.reader = Reader()  #: this process's CPU time and the machine's counters
 
     def reference(self, case: Case, graph, tensors, cotangents) -> dict[str, np.ndarray]:  # noqa: ANN001
         """Float64 reference of the native graph, cached across variants of one workload."""
@@ -100,6 +110,7 @@ class CaseRunner:
                 self.protocol.send("start", case_id=case.case_id)
                 row = empty_row(case)
                 row["worker_pid"] = os.getpid()
+                row["threads_all_cores"] = threads_all_cores(case.threads, case.device)
                 rows[case.case_id] = row
                 try:
                     prepared = self.prepare_and_verify(case, row, tolerance)
@@ -173,8 +184,10 @@ class CaseRunner:
                     self.ensure_peaks(case, timing)
         baseline = next((c.case_id for c in cases if c.case_id in ready and c.variant == "native"), order[0])
         baseline_variant = next(c.variant for c in cases if c.case_id == baseline)
+        monitor = Monitor(self.reader, timing.rule())
+        guard = Guard.for_case(monitor, timing, cases[0].device)
         if timing.interleave and len(order) > 1:
-            result = measure_interleaved({cid: samplers[cid] for cid in order}, timing, baseline)
+            result = measure_interleaved({cid: samplers[cid] for cid in order}, timing, baseline, guard=guard)
             for cid in order:
                 ratios = result.ratios.get(cid)
                 extra: dict[str, Any] = {"baseline": baseline_variant, "rounds": result.rounds}
@@ -184,30 +197,19 @@ class CaseRunner:
                 self.record_timing(rows[cid], ready[cid], result.members[cid], timers[cid], extra, ratios)
         else:
             for cid in order:
-                m = measure(samplers[cid], timing)
+                m = measure(samplers[cid], timing, guard=guard)
                 self.record_timing(rows[cid], ready[cid], m, timers[cid], {}, None)
 
     def record_timing(self, row: dict, prepared: Prepared, m: Measurement, timer: str, extra: dict, ratios: list[float] | None) -> None:
-        stats = m.stats
-        median = stats.median
-        row.update(
-            timer=timer, median=median, q1=stats.q1, q3=stats.q3, iqr=stats.iqr, ci_low=stats.ci_low, ci_high=stats.ci_high,
-            mean=stats.mean, stdev=stats.stdev, min=stats.min, max=stats.max, n=stats.n, inner=m.inner,
-            converged=m.converged, warmup_iters=m.warmup_iters, timing_seconds=m.elapsed, peak_memory=prepared.peak_memory_bytes(),
-        )  # fmt: skip
-        row.update(extra)
+        row.update(timing_fields(m, timer), peak_memory=prepared.peak_memory_bytes(), **extra)
+        row.update(rates(row))
+        median = row["median"]
         if median and median > 0:
-            batch = int(row["batch"])
-            row.update(throughput=batch / median, gflops=row["flops"] / median / 1e9, gbps=row["bytes"] / median / 1e9)
             key = peak_key(row["dtype"], row["device"], row["threads"])
             bound = roofline(*self._work.get(row["case_id"], (0.0, 0.0)), self.peaks.get(key))
             if bound is not None:
                 row.update(roofline_bound=bound[0], roofline_limit=bound[1], roofline_fraction=bound[0] / median)
-        samples = [
-            {"case_id": row["case_id"], "index": i, "seconds": s, "ratio": ratios[i] if ratios and i < len(ratios) else None}
-            for i, s in enumerate(m.samples)
-        ]
-        self.finish(row, samples)
+        self.finish(row, sample_rows(row["case_id"], m, ratios))
 
     def ensure_peaks(self, case: Case, timing: TimingConfig) -> None:
         """Measure the device's peaks for ``case``'s dtype (and threads) unless known."""

@@ -158,9 +158,9 @@ def test_the_bootstrap_is_seeded() -> None:
 
 def test_too_few_samples_are_not_tested() -> None:
     row = one_case(np.array([1.0, 1.1, 0.9]) * 1e-3, np.array([2.0, 2.1, 1.9]) * 1e-3)
-    assert row["verdict"] == "same" and row["reason"].startswith("not tested")  # 3 vs 3: p >= 0.1
+    assert row["verdict"] == "inconclusive" and row["reason"].startswith("not tested")  # 3 vs 3: p >= 0.1
     row = one_case(np.array([1e-3]), np.array([2e-3, 2e-3]))
-    assert row["verdict"] == "same" and "1 vs 2 raw samples" in row["reason"]
+    assert row["verdict"] == "inconclusive" and "1 vs 2 raw samples" in row["reason"]
 
 
 def test_decide_reasons() -> None:
@@ -202,7 +202,7 @@ def test_status_verdicts_and_exit_code() -> None:
         "ok": "same", "gone": "removed", "new": "added", "broke": "failed", "mism": "failed", "still": "same",
         "fixed": "same", "skip_new": "removed", "skip_base": "added", "both_skip": "same", "newbroken": "failed",
     }  # fmt: skip
-    assert cmp.counts == {"failed": 3, "slower": 0, "faster": 0, "added": 2, "removed": 2, "same": 4}
+    assert cmp.counts == {"failed": 3, "slower": 0, "inconclusive": 0, "faster": 0, "added": 2, "removed": 2, "same": 4}
     assert cmp.exit_code == 1
     assert list(cmp.table["verdict"][:3]) == ["failed"] * 3  # regressions first
     reasons = cmp.table.set_index("workload")["reason"]
@@ -326,7 +326,7 @@ def regression_comparison() -> Any:
 def test_markdown_headline_regressions_first_details_for_the_rest() -> None:
     md = regression_comparison().to_markdown()
     assert md.startswith("## convbench compare: regression")
-    assert "**1 slower, 0 failed, 0 faster, 3 same, 0 added, 0 removed**" in md
+    assert "**1 slower, 0 failed, 0 inconclusive, 0 faster, 3 same, 0 added, 0 removed**" in md
     assert md.index("### Regressions (1)") < md.index("<details><summary>3 same</summary>")
     regress = md[md.index("### Regressions") : md.index("<details>")]
     assert "w2" in regress and "w0" not in regress
@@ -351,7 +351,8 @@ def test_rich_rendering(capsys: pytest.CaptureFixture[str]) -> None:
 
     Console(width=250).print(regression_comparison().to_rich())
     out = capsys.readouterr().out
-    assert "1 slower" in out and "torch:cpu.version" in out and out.index("slower") < out.index("same")
+    grid = out[out.index("convbench compare:") :]
+    assert "1 slower" in out and "torch:cpu.version" in out and grid.index("│ slower") < grid.index("│ same")
 
 
 # --------------------------------------------------------------------------- within a run
@@ -490,9 +491,12 @@ def test_a_real_run_against_itself_and_within(tmp_path: Path) -> None:
     proc = run_cli("run", str(ROOT / "suites" / "smoke.yaml"), "--filter", query, "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = run_cli("compare", str(out), str(out), "--format", "json")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 3, proc.stderr[-2000:]  # 3 samples a case: too few to test, inconclusive
     doc = json.loads(proc.stdout)
-    assert doc["counts"]["same"] == len(doc["cases"]) == 2 and doc["environment_diff"] == []
+    assert doc["counts"]["inconclusive"] == len(doc["cases"]) == 2 and doc["environment_diff"] == []
+    assert doc["status"].startswith("inconclusive: 2 case(s): too few samples to test")
+    proc = run_cli("compare", str(out), str(out), "--format", "json", "--inconclusive-ok")
+    assert proc.returncode == 0, proc.stderr[-2000:]
     ok = [c for c in doc["cases"] if c["new_n"]]
     assert ok and all(c["ratio"] == 1.0 for c in ok)
     proc = run_cli("compare", str(out), "--by", "variant", "--format", "csv")

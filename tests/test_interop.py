@@ -159,7 +159,7 @@ def test_import_without_data_is_not_tested_by_compare(pb_json: Path, tmp_path: P
     from convbench.compare import compare_paths
 
     table = compare_paths(run, run).table
-    assert (table["verdict"] == "same").all() and table["reason"].str.startswith("not tested").all()
+    assert (table["verdict"] == "inconclusive").all() and table["reason"].str.startswith("not tested").all()
     _, written, _ = export_pytest_benchmark(run, tmp_path / "back.json")  # original statistics come back
     assert written == 3
     back = {b["fullname"]: b for b in json.loads((tmp_path / "back.json").read_text())["benchmarks"]}

@@ -4,7 +4,10 @@
     convbench compare --base DIR... --new DIR...          # several runs per side, merged
     convbench compare RUN --by variant --baseline native  # speedup tables of one run
 
-Exit codes: 0 no regression, 1 a case is slower or failed (see ``--fail-on``), 2 bad input.
+Exit codes: 0 no regression, 1 a regression (a case, or the suite pooled, is slower, or a
+case failed; see ``--fail-on``), 2 bad input, 3 inconclusive (no regression found, but
+cases could not be tested, were contended, or the machine itself changed speed; accept
+with ``--inconclusive-ok``).
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cmp = compare_paths(
             base, new, threshold=threshold, alpha=alpha, thresholds=thresholds, seed=args.seed,
             fail_on=fail_on, run_noise=not args.no_run_noise, allow_emulated=args.allow_emulated,
+            inconclusive_ok=args.inconclusive_ok,
         )  # fmt: skip
     except ResultsError as exc:
         raise UsageError(str(exc)) from None
@@ -175,6 +179,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds", metavar="FILE", help="YAML/JSON mapping of PATTERN: threshold (after --threshold-for; first match wins)")
     p.add_argument("--alpha", default="0.01", help="significance level of the Mann-Whitney U test (default 0.01)")
     p.add_argument("--fail-on", default="slower,failed", help="verdicts that make the exit code 1 (default slower,failed; add removed to fail when cases disappear)")
+    p.add_argument("--inconclusive-ok", action="store_true", help="exit 0 instead of 3 when nothing regressed but cases were inconclusive (too few samples, contended, or the machine changed speed)")
     p.add_argument("--no-run-noise", action="store_true", help="do not widen the CIs by the run-to-run noise estimated from the cases (docs/compare.md)")
     p.add_argument("--by", choices=["variant", "backend"], help="within a run: each variant (or backend) against --baseline")
     p.add_argument("--baseline", help="with --by: the baseline value (default native for variant, torch for backend)")
