@@ -39,12 +39,17 @@ def _step() -> Any:
     return step
 
 
-def run_canary(at: str) -> dict[str, Any]:
-    """Time the canary once, after waiting (at most 2 s) for quiet: an idle worker's
-    threads may still spin for a moment. ``at`` names the point of the run (start,
-    middle, end)."""
-    guard = Guard.for_case(Monitor(rule=CANARY_TIMING.rule()), CANARY_TIMING, "cpu")
-    m = measure(host_sampler(_step(), lambda: None), CANARY_TIMING, guard=guard)
+def run_canary(at: str, run_timing: TimingConfig | None = None) -> dict[str, Any]:
+    """Time the canary once; ``at`` names the point of the run (start, middle, end).
+
+    With the run's guard in mode ``wait`` (``run_timing``; the default on CPUs) it first
+    waits, at most 2 s, for quiet (an idle worker's threads may still spin for a moment)
+    and retakes contended samples; otherwise it only flags them.
+    """
+    waits = run_timing is None or run_timing.guard_for("cpu") == "wait"
+    config = CANARY_TIMING if waits else CANARY_TIMING.model_copy(update={"guard": "flag", "quiet_wait": 0.0})
+    guard = Guard.for_case(Monitor(rule=config.rule()), config, "cpu")
+    m = measure(host_sampler(_step(), lambda: None), config, guard=guard)
     load = m.load
     return {
         "at": at, "time": now_iso(), "median": m.stats.median, "ci_low": m.stats.ci_low, "ci_high": m.stats.ci_high,

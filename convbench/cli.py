@@ -119,12 +119,13 @@ def _matrix_table(cases: list[Case]) -> Table:
     return table
 
 
-def _execute(folder, cases: list[Case], options, title: str, fleet: dict[str, Any] | None = None) -> bool:  # noqa: ANN001
-    """Run ``cases`` into ``folder`` with a progress bar; False when interrupted."""
+def _execute(folder, cases: list[Case], options, title: str, fleet: dict[str, Any] | None = None, runner: Any = None, total: int | None = None) -> bool:  # noqa: ANN001
+    """Run ``cases`` into ``folder`` with a progress bar; False when interrupted.
+    ``runner`` (called with the result callback) replaces the local runner (``ab``)."""
     from convbench.fleet import finished_planned  # (no ray import) unset threads match any
     from convbench.runner import Runner
 
-    todo = len(cases) - len(finished_planned(folder, cases))
+    todo = total if total is not None else len(cases) - len(finished_planned(folder, cases))
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as progress:
         task = progress.add_task(title, total=todo)
@@ -132,14 +133,16 @@ def _execute(folder, cases: list[Case], options, title: str, fleet: dict[str, An
         def on_result(row: dict[str, Any]) -> None:
             progress.update(task, advance=1, description=f"{title}: {row['workload']} {row['variant']} {row['mode']} b{row['batch']} -> {row['status']}")
 
-        if fleet:  # --cluster: convbench.fleet places the cases on a Ray cluster
+        if runner is not None:
+            chosen = runner(on_result)
+        elif fleet:  # --cluster: convbench.fleet places the cases on a Ray cluster
             from convbench.fleet import fleet_runner
 
-            runner = fleet_runner(folder, options, on_result, fleet)
+            chosen = fleet_runner(folder, options, on_result, fleet)
         else:
-            runner = Runner(folder, options, on_result)
+            chosen = Runner(folder, options, on_result)
         try:
-            runner.run(cases)
+            chosen.run(cases)
         except KeyboardInterrupt:
             return False
     return True
@@ -153,10 +156,9 @@ def _status_counts(frame) -> str:  # noqa: ANN001
 # --------------------------------------------------------------------------- commands
 def cmd_run(args: argparse.Namespace) -> int:
     from convbench.cpu_topology import parse_cpu_list
-    from convbench.environment import capture
     from convbench.results import ResultsError, RunFolder
     from convbench.runner import RunOptions
-    from convbench.summary import summary_table
+    from convbench.summary import contention_lines, summary_table
     from convbench.timing import TimingConfig
 
     fleet = _connect_fleet(args) if getattr(args, "cluster", None) else None
@@ -191,23 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pinning = _pinning(resolved) if fleet is None else None
         spec = getattr(resolved, "cpus", None)
         out = Path(args.out) if args.out else _default_out(suite.name)
-        meta = {
-            "suite": suite.name,
-            "suite_path": str(args.suite),
-            "suite_text": Path(args.suite).read_text(),
-            "preset": args.preset,
-            "filter": args.filter,
-            "convbench_version": __version__,
-            "options": {
-                "timing": options.timing.model_dump(),
-                "timeout": options.timeout,
-                "tolerance": options.tolerance,
-                "interpreters": options.interpreters,
-                "cpus": pinning.record() if pinning else {"spec": str(spec), "resolved": "on each node"} if spec else None,
-            },
-            "cases": [c.model_dump() for c in cases],
-            "environment": {"core": {**capture(), "cpu_pinning": pinning.record() if pinning else None}, "backends": {}},
-        }
+        meta = run_meta(args, suite, cases, options, pinning, spec)
         try:
             folder = RunFolder.create(out, meta)
         except ResultsError as exc:
@@ -228,9 +214,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder.finish("complete")
     console.print(summary_table(frame, title=f"{folder.meta['suite']}: {folder.path}"))
     for reason, count in frame.loc[frame["status"] != "ok", "reason"].value_counts().items():
-        console.print(f"  {count} x {reason}", highlight=False)
+        console.print(f"  {count} x {reason}", highlight=False, markup=False)
+    for line in contention_lines(frame):
+        console.print(line, highlight=False, markup=False)
     console.print(f"{len(frame)} cases: {_status_counts(frame)}. Results in {folder.path}")
     return EXIT_OK
+
+
+def run_meta(args: argparse.Namespace, suite: Any, cases: list[Case], options: Any, pinning: Any, spec: Any = None) -> dict[str, Any]:
+    """run.json of a new run: the suite, its options, the planned cases, the environment."""
+    from convbench.environment import capture
+
+    return {
+        "suite": suite.name,
+        "suite_path": str(args.suite),
+        "suite_text": Path(args.suite).read_text(),
+        "preset": args.preset,
+        "filter": args.filter,
+        "convbench_version": __version__,
+        "options": {
+            "timing": options.timing.model_dump(),
+            "timeout": options.timeout,
+            "tolerance": options.tolerance,
+            "interpreters": options.interpreters,
+            "cpus": pinning.record() if pinning else {"spec": str(spec), "resolved": "on each node"} if spec else None,
+        },
+        "cases": [c.model_dump() for c in cases],
+        "environment": {"core": {**capture(), "cpu_pinning": pinning.record() if pinning else None}, "backends": {}},
+    }
 
 
 def _connect_fleet(args: argparse.Namespace) -> dict[str, Any]:

@@ -141,9 +141,9 @@ def comparison_rich(cmp: Comparison, only_changes: bool = False) -> Group:
     parts: list[Any] = [
         Text.assemble(("BASE ", "bold"), _runs_line(cmp.base_runs)),
         Text.assemble(("NEW  ", "bold"), _runs_line(cmp.new_runs)),
-        Text(noise_text(cmp)),
-        Text(canary_text(cmp)),
     ]
+    if cmp.method == "compare":
+        parts += [Text(noise_text(cmp)), Text(canary_text(cmp))]
     if cmp.suite:
         parts.append(Text(suite_text(cmp), style=STYLES.get(cmp.suite.get("verdict", ""), "")))
     if cmp.environment_diff:

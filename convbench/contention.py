@@ -165,6 +165,7 @@ class Reader:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pids = list(pids) if pids is not None else None
+        self._last: dict[int, float] = {}  #: pid -> CPU seconds last read (an exited pid keeps its total)
         self.proc = Path(proc)
         self.clock = clock
         self.ticks = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
@@ -176,11 +177,10 @@ class Reader:
     def own_cpu(self) -> float:
         if self.pids is None:
             return time.process_time()
-        total = 0.0
         for pid in self.pids:
-            with contextlib.suppress(OSError, ValueError, IndexError):  # an exited process adds nothing
-                total += parse_pid_stat((self.proc / str(pid) / "stat").read_text(), self.ticks)
-        return total
+            with contextlib.suppress(OSError, ValueError, IndexError):  # an exited process keeps its last total
+                self._last[pid] = parse_pid_stat((self.proc / str(pid) / "stat").read_text(), self.ticks)
+        return sum(self._last.get(pid, 0.0) for pid in self.pids)
 
     def snapshot(self) -> Snapshot:
         own = self.own_cpu()
@@ -309,14 +309,15 @@ class Monitor:
         return load_between(start, end, window)
 
     def wait_quiet(self, budget: QuietBudget) -> Load | None:
-        """Wait until one QUIET_WINDOW is quiet, spending at most ``budget.left``.
+        """Wait until one QUIET_WINDOW is quiet, spending at most ``budget.left`` (windows
+        shorter than 10 ms are not taken).
 
         Returns the last window's load (None when the budget was already spent).
         """
         last = None
-        while budget.left > 0:
+        while budget.left >= 0.01:
             start = self.mark()
-            self.sleep(min(QUIET_WINDOW, max(budget.left, 0.01)))
+            self.sleep(min(QUIET_WINDOW, budget.left))
             end = self.mark()
             budget.waited += max(0.0, end.t - start.t)
             last = load_between(start, end)

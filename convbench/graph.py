@@ -40,7 +40,7 @@ simple ops instead of one op per paper):
   :func:`shift_offsets` builds the offsets of Wu et al.'s k x k shift and
   :func:`shift_runs` groups consecutive channels that share an offset.
 
-Counting conventions (see FIELD.md):
+Counting conventions (README, "Counting"):
 
 * **parameters** are the elements of ``param`` nodes (conv and linear weights and biases,
   BN scale and shift); ``const`` nodes (BN running statistics, masks) are not parameters;

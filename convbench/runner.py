@@ -259,7 +259,7 @@ class Runner:
             return
         from convbench.canary import run_canary
 
-        self.folder.meta.setdefault("canary", []).append(run_canary(at))
+        self.folder.meta.setdefault("canary", []).append(run_canary(at, self.options.timing))
         self.folder.save_meta()
 
     def _record(self, row: dict[str, Any], samples: list[dict[str, Any]] | None = None) -> None:

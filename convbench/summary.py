@@ -17,7 +17,7 @@ def format_time(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "-"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
+        if float(f"{seconds:.3g}") >= scale:  # 999.6 us reads 1 ms, not "1e+03 us"
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
 
@@ -40,15 +40,49 @@ def _inv(value: Any) -> float | None:
     return 1 / value if _num(value) and value else None
 
 
+#: The marks a summary cell may carry, and what each means (the table's legend).
+MARKS = {
+    "*": "did not converge to the requested precision",
+    "!": "contended: other processes used the CPU while it was timed (see below)",
+    "†": "as many threads as usable cores: one busy neighbour stalls a thread at every barrier",
+}
+
+
+def _flag(value: Any) -> bool:
+    return _num(value) and bool(value)
+
+
 def cell(row: pd.Series) -> str:
-    """A case's time with its spread (IQR as % of the median), or its status."""
+    """A case's time with its spread (IQR as % of the median) and its marks, or its status."""
     if row["status"] != "ok":
         return f"[yellow]{row['status']}[/]"
     if not _num(row.get("median")):
         return "[green]verified[/]"
     spread = row["iqr"] / row["median"] * 100 if row["median"] else float("nan")
     flag = "" if row.get("converged") else "*"
+    flag += "[bold yellow]![/]" if _flag(row.get("contended")) else ""
+    flag += "†" if _flag(row.get("threads_all_cores")) else ""
     return f"{format_time(row['median'])} ±{spread:.0f}%{flag}"
+
+
+def contention_lines(cases: pd.DataFrame) -> list[str]:
+    """Lines for under the summary: how many timed cases were contended, the worst load,
+    and how many ran with as many threads as cores."""
+    lines = []
+    if "contended" in cases.columns:
+        hit = cases[cases["contended"].map(_flag)]
+        if len(hit):
+            worst = hit["foreign_cpu"].astype(float).max() if "foreign_cpu" in hit else float("nan")
+            load = f"other processes used up to {worst:.2f} cores" if math.isfinite(worst) else "see their telemetry"
+            lines.append(
+                f"! {len(hit)} of {int(cases['contended'].notna().sum())} timed cases were contended while timed ({load}): "
+                "their times and ratios are less trustworthy; the reasons are in cases.parquet (contention)"
+            )
+    if "threads_all_cores" in cases.columns:
+        fragile = int(cases.loc[cases["status"] == "ok", "threads_all_cores"].map(_flag).sum())
+        if fragile:
+            lines.append(f"† {fragile} case(s) use as many threads as usable cores: fragile under contention (set threads: in the suite to change it)")
+    return lines
 
 
 def summary_frame(cases: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -96,5 +130,6 @@ def summary_table(cases: pd.DataFrame, title: str = "convbench summary") -> Tabl
             speeds.append("-" if s is None else f"{s:.2f}x" + (f" [{lo:.2f}-{hi:.2f}]" if lo is not None else ""))
         err = "-" if not _num(r["verify_error"]) else f"{r['verify_error']:.1e}"
         table.add_row(*[str(r[c]) for c in varying], *[r[v] for v in variants], *speeds, err)
-    table.caption = "time per iteration; * = did not converge to the requested precision; speedup = baseline / variant (>1: faster)"
+    legend = "; ".join(f"{mark} = {text}" for mark, text in MARKS.items())
+    table.caption = f"time per iteration; {legend}; speedup = baseline / variant (>1: faster)"
     return table

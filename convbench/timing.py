@@ -1,4 +1,4 @@
-"""The timing protocol and its statistics (DESIGN.md, "The timing protocol").
+"""The timing protocol and its statistics (docs/timing.md).
 
 Framework-free: a backend hands in a :data:`Sampler` (a callable that runs ``n``
 iterations and returns their total seconds) and gets back a :class:`Measurement`.
@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from scipy.stats import binom
 
 from convbench.contention import (
@@ -131,6 +131,12 @@ class TimingConfig(BaseModel):
     contention_pressure: float = Field(
         0.05, gt=0, le=1, description="contended when tasks wait for a CPU this fraction of the time (Linux PSI)"
     )
+
+    @field_validator("guard", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        """YAML reads a bare ``off`` as false: take it as "off"."""
+        return "off" if value is False else value
 
     def guard_for(self, device: str) -> str:
         """The guard mode of a case on ``device`` (the default: wait on CPUs, flag on GPUs)."""
@@ -285,7 +291,7 @@ def _rel_ci(sorted_samples: list[float], confidence: float) -> float:
 
 
 class Guard:
-    """The quiet guard of one case group (DESIGN "Know when the machine lied").
+    """The quiet guard of one case group (docs/timing.md, "The quiet guard").
 
     Takes a snapshot of the machine's counters before and after every sample (or round),
     judges each by the :class:`~convbench.contention.ContentionRule`, and in mode
@@ -583,13 +589,13 @@ def measure_interleaved(
     guard: Guard | None = None,
     baselines: Mapping[str, str] | None = None,
 ) -> InterleavedMeasurement:
-    """Time several samplers side by side, in rounds, against ``baseline`` (DESIGN 7).
+    """Time several samplers side by side, in rounds, against ``baseline`` (docs/timing.md).
 
     Each member is warmed up and calibrated on its own. Then every round takes one
     sample of each member in an order shuffled by ``random.Random(seed)``, and records
     each non-baseline member's per-iteration time divided by its baseline's of the same
-    round (``baselines`` maps a member to its own baseline; default ``baseline`` for
-    all). Stopping follows :func:`measure` with rounds for samples and a budget of
+    round (``baselines``, when given, maps the members that get ratios to their own
+    baselines; default: every member against ``baseline``). Stopping follows :func:`measure` with rounds for samples and a budget of
     ``max_time * len(samplers)``; it is converged when, after >= min_samples rounds,
     every member's median and every ratio's median have a CI within ``precision``.
     A member's own ``converged`` is its own median criterion; its ``elapsed`` is the
@@ -601,7 +607,7 @@ def measure_interleaved(
         raise ValueError(f"baseline {baseline!r} is not one of {sorted(samplers)}")
     guard = guard or Guard()
     names = list(samplers)
-    pairs = {n: (baselines or {}).get(n, baseline) for n in names}
+    pairs = dict(baselines) if baselines is not None else dict.fromkeys(names, baseline)
     pairs = {n: b for n, b in pairs.items() if b != n and b in samplers}
     rng = random.Random(seed)
     prepared: dict[str, tuple[int, float, int]] = {}

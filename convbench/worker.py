@@ -12,6 +12,15 @@ Protocol (one JSON object per line): the worker first writes ``{"event": "hello"
   each case is built and verified as for ``run``, then profiled with the framework's own
   profiler (:meth:`Prepared.profile`); per case ``{"event": "profile", "case_id",
   "status", "reason", "rows": [...]}``; then ``{"event": "done"}``.
+* ``{"cmd": "prepare", "cases": [...], "timing": {...}, "tolerance": {...}}``: the cases
+  are built and verified as for ``run`` and held, untimed, for another process to time
+  (``convbench ab``): per case ``{"event": "start"}``, then ``{"event": "prepared",
+  "case_id", "row"}`` for a case that verified, or ``{"event": "result", ...}`` for one
+  that did not (skipped, mismatch, error); then ``{"event": "done"}``.
+* ``{"cmd": "sample", "case_id", "n"}``: ``n`` iterations of a held case, timed here
+  (device events or host wall clock, as for ``run``): ``{"event": "sample", "seconds"}``,
+  or ``{"event": "sample_error", "reason"}``.
+* ``{"cmd": "release"}``: the held cases are closed; ``{"event": "done"}``.
 * ``{"cmd": "exit"}``: the worker exits.
 
 A ``run`` message may carry ``"peaks"``, the device peaks the run already knows; the
@@ -89,6 +98,7 @@ class CaseRunner:
         self._work: dict[str, tuple[float, float]] = {}  #: case_id -> roofline (FLOPs, bytes)
         self.peaks: dict[str, dict[str, Any] | None] = {}  #: peak_key -> measured peaks
         self.reader = Reader()  #: this process's CPU time and the machine's counters
+        self.held: dict[str, tuple[Prepared, Any]] = {}  #: case_id -> (prepared, sampler), for `prepare`
 
     def reference(self, case: Case, graph, tensors, cotangents) -> dict[str, np.ndarray]:  # noqa: ANN001
         """Float64 reference of the native graph, cached across variants of one workload."""
@@ -225,6 +235,46 @@ class CaseRunner:
         if peaks is not None:
             self.protocol.send("peaks", key=key, peaks=peaks)
 
+    def hold_group(self, cases: list[Case], timing: TimingConfig, tolerance: dict[str, float]) -> None:
+        """Build and verify ``cases`` and hold the verified ones for remote sampling."""
+        self.release()
+        self.backend.configure(timing)
+        for case in cases:
+            self.protocol.send("start", case_id=case.case_id)
+            row = empty_row(case)
+            row.update(worker_pid=os.getpid(), threads_all_cores=threads_all_cores(case.threads, case.device))
+            try:
+                prepared = self.prepare_and_verify(case, row, tolerance)
+            except Exception as exc:
+                row.update(status="error", reason=f"{type(exc).__name__}: {exc}", details=traceback.format_exc(limit=8))
+                prepared = None
+            if prepared is not None and row["status"] == "ok":
+                device = prepared.device_sampler()
+                sampler = device or host_sampler(prepared.step, prepared.sync)
+                row["timer"] = "device_events" if device else "host_wall_sync"
+                row["peak_memory"] = None
+                self.held[case.case_id] = (prepared, sampler)
+                self.protocol.send("prepared", case_id=case.case_id, row=row)
+                continue
+            if prepared is not None:
+                prepared.close()
+            self.finish(row, [])
+
+    def sample(self, case_id: str, n: int) -> None:
+        """Time ``n`` iterations of a held case and send the seconds."""
+        try:
+            seconds = self.held[case_id][1](int(n))
+        except Exception as exc:
+            self.protocol.send("sample_error", case_id=case_id, reason=f"{type(exc).__name__}: {exc}")
+            return
+        self.protocol.send("sample", case_id=case_id, seconds=seconds)
+
+    def release(self) -> None:
+        """Close every held case."""
+        for prepared, _ in self.held.values():
+            prepared.close()
+        self.held.clear()
+
     def profile_group(self, cases: list[Case], steps: int, timing: TimingConfig, tolerance: dict[str, float]) -> None:
         """Build, verify and profile each case; one ``profile`` event per case."""
         from convbench.profile import categorize
@@ -304,6 +354,15 @@ def main(argv: list[str] | None = None) -> int:
             runner.peaks.update(msg.get("peaks") or {})
             runner.run_group(cases, timing, msg.get("tolerance", {}), bool(msg.get("verify_only")))
             protocol.send("done", seconds=time.perf_counter() - started)
+        if msg.get("cmd") == "prepare":
+            cases = [Case.model_validate(c) for c in msg["cases"]]
+            runner.hold_group(cases, TimingConfig.model_validate(msg.get("timing", {})), msg.get("tolerance", {}))
+            protocol.send("done")
+        if msg.get("cmd") == "sample":
+            runner.sample(msg["case_id"], msg["n"])
+        if msg.get("cmd") == "release":
+            runner.release()
+            protocol.send("done")
         if msg.get("cmd") == "profile":
             cases = [Case.model_validate(c) for c in msg["cases"]]
             timing = TimingConfig.model_validate(msg.get("timing", {}))

@@ -37,6 +37,7 @@ def make_run(
     started: str = "2026-01-01T00:00:00+00:00",
     failures: bool = True,
     workloads: list[tuple[str, int, int]] | None = None,
+    contention: bool = False,
 ) -> Path:
     """Write a complete run folder at ``path`` and return it.
 
@@ -44,7 +45,10 @@ def make_run(
     training) on CPU at batch 1, timed (diagonalwise interleaved with native, with
     per-round ratios); CUDA cases of torch skipped; with ``failures``, one workload
     ``broken`` whose torch cases error (with a traceback) and whose reference diagonalwise
-    case mismatches. ``slowdown`` multiplies every time (for comparisons).
+    case mismatches. ``slowdown`` multiplies every time (for comparisons). With
+    ``contention``, timed cases carry contention telemetry (see :func:`telemetry`: the
+    torch cases of ``dw_a`` contended, a hostile string in their reason) and run.json a
+    canary of three points, the middle one contended.
     """
     rng = np.random.default_rng(seed)
     cases: list[Case] = []
@@ -93,6 +97,13 @@ def make_run(
             },
         },
     }  # fmt: skip
+    if contention:
+        meta["canary"] = [
+            {"at": at, "time": started, "median": 1e-3 * f * slowdown, "ci_low": 0.99e-3 * f * slowdown, "ci_high": 1.01e-3 * f * slowdown,
+             "n": 15, "contended": at == "middle", "contention": CONTENTION if at == "middle" else None,
+             "foreign_cpu": 0.82 if at == "middle" else 0.01, "cpu_pressure": 0.5 if at == "middle" else 0.0, "steal": 0.0}
+            for at, f in (("start", 1.0), ("middle", 1.04), ("end", 1.01))
+        ]  # fmt: skip
     folder = RunFolder.create(path, meta)
     folder.meta["started"] = started
     folder.save_meta()
@@ -136,11 +147,29 @@ def make_run(
                 srt = sorted(ratios)
                 row.update(baseline="native", ratio=float(np.median(ratios)), ratio_ci_low=srt[2], ratio_ci_high=srt[9], rounds=12)
             samples = [{"case_id": c.case_id, "index": i, "seconds": float(v), "ratio": ratios[i]} for i, v in enumerate(values)]
+            if contention:
+                row.update(telemetry(c))
         folder.add(row, samples)
     folder.finish("complete")
     folder.meta["finished"] = "2026-01-01T00:10:00+00:00"
     folder.save_meta()
     return path
+
+
+#: The reason recorded for the contended cases (and canary point) of ``contention`` runs.
+CONTENTION = f"4 of 15 samples used were contended (0 dropped): other processes used 0.82 cores {XSS_IMG}"
+
+
+def telemetry(case: Case) -> dict[str, object]:
+    """Contention telemetry of a timed case: the torch cases of ``dw_a`` contended (0.82
+    cores of other processes), the rest quiet (0.05); CPU cases at 2 threads use every
+    usable core of the synthetic machine (``threads_all_cores``)."""
+    contended = case.workload == "dw_a" and case.backend == "torch"
+    return {
+        "contended": contended, "contention": CONTENTION if contended else None,
+        "foreign_cpu": 0.82 if contended else 0.05, "steal": 0.0, "cpu_pressure": 0.5 if contended else 0.01,
+        "dropped": 2 if contended else 0, "quiet_wait": 0.0, "threads_all_cores": case.device == "cpu" and case.threads == 2,
+    }  # fmt: skip
 
 
 def read_json_specs(page: str) -> list[dict]:

@@ -282,7 +282,7 @@ name: pinned
 workloads:
   - {id: dw, kind: depthwise, params: {channels: 8, size: 8, kernel: 3, stride: 1}}
 matrix: {backend: [reference], device: [cpu], mode: [inference], batch: [1]}
-timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05}
+timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05, guard: flag}
 """
 
 

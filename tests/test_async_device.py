@@ -45,7 +45,7 @@ def suite(path: Path, extra: str = "", variants: str = "native") -> Path:
         "name: async\n"
         "workloads:\n  - {id: dw, kind: depthwise, params: {channels: 4, size: 6}}\n"
         f"matrix: {{backend: [asyncfake], variant: [{variants}], batch: [1]}}\n"
-        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.2"
+        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.2, guard: flag"
         + extra
         + "}\n"
     )

@@ -503,3 +503,99 @@ def test_a_real_run_against_itself_and_within(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(pd.io.common.StringIO(proc.stdout))
     assert len(table) == 1 and set(table["source"]) == {"interleaved"} and (table["speedup"] > 0).all()
+
+
+# --------------------------------------------------------------------------- trust: inconclusive, canary, pooled verdict
+def canary_meta(*medians: float) -> dict[str, Any]:
+    return {"canary": [{"at": at, "median": m, "contended": False} for at, m in zip(("start", "middle", "end"), medians, strict=False)]}
+
+
+def test_a_uniform_slowdown_of_untestable_cases_is_caught_by_the_suite_verdict() -> None:
+    rng = np.random.default_rng(5)
+    base = {f"w{i}": lognormal(rng, 3, 0.03, scale=1e-3 * (1 + i)) for i in range(24)}
+    new = {k: v * 1.25 for k, v in base.items()}  # every sample 25% slower
+    bc, bs = frames(base, "a")
+    nc, ns = frames(new, "b")
+    cmp = compare_runs(bc, nc, bs, ns, base_meta=[canary_meta(1e-3, 1e-3, 1e-3)], new_meta=[canary_meta(1e-3, 1e-3, 1e-3)])
+    assert cmp.counts["inconclusive"] == 24  # 3 vs 3 samples: no case alone can be tested
+    assert cmp.suite["verdict"] == "slower" and cmp.suite["cases"] == 24
+    assert cmp.suite["ratio"] == pytest.approx(1.25) and cmp.suite["ci_low"] > 1.2
+    assert cmp.exit_code == 1
+
+
+def test_the_same_untestable_cases_unchanged_are_inconclusive_not_passed() -> None:
+    rng = np.random.default_rng(6)
+    base = {f"w{i}": lognormal(rng, 3, 0.03) for i in range(24)}
+    bc, bs = frames(base, "a")
+    nc, ns = frames({k: v.copy() for k, v in base.items()}, "b")
+    cmp = compare_runs(bc, nc, bs, ns)
+    assert cmp.suite["verdict"] == "same" and cmp.exit_code == 3
+    assert cmp.why_inconclusive == ["24 case(s): too few samples to test"]
+    cmp.inconclusive_ok = True
+    assert cmp.exit_code == 0
+
+
+def test_a_slowdown_the_canary_explains_is_inconclusive() -> None:
+    rng = np.random.default_rng(7)
+    base = {f"w{i}": lognormal(rng, 40, 0.02) for i in range(4)}
+    new = {k: v * 1.3 for k, v in base.items()}
+    bc, bs = frames(base, "a")
+    nc, ns = frames(new, "b")
+    slow_machine = compare_runs(bc, nc, bs, ns, base_meta=[canary_meta(1e-3, 1e-3)], new_meta=[canary_meta(1.28e-3, 1.3e-3)])
+    assert set(slow_machine.table["verdict"]) == {"inconclusive"}
+    assert all("NEW's machine ran the canary 1.29x slower" in r for r in slow_machine.table["reason"])
+    assert slow_machine.suite["verdict"] == "inconclusive" and slow_machine.exit_code == 3
+    steady = compare_runs(bc, nc, bs, ns, base_meta=[canary_meta(1e-3, 1e-3)], new_meta=[canary_meta(1.02e-3, 1.01e-3)])
+    assert set(steady.table["verdict"]) == {"slower"} and steady.exit_code == 1
+    # a case 2x slower on a machine whose canary is 1.1x slower: the code, not the machine
+    twice = {k: v * 2.0 for k, v in base.items()}
+    tc, ts = frames(twice, "b")
+    code = compare_runs(bc, tc, bs, ts, base_meta=[canary_meta(1e-3)], new_meta=[canary_meta(1.1e-3)])
+    assert set(code.table["verdict"]) == {"slower"}
+
+
+def test_a_contended_side_makes_a_change_inconclusive_and_its_dropped_samples_are_ignored() -> None:
+    rng = np.random.default_rng(8)
+    base = {"w": lognormal(rng, 40, 0.02)}
+    new = {"w": base["w"] * 1.3}
+    bc, bs = frames(base, "a")
+    nc, ns = frames(new, "b")
+    nc = nc.assign(contended=True, contention="other processes used 0.82 cores")
+    row = compare_runs(bc, nc, bs, ns).table.iloc[0]
+    assert row["verdict"] == "inconclusive" and row["new_contended"] and not row["base_contended"]
+    assert "contended in NEW (other processes used 0.82 cores)" in row["reason"]
+    # samples the guard dropped (kept False) are not evidence: 10x slow ones change nothing
+    same = {"w": base["w"].copy()}
+    sc, ss = frames(same, "b")
+    dropped = pd.DataFrame([{"case_id": ss["case_id"].iloc[0], "index": 100 + i, "seconds": 1e-2, "ratio": None, "run": "b", "run_dir": "b", "kept": False} for i in range(40)])
+    ss = pd.concat([ss.assign(kept=True), dropped], ignore_index=True)
+    row = compare_runs(bc, sc, bs, ss).table.iloc[0]
+    assert row["verdict"] == "same" and row["new_n"] == 40 and row["ratio"] == pytest.approx(1.0)
+
+
+def test_exit_codes_from_the_command_line(tmp_path: Path) -> None:
+    """0, 1, 2 and 3 from `convbench compare` on run folders made here."""
+    rng = np.random.default_rng(9)
+    base = {f"w{i}": lognormal(rng, 40, 0.02) for i in range(4)}
+
+    def folder(name: str, samples: dict[str, np.ndarray], **meta: Any) -> Path:
+        f = RunFolder.create(tmp_path / name, {"suite": "s", "cases": [], **meta})
+        cases, srows = frames(samples, name)
+        for _, r in cases.iterrows():
+            row = {k: r[k] for k in empty_row(case_of(r["workload"]))}
+            f.add(row, [{k: s[k] for k in ("case_id", "index", "seconds", "ratio")} for _, s in srows[srows["case_id"] == r["case_id"]].iterrows()])
+        return f.path
+
+    a = folder("a", base)
+    same = folder("same", {k: v.copy() for k, v in base.items()})
+    slow = folder("slow", {k: v * 1.3 for k, v in base.items()})
+    few = folder("few", {k: v[:1] for k, v in base.items()})  # one sample a case: untestable
+    assert main(["compare", str(a), str(same)]) == 0
+    assert main(["compare", str(a), str(slow)]) == 1
+    assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
+    assert main(["compare", str(a), str(few)]) == 3
+    assert main(["compare", str(a), str(few), "--inconclusive-ok"]) == 0
+    out = tmp_path / "few.md"
+    assert main(["compare", str(a), str(few), "--format", "md", "-o", str(out)]) == 3
+    text = out.read_text()
+    assert text.startswith("## convbench compare: inconclusive") and "> **Inconclusive** (exit 3)" in text

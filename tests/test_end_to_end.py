@@ -24,7 +24,7 @@ def write_suite(path: Path, workloads: list[str], backend: str = "faulty", timeo
     lines += [
         "matrix:",
         f"  variant: [native]\n  backend: [{backend}]\n  device: [cpu]\n  mode: [inference]\n  batch: [1]",
-        f"timing: {{warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: {max_time}}}",
+        f"timing: {{warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: {max_time}, guard: flag}}",
         f"timeout: {timeout}",
         extra,
     ]

@@ -233,7 +233,7 @@ def _suite(path: Path, workloads: list[str], backend: str) -> Path:
     lines += [
         "matrix:",
         f"  variant: [native, diagonalwise]\n  backend: [{backend}]\n  device: [cpu]\n  mode: [inference]\n  batch: [1]",
-        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05}",
+        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05, guard: flag}",
         "timeout: 60",
     ]
     path.write_text("\n".join(lines) + "\n")

@@ -65,7 +65,7 @@ def test_batchnorm_statistics_are_constants_not_parameters() -> None:
     b = GraphBuilder()
     y = b.batchnorm(b.input("x", (1, 5, 2, 2)))
     g = b.build([y])
-    assert g.param_count() == 10  # gamma and beta only (FIELD.md)
+    assert g.param_count() == 10  # gamma and beta only (README, "Counting")
     assert {n.name for n in g.consts} == {"bn.running_mean", "bn.running_var"}
 
 

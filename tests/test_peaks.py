@@ -72,7 +72,7 @@ def test_a_run_stores_peaks_once_per_dtype_and_each_case_its_roofline_fraction(t
         "workloads:\n  - {id: dw, kind: depthwise, params: {channels: 4, size: 6}}\n"
         "  - {id: sep, kind: separable, params: {in_channels: 4, out_channels: 8, size: 6}}\n"
         "matrix: {backend: [asyncfake], variant: [native], mode: [inference, training], dtype: [float32, float16], threads: [1]}\n"
-        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05}\n"
+        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05, guard: flag}\n"
     )
     out = tmp_path / "run"
     proc = run_cli("run", str(path), "--out", str(out), CONVBENCH_EXTRA_BACKENDS=EXTRA, CONVBENCH_FAKE_WORK_MS="2")

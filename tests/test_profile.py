@@ -73,7 +73,7 @@ def suite(path: Path) -> Path:
         "name: prof\n"
         "workloads:\n  - {id: sep, kind: separable, params: {in_channels: 40, out_channels: 8, size: 6}}\n"
         "matrix: {backend: [asyncfake, reference], variant: [native, diagonalwise], batch: [1]}\n"
-        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05}\n"
+        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05, guard: flag}\n"
     )
     return path
 

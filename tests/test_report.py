@@ -11,13 +11,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from convbench.compare import VERDICTS
 from convbench.report import ReportError, render_site
+from convbench.report.compare_page import VERDICT_COLORS
 from convbench.report.data import load_runs, run_peaks, slugify, suite_frame
 from convbench.report.plots import absent_plots, esc, suite_plots, to_json
 from convbench.report.render import MARKER, plotly_js
-from convbench.report.tables import suite_table
+from convbench.report.tables import ALL_CORES_LEGEND, ALL_CORES_MARK, suite_table
 from tests.conftest import ROOT, run_cli
-from tests.report_data import XSS, XSS_IMG, make_run, read_json_specs
+from tests.report_data import CONTENTION, XSS, XSS_IMG, make_run, read_json_specs
 
 
 @pytest.fixture(scope="module")
@@ -374,3 +376,76 @@ def test_a_suite_page_says_which_plots_are_absent_and_why(runs: dict[str, Path],
         "Training against inference: no case was timed in both modes.",
     ]
     assert absent_plots(frame, suite_plots(frame, "p")) == []
+
+
+# --------------------------------------------------------------------------- contention
+@pytest.fixture(scope="module")
+def contended(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two runs with contention telemetry and canaries (NEW and its canary 30% slower),
+    and their site with the comparison."""
+    root = tmp_path_factory.mktemp("contended")
+    c = make_run(root / "runs" / "c", contention=True)
+    d = make_run(root / "runs" / "d", contention=True, slowdown=1.3, seed=1, started="2026-01-02T00:00:00+00:00")
+    render_site([root / "runs"], root / "site", compare=([c], [d]))
+    return {"c": c, "d": d, "site": root / "site"}
+
+
+def test_case_tables_show_other_cpu_a_contended_badge_and_the_all_cores_mark(contended: dict[str, Path]) -> None:
+    frame = suite_frame(load_runs([contended["c"]]))
+    table, _ = suite_table(frame, "t", False, {})
+    col = {c.key: i for i, c in enumerate(table.columns)}
+    assert table.columns[col["foreign_cpu"]].label == "other CPU" and table.legend == [ALL_CORES_LEGEND]
+    rows = [r for r, s in zip(table.rows, table.row_status, strict=True) if s == "ok"]
+    badged = [r for r in rows if r[col["status"]].badges]
+    assert len(badged) == 4 and all(r[col["workload"]].text == "dw_a" and r[col["backend"]].text == "torch" for r in badged)
+    assert {(b.text, b.cls, b.title) for r in badged for b in r[col["status"]].badges} == {("contended", "contended", CONTENTION)}
+    assert {r[col["foreign_cpu"]].text for r in badged} == {f"0.82 {ALL_CORES_MARK}"} and badged[0][col["foreign_cpu"]].sort == "0.82"
+    assert {r[col["foreign_cpu"]].text for r in rows if not r[col["status"]].badges} == {f"0.05 {ALL_CORES_MARK}"}
+    page = (contended["site"] / "suite-synthetic.html").read_text()
+    assert '<button type="button">other CPU</button>' in page and ALL_CORES_LEGEND in page
+    badge = re.findall(r'<span class="badge contended" title="([^"]*)">contended</span>', page)
+    assert len(badge) == 8 and set(badge) == {CONTENTION.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;")}
+    assert XSS_IMG not in page
+
+
+def test_runs_without_telemetry_render_without_it(runs: dict[str, Path], tmp_path: Path) -> None:
+    old = tmp_path / "runs" / "old"
+    old.mkdir(parents=True)
+    for name in ("run.json", "samples.parquet"):
+        (old / name).write_bytes((runs["a"] / name).read_bytes())
+    telemetry = ["contended", "contention", "foreign_cpu", "steal", "cpu_pressure", "dropped", "quiet_wait", "threads_all_cores", "side"]
+    pd.read_parquet(runs["a"] / "cases.parquet").drop(columns=telemetry).to_parquet(old / "cases.parquet")
+    render_site([old], tmp_path / "site")
+    html = "".join(p.read_text() for p in (tmp_path / "site").glob("*.html"))
+    assert "other CPU" not in html and "badge contended" not in html and ALL_CORES_MARK not in html
+    assert "<h2>Contention</h2>" not in html and ">canary</button>" not in html
+
+
+def test_index_and_run_page_show_contended_runs_and_canary_points(contended: dict[str, Path], site: Path) -> None:
+    index = (contended["site"] / "index.html").read_text()
+    assert index.count('<span class="badge contended" title="4 of 26 timed cases were contended') == 2
+    assert '<button type="button">canary</button>' in index and ">1 ms · 1.04 ms · 1.01 ms<" in index
+    assert "middle 1.04 ms (contended)" in index
+    assert "badge contended" not in pages(site)["index.html"]  # runs without contended cases: no badge
+    run = (contended["site"] / "run-c.html").read_text()
+    assert re.search(r"<h1>Run c <span class=\"badge contended\"[^>]*>4 contended</span></h1>", run)
+    assert "<h2>Contention</h2>" in run and "4 of 26 timed cases were contended" in run
+    canary = run.split('<table id="canary-c"')[1].split("</table>")[0]
+    assert [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<tr><td[^>]*>(.*?)</td>", canary)] == ["start", "middle", "end"]
+    assert 'class="warning"' in canary and ">0.82<" in canary and ">50%<" in canary and XSS_IMG not in run
+
+
+def test_comparison_page_styles_inconclusive_and_shows_the_suite_verdict_and_canary(contended: dict[str, Path]) -> None:
+    assert list(VERDICT_COLORS) == list(VERDICTS)
+    css = (contended["site"] / "static" / "report.css").read_text()
+    assert all(f".verdict-{v}" in css for v in VERDICTS) and ".badge.contended" in css
+    page = (contended["site"] / "compare.html").read_text()
+    text = " ".join("".join(parse(page).text).split())
+    assert re.search(r"\b26 inconclusive\b", text)
+    assert set(re.findall(r'<tr data-status="([a-z]+)">', page)) == {"inconclusive", "same"}
+    assert page.count('<td data-sort="inconclusive" class="verdict verdict-inconclusive">inconclusive') == 26
+    assert page.count(">contended: BASE and NEW</span>") == 4
+    assert '<p class="suite-verdict">Suite verdict (pooled over the tested cases): <span class="verdict verdict-inconclusive">inconclusive</span>' in page
+    assert "ran the canary 1.30x slower" in text and "Canary: NEW / BASE 1.300 (BASE 1.01 ms, NEW 1.31 ms)" in text
+    spec = read_json_specs(page)[0]
+    assert [t["name"] for t in spec["data"]] == ["inconclusive"] and spec["data"][0]["marker"]["color"] == VERDICT_COLORS["inconclusive"]

@@ -59,7 +59,7 @@ def test_interpreter_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_processes_run_each_group_in_fresh_workers(tmp_path: Path) -> None:
     suite = write_suite(tmp_path / "p.yaml", ["a", "b"], backend="reference")
-    suite.write_text(suite.read_text().replace("max_time: 0.05}", "max_time: 0.05, processes: 2}"))
+    suite.write_text(suite.read_text().replace("guard: flag}", "guard: flag, processes: 2}"))
     out = tmp_path / "run"
     proc = run_cli("run", str(suite), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -3,7 +3,9 @@
 The same verdicts as ``convbench compare`` (ratio NEW/BASE of medians with its bootstrap
 95% CI, Mann-Whitney p-value, verdict and reason), drawn as a forest plot (one point per
 case, log scale, the threshold band shaded) and listed in a sortable table, under the
-headline counts and the differences between the two sides' machines and software.
+headline counts, the pooled suite verdict, the two sides' canaries and the differences
+between their machines and software. ``inconclusive``: the change cannot be told from the
+machine's (too few samples, a side contended while timed, or the canary moved as much).
 """
 
 from __future__ import annotations
@@ -14,14 +16,24 @@ from typing import Any
 
 import pandas as pd
 
-from convbench.report.data import KEY_COLUMNS, Run, num
+from convbench.report.data import KEY_COLUMNS, Run, flag, num
 from convbench.report.plots import Plot, _layout, case_hover, esc, to_json
-from convbench.report.tables import Cell, Column, Table, constant_fields, fnum, ftime, key_cell
+from convbench.report.tables import (
+    Badge,
+    Cell,
+    Column,
+    Table,
+    constant_fields,
+    fnum,
+    ftime,
+    key_cell,
+)
 from convbench.results import find_runs
 from convbench.summary import format_time
 
+#: Plot colour per verdict, in the order of convbench.compare.VERDICTS.
 VERDICT_COLORS = {
-    "failed": "#b00020", "slower": "#d9480f", "faster": "#2b8a3e",
+    "failed": "#b00020", "slower": "#d9480f", "inconclusive": "#e0a800", "faster": "#2b8a3e",
     "added": "#1c7ed6", "removed": "#868e96", "same": "#495057",
 }  # fmt: skip
 
@@ -56,13 +68,47 @@ def compare_table(frame: pd.DataFrame) -> tuple[Table, dict[str, str]]:
         statuses = f"{row['base_status'] or 'absent'} → {row['new_status'] or 'absent'}"
         table.rows.append([
             *[key_cell(f, row[f]) for f in varying],
-            Cell(row["verdict"], sort=row["verdict"], cls=f"verdict verdict-{row['verdict']}"),
+            Cell(row["verdict"], sort=row["verdict"], cls=f"verdict verdict-{row['verdict']}", badges=_contended(row)),
             ftime(row["base_median"]), ftime(row["new_median"]), ratio, ci, fnum(row["p_value"], 2),
             *([_interval(row.get("adj_ci_low"), row.get("adj_ci_high"))] if adjusted else []),
             Cell(statuses, sort=statuses), Cell(str(row["reason"] or ""), sort=str(row["reason"] or ""), cls="wrap"),
         ])  # fmt: skip
         table.row_status.append(row["verdict"])
     return table, constant
+
+
+def _contended(row: pd.Series) -> tuple[Badge, ...]:
+    """A ``contended`` badge naming the side(s) contended while timed."""
+    sides = [side for side in ("base", "new") if flag(row.get(f"{side}_contended"))]
+    if not sides:
+        return ()
+    names = " and ".join(s.upper() for s in sides)
+    return (Badge(f"contended: {names}", "contended", f"{names} contended while timed (other processes used the CPU); the reason column says how"),)
+
+
+def suite_line(suite: dict[str, Any]) -> dict[str, str] | None:
+    """The pooled suite verdict: {verdict, text} (None when the comparison has none)."""
+    if not suite or not suite.get("verdict"):
+        return None
+    ratio, low, high = num(suite.get("ratio")), num(suite.get("ci_low")), num(suite.get("ci_high"))
+    parts = [f"NEW / BASE {ratio:.3f}" + (f" [{low:.3f} – {high:.3f}]" if low is not None and high is not None else "")] if ratio is not None else []
+    parts.append(str(suite.get("reason") or ""))
+    return {"verdict": str(suite["verdict"]), "text": "; ".join(p for p in parts if p)}
+
+
+def canary_line(canary: dict[str, Any]) -> str:
+    """The two sides' canaries in words ("" when either side has none)."""
+    ratio = num((canary or {}).get("ratio"))
+    if ratio is None:
+        return ""
+    parts = [f"NEW / BASE {ratio:.3f} (BASE {format_time(num(canary.get('base_median')))}, NEW {format_time(num(canary.get('new_median')))})"]
+    for side in ("base", "new"):
+        drift, contended = num(canary.get(f"{side}_drift")), num(canary.get(f"{side}_contended"))
+        if drift is not None:
+            parts.append(f"{side.upper()} drifted {drift:.2f}x within its run")
+        if contended:
+            parts.append(f"{int(contended)} {side.upper()} point{'s' if contended != 1 else ''} contended")
+    return "; ".join(parts)
 
 
 def _interval(low: Any, high: Any) -> Cell:
@@ -128,4 +174,7 @@ def compare_context(comparison: Any, compare: tuple[Sequence[str | Path], Sequen
         "table": table,
         "constant": constant,
         "plots": forest_plot(frame, comparison.threshold),
+        "suite": suite_line(getattr(comparison, "suite", None) or {}),
+        "canary": canary_line(getattr(comparison, "canary", None) or {}),
+        "why_inconclusive": list(getattr(comparison, "why_inconclusive", None) or []),
     }

@@ -71,6 +71,21 @@ class Run:
         backends = (self.meta.get("environment") or {}).get("backends") or {}
         return {k: backends[k] for k in sorted(backends)}
 
+    @property
+    def contended(self) -> int:
+        """Cases judged contended while timed (0 for runs older than the telemetry)."""
+        return sum(map(flag, self.cases["contended"])) if "contended" in self.cases else 0
+
+    @property
+    def timed(self) -> int:
+        """Cases with a median time."""
+        return int(self.cases["median"].map(num).notna().sum()) if "median" in self.cases else 0
+
+    @property
+    def canary(self) -> list[dict[str, Any]]:
+        """The canary points of run.json (start, middle, end; empty before the canary)."""
+        return [e for e in self.meta.get("canary") or [] if isinstance(e, dict)]
+
     def counts(self) -> dict[str, int]:
         """Cases per status (every status, zeros included) and ``planned``."""
         got = self.cases["status"].value_counts().to_dict() if len(self.cases) else {}
@@ -173,6 +188,14 @@ def num(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def flag(value: Any) -> bool:
+    """A telemetry flag (``contended``, ``threads_all_cores``) as a bool: missing, None
+    and NaN (not evaluated, or a run older than the telemetry) are False."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(value)
+
+
 def suite_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """The cases of ``runs`` (one suite) in a stable order, with speedups.
 
@@ -231,4 +254,4 @@ def _speedups(run: Run) -> pd.DataFrame:
     })  # fmt: skip
 
 
-__all__ = ["KEY_COLUMNS", "SPEEDUP_COLUMNS", "ResultsError", "Run", "load_runs", "num", "row_keys", "run_peaks", "slugify", "suite_frame", "suites_of"]
+__all__ = ["KEY_COLUMNS", "SPEEDUP_COLUMNS", "ResultsError", "Run", "flag", "load_runs", "num", "row_keys", "run_peaks", "slugify", "suite_frame", "suites_of"]

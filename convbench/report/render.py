@@ -63,6 +63,7 @@ def environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.globals["version"] = __version__
+    env.globals["run_badges"] = tables.run_badges
     return env
 
 
@@ -170,7 +171,7 @@ def _write(site: Path, runs: list[Run], comparison: Any, compare: Any) -> list[s
             **common, page=run_pages[run.name], title=f"Run {run.name}", run=run, counts=run.counts(),
             core=tables.env_rows(run.core_env), backends=[(k, tables.backend_rows(v)) for k, v in run.backend_envs.items()],
             options=_options_rows(run.meta), data=data, reasons=tables.reasons(run.cases),
-            suite_page=suite_pages[run.suite],
+            suite_page=suite_pages[run.suite], canary=tables.canary_table(run),
         )  # fmt: skip
         _write_text(site / run_pages[run.name], html)
         pages.append(run_pages[run.name])

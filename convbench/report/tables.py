@@ -2,8 +2,9 @@
 
 A :class:`Cell` holds the text shown (escaped by the template), the key the table script
 sorts on (``data-sort``: a number written with ``repr``, or text; empty sorts last), an
-optional CSS class, tooltip, link and longer details (a traceback). Templates render
-these; nothing here writes HTML.
+optional CSS class, tooltip, link, longer details (a traceback) and badges (a small
+``contended`` label with its reason as tooltip). Templates render these; nothing here
+writes HTML.
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ from typing import Any
 import pandas as pd
 
 from convbench.environment import environment_rows
-from convbench.report.data import KEY_COLUMNS, Run, num
+from convbench.report.data import KEY_COLUMNS, Run, flag, num
 from convbench.report.plots import SOURCES
 from convbench.results import STATUSES
 from convbench.summary import format_time
+
+
+@dataclass(frozen=True)
+class Badge:
+    """A small label shown after a cell's text (class ``badge CLS``, ``title`` its tooltip)."""
+
+    text: str
+    cls: str
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,7 @@ class Cell:
     title: str = ""
     href: str = ""
     details: str = ""
+    badges: tuple[Badge, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,15 @@ class Table:
     row_status: list[str] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     status_label: str = "status"
+    legend: list[str] = field(default_factory=list)  #: lines shown under the table
+
+
+#: Marks a case whose thread count equals the machine's usable cores (see ALL_CORES_LEGEND).
+ALL_CORES_MARK = "‡"
+ALL_CORES_LEGEND = (
+    f"{ALL_CORES_MARK} as many threads as the machine has usable cores: any other process then "
+    "takes a core from the case, so its time is the most fragile under contention."
+)
 
 
 def fnum(value: Any, digits: int = 3, unit: str = "") -> Cell:
@@ -76,8 +96,39 @@ def key_cell(field_name: str, value: Any) -> Cell:
     return text(value)
 
 
-def status_cell(status: str) -> Cell:
-    return Cell(status, sort=str(STATUSES.index(status)) if status in STATUSES else status, cls=f"status status-{status}")
+def status_cell(status: str, badges: tuple[Badge, ...] = ()) -> Cell:
+    return Cell(status, sort=str(STATUSES.index(status)) if status in STATUSES else status, cls=f"status status-{status}", badges=badges)
+
+
+def contended_badges(row: pd.Series) -> tuple[Badge, ...]:
+    """A ``contended`` badge, its reason as tooltip, for a case contended while timed."""
+    if not flag(row.get("contended")):
+        return ()
+    why = row.get("contention")
+    return (Badge("contended", "contended", why if isinstance(why, str) and why else "other processes used the CPU while it was timed"),)
+
+
+def has_telemetry(frame: pd.DataFrame) -> bool:
+    """Some row has contention telemetry (runs older than it have none)."""
+    cols = [c for c in ("contended", "foreign_cpu", "threads_all_cores") if c in frame]
+    return bool(len(frame)) and any(frame[c].map(lambda v: v is not None and not pd.isna(v)).any() for c in cols)
+
+
+def load_cell(row: pd.Series) -> Cell:
+    """CPU cores other processes used while the case was timed ("0.82"), the rest of its
+    telemetry as tooltip, and ALL_CORES_MARK when its threads equal the usable cores."""
+    foreign = num(row.get("foreign_cpu"))
+    steal, pressure = num(row.get("steal")), num(row.get("cpu_pressure"))
+    dropped, wait = num(row.get("dropped")), num(row.get("quiet_wait"))
+    parts = [f"other processes used {foreign:.2f} cores while it was timed"] if foreign is not None else []
+    parts += [f"steal {steal:.2f} cores"] if steal else []
+    parts += [f"tasks waited for a CPU {pressure:.0%} of the time"] if pressure is not None else []
+    parts += [f"{int(dropped)} contended samples dropped"] if dropped else []
+    parts += [f"waited {wait:.1f} s for quiet"] if wait else []
+    text = "–" if foreign is None else f"{foreign:.2f}"
+    if flag(row.get("threads_all_cores")):
+        text, parts = f"{text} {ALL_CORES_MARK}", [*parts, "threads = usable cores"]
+    return Cell(text, sort=repr(foreign) if foreign is not None else "", title="; ".join(parts))
 
 
 def constant_fields(frame: pd.DataFrame, fields: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -168,12 +219,15 @@ def suite_table(frame: pd.DataFrame, table_id: str, multi_run: bool, run_pages: 
     roofline = "roofline_fraction" in frame and frame["roofline_fraction"].map(num).notna().any()
     if roofline:
         columns.insert(-1, Column("roofline", "of roofline", True, "roofline bound / median time (100%: at the device's measured roof)"))
+    telemetry = has_telemetry(frame)
+    if telemetry:
+        columns.insert(-1, Column("foreign_cpu", "other CPU", True, f"CPU cores other processes used while the case was timed ({ALL_CORES_MARK}: threads = usable cores)"))
     table = Table(table_id, columns, statuses=[s for s in STATUSES if s in set(frame["status"])] if len(frame) else [])
     for _, row in frame.iterrows():
         cells = [Cell(row["run"], sort=row["run"], href=run_pages.get(row["run"], ""))] if multi_run else []
         cells += [key_cell(f, row[f]) for f in varying]
         cells += [
-            status_cell(row["status"]),
+            status_cell(row["status"], contended_badges(row)),
             _notes(row),
             _median_cell(row),
             _ci_text(row.get("ci_low"), row.get("ci_high"), format_time),
@@ -188,8 +242,12 @@ def suite_table(frame: pd.DataFrame, table_id: str, multi_run: bool, run_pages: 
             limit = row.get("roofline_limit")
             cell = fnum(None if frac is None else frac * 100, 3, "%")
             cells.insert(-1, Cell(cell.text, cell.sort, title=f"{limit}-bound" if isinstance(limit, str) else ""))
+        if telemetry:
+            cells.insert(-1, load_cell(row))
         table.rows.append(cells)
         table.row_status.append(row["status"])
+    if telemetry and "threads_all_cores" in frame and frame["threads_all_cores"].map(flag).any():
+        table.legend.append(ALL_CORES_LEGEND)
     return table, constant
 
 
@@ -232,6 +290,9 @@ def runs_table(runs: list[Run], run_pages: dict[str, str], suite_pages: dict[str
         Column("status", "status"), Column("planned", "cases", True), *[Column(s, s, True) for s in STATUSES],
         Column("host", "host"), Column("machine", "machine"), Column("gpus", "GPUs"), Column("software", "software"),
     ]  # fmt: skip
+    canaries = any(run.canary for run in runs)
+    if canaries:
+        columns.append(Column("canary", "canary", True, "the canary's median time at the run's start, middle and end (same work on every machine)"))
     table = Table("runs", columns, statuses=sorted({str(r.meta.get("status") or "unknown") for r in runs}), status_label="run status")
     for run in runs:
         counts = run.counts()
@@ -241,7 +302,7 @@ def runs_table(runs: list[Run], run_pages: dict[str, str], suite_pages: dict[str
         else:
             status_title = ""
         table.rows.append([
-            Cell(run.name, sort=run.name, href=run_pages[run.name]),
+            Cell(run.name, sort=run.name, href=run_pages[run.name], badges=run_badges(run)),
             Cell(run.suite, sort=run.suite, href=suite_pages[run.suite]),
             text(run.meta.get("preset")),
             text(run.meta.get("started")),
@@ -252,8 +313,50 @@ def runs_table(runs: list[Run], run_pages: dict[str, str], suite_pages: dict[str
             Cell(_machine(run), cls="wrap"),
             Cell(gpus_text(run)),
             Cell(_software(run), cls="wrap"),
+            *([canary_cell(run)] if canaries else []),
         ])  # fmt: skip
         table.row_status.append(status)
+    return table
+
+
+def run_badges(run: Run) -> tuple[Badge, ...]:
+    """``N contended`` when some of the run's cases were contended while timed."""
+    n = run.contended
+    if not n:
+        return ()
+    return (Badge(f"{n} contended", "contended", f"{n} of {run.timed} timed cases were contended: other processes used the CPU while they were timed"),)
+
+
+def canary_cell(run: Run) -> Cell:
+    """The run's canary medians in order ("1.21 ms · 1.24 ms"), each point as tooltip."""
+    points = [(e, num(e.get("median"))) for e in run.canary]
+    times = [t for _, t in points if t is not None]
+    if not times:
+        return Cell("–")
+    title = [f"{e.get('at') or '?'} {format_time(t) if t is not None else '–'}{' (contended)' if flag(e.get('contended')) else ''}" for e, t in points]
+    if len(times) > 1 and min(times) > 0:
+        title.append(f"drift {max(times) / min(times):.2f}x (slowest / fastest)")
+    return Cell(" · ".join(format_time(t) for t in times), sort=repr(sorted(times)[len(times) // 2]), title="; ".join(title))
+
+
+def canary_table(run: Run) -> Table:
+    """One row per canary point of the run (empty for runs older than the canary)."""
+    columns = [
+        Column("at", "at"), Column("time", "time"), Column("median", "median", True), Column("ci", "95% CI", True),
+        Column("n", "samples", True), Column("contended", "contended"), Column("foreign_cpu", "other CPU", True),
+        Column("cpu_pressure", "CPU pressure", True, "fraction of the time tasks waited for a CPU"),
+    ]  # fmt: skip
+    table = Table(f"canary-{run.slug}", columns)
+    for e in run.canary:
+        pressure, foreign = num(e.get("cpu_pressure")), num(e.get("foreign_cpu"))
+        why = e.get("contention") if isinstance(e.get("contention"), str) else ""
+        table.rows.append([
+            text(e.get("at")), text(e.get("time")), ftime(e.get("median")), _ci_text(e.get("ci_low"), e.get("ci_high"), format_time),
+            fnum(e.get("n")), Cell("yes", sort="yes", cls="warning", title=why) if flag(e.get("contended")) else Cell("no", sort="no"),
+            Cell("–") if foreign is None else Cell(f"{foreign:.2f}", sort=repr(foreign)),
+            Cell("–") if pressure is None else Cell(f"{pressure:.0%}", sort=repr(pressure)),
+        ])  # fmt: skip
+        table.row_status.append("ok")
     return table
 
 

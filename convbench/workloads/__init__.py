@@ -5,7 +5,7 @@ the graph for a batch size. Suites name kinds by their registry key. A kind may 
 configurations (ShuffleNetV1 g=1 ... g=8, the MENet variants ...), each with the figures
 its authors (or torchvision, Keras, a model zoo) publish, which the tests reproduce.
 
-Counting conventions (FIELD.md): parameters are the trainable ones (conv and FC weights
+Counting conventions (README, "Counting"): parameters are the trainable ones (conv and FC weights
 and biases, BN scale and shift; not BN running statistics); multiply-adds are those of
 conv2d and linear nodes, at batch 1 (see :mod:`convbench.graph`).
 """

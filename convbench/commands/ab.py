@@ -1,0 +1,120 @@
+"""``convbench ab``: a suite in two environments at once, round by round (the CI gate).
+
+    convbench ab SUITE --base PYTHON --new PYTHON [--preset P] [--filter EXPR] [--out DIR]
+                 [--threshold 5%] [--alpha 0.01] [--format table|md|json|csv] [-o FILE]
+
+PYTHON is an interpreter or a virtual-environment folder with convbench installed (the
+same result schema on both sides). Exit codes as ``compare``: 0 no regression, 1 a
+regression, 2 bad input, 3 inconclusive (accept with ``--inconclusive-ok``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from convbench.commands.compare import FORMATS, parse_fraction, parse_threshold_for, read_thresholds
+
+
+def _comparison(folder: Any, args: argparse.Namespace, thresholds: list[tuple[str, float]], fail_on: list[str]) -> Any:
+    import pandas as pd
+
+    from convbench.ab import ab_comparison
+    from convbench.results import SAMPLE_COLUMNS
+
+    samples = pd.DataFrame(folder.samples, columns=SAMPLE_COLUMNS)
+    return ab_comparison(
+        folder.frame(), samples, threshold=parse_fraction(args.threshold), alpha=parse_fraction(args.alpha, "alpha"),
+        thresholds=thresholds, fail_on=fail_on, inconclusive_ok=args.inconclusive_ok, meta=folder.meta,
+    )  # fmt: skip
+
+
+def cmd_ab(args: argparse.Namespace) -> int:
+    from convbench import cli
+    from convbench.ab import SIDES, AbError, AbRunner, probe, resolve_python
+    from convbench.commands.compare import _emit, _print_rich
+    from convbench.compare import VERDICTS
+    from convbench.results import ResultsError, RunFolder, write_json
+
+    UsageError = cli.UsageError
+    thresholds = parse_threshold_for(args.threshold_for or [])
+    if args.thresholds:
+        thresholds += read_thresholds(args.thresholds)
+    fail_on = [v.strip() for v in args.fail_on.split(",") if v.strip()]
+    unknown = [v for v in fail_on if v not in VERDICTS]
+    if unknown:
+        raise UsageError(f"--fail-on {args.fail_on!r}: unknown verdicts {unknown}; expected some of {', '.join(VERDICTS)}")
+    parse_fraction(args.threshold)
+    if not 0 < parse_fraction(args.alpha, "alpha") < 1:
+        raise UsageError(f"alpha {args.alpha!r}: must be between 0 and 1")
+    suite, cases, resolved = cli._load_cases(args)
+    if not cases:
+        raise UsageError(f"{args.suite}: the filter and preset leave no case to run")
+    try:
+        pythons = {side: resolve_python(getattr(args, side), f"--{side}") for side in SIDES}
+        hellos = {side: probe(pythons[side], f"--{side}") for side in SIDES}
+    except AbError as exc:
+        raise UsageError(str(exc)) from None
+    for side in SIDES:
+        cli.err_console.print(f"{side}: starts workers with {pythons[side]} (convbench {hellos[side].get('convbench')})", highlight=False)
+    options = cli._options_from(resolved)
+    pinning = cli._pinning(resolved)
+    out = Path(args.out) if args.out else cli._default_out(f"{suite.name}-ab")
+    meta = cli.run_meta(args, suite, cases, options, pinning, getattr(resolved, "cpus", None))
+    meta["ab"] = {side: pythons[side] for side in SIDES}
+    meta["ab"]["convbench"] = {side: hellos[side].get("convbench") for side in SIDES}
+    try:
+        folder = RunFolder.create(out, meta)
+    except ResultsError as exc:
+        raise UsageError(str(exc)) from None
+    completed = cli._execute(
+        folder, cases, options, f"ab {suite.name}", runner=lambda on_result: AbRunner(folder, options, pythons, on_result, args.seed),
+        total=2 * len(cases),
+    )  # fmt: skip
+    if not completed:
+        folder.finish("interrupted")
+        cli.err_console.print(f"\n[bold yellow]Interrupted[/]: {len(folder.rows)} rows kept in {folder.path} (ab runs do not resume)")
+        return cli.EXIT_INTERRUPTED
+    folder.finish("complete")
+    cmp = _comparison(folder, args, thresholds, fail_on)
+    write_json(folder.path / "ab.json", json.loads(cmp.to_json()))
+    (folder.path / "ab.md").write_text(cmp.to_markdown())
+    if args.format == "md":
+        _emit(cmp.to_markdown(), args.output)
+    elif args.format == "json":
+        _emit(cmp.to_json(), args.output)
+    elif args.format == "csv":
+        _emit(cmp.to_csv(), args.output)
+    else:
+        _print_rich(cmp.to_rich(only_changes=args.only_changes), args.output)
+    cli.err_console.print(f"Both sides in {folder.path} (ab.md, ab.json: the verdicts)", highlight=False)
+    return cmp.exit_code
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "ab",
+        help="run a suite in two environments side by side, round by round; exit 1 on a regression",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("suite", help="suite YAML file")
+    p.add_argument("--base", required=True, metavar="PYTHON", help="BASE interpreter or virtual-environment folder")
+    p.add_argument("--new", required=True, metavar="PYTHON", help="NEW interpreter or virtual-environment folder")
+    p.add_argument("--preset", help="a preset of the suite (e.g. quick)")
+    p.add_argument("--filter", help="pandas query over case keys, as for run")
+    p.add_argument("--cpus", metavar="SPEC", help="pin both sides' workers to these CPUs (as for run)")
+    p.add_argument("--out", metavar="DIR", help="run folder to create (default results/SUITE-ab-TIME-HOST)")
+    p.add_argument("--threshold", default="5%", help="smallest change that counts (default 5%%)")
+    p.add_argument("--threshold-for", action="append", metavar="PATTERN=VALUE", help="threshold for matching case ids or suites (as for compare)")
+    p.add_argument("--thresholds", metavar="FILE", help="YAML/JSON mapping of PATTERN: threshold")
+    p.add_argument("--alpha", default="0.01", help="significance level of the signed-rank test (default 0.01)")
+    p.add_argument("--fail-on", default="slower,failed", help="verdicts that make the exit code 1 (default slower,failed)")
+    p.add_argument("--inconclusive-ok", action="store_true", help="exit 0 instead of 3 when nothing regressed but cases were inconclusive")
+    p.add_argument("--format", choices=FORMATS, default="table", help="table (rich), md, json or csv")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the verdicts there instead of stdout")
+    p.add_argument("--only-changes", action="store_true", help="table format: leave out the cases whose verdict is same")
+    p.add_argument("--seed", type=int, default=0, help="seed of the round order (default 0)")
+    p.set_defaults(func=cmd_ab)

@@ -1,0 +1,43 @@
+"""The end-of-run summary: marks for unconverged, contended and all-cores cases."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from convbench.summary import MARKS, cell, contention_lines, format_time, summary_table
+
+
+def row(**kw: object) -> pd.Series:
+    base = {"status": "ok", "median": 1e-3, "iqr": 1e-4, "converged": True, "contended": False, "threads_all_cores": False, "foreign_cpu": 0.01}
+    return pd.Series({**base, **kw})
+
+
+def test_cells_carry_their_marks() -> None:
+    assert cell(row()) == "1 ms ±10%"
+    assert cell(row(converged=False)) == "1 ms ±10%*"
+    assert cell(row(contended=True)) == "1 ms ±10%[bold yellow]![/]"
+    assert cell(row(threads_all_cores=True)) == "1 ms ±10%†"
+    assert cell(row(contended=None, threads_all_cores=None)) == "1 ms ±10%"  # older runs: no telemetry
+    assert cell(row(status="skipped")) == "[yellow]skipped[/]"
+
+
+def test_contention_lines_count_and_name_the_worst_load() -> None:
+    frame = pd.DataFrame([row(contended=True, foreign_cpu=0.82), row(contended=True, foreign_cpu=0.3), row(), row(threads_all_cores=True)])
+    lines = contention_lines(frame)
+    assert lines[0].startswith("! 2 of 4 timed cases were contended while timed (other processes used up to 0.82 cores)")
+    assert lines[1].startswith("† 1 case(s) use as many threads as usable cores")
+    assert contention_lines(pd.DataFrame([row()])) == []
+    assert contention_lines(pd.DataFrame([{"status": "ok", "median": 1e-3}])) == []  # a run made before telemetry
+
+
+def test_the_legend_explains_every_mark() -> None:
+    cases = pd.DataFrame([
+        {**row(contended=True).to_dict(), "workload": "w", "variant": "native", "backend": "torch", "device": "cpu", "mode": "inference",
+         "batch": 1, "dtype": "float32", "layout": "nchw", "execution": "eager", "threads": 2, "verify_error": 0.0, "baseline": None, "ratio": None, "reason": None},
+    ])  # fmt: skip
+    caption = str(summary_table(cases).caption)
+    assert all(f"{mark} = {text}" in caption for mark, text in MARKS.items())
+
+
+def test_format_time_rounds_into_the_next_unit() -> None:
+    assert format_time(0.0009996) == "1 ms" and format_time(2.5e-7) == "250 ns" and format_time(None) == "-"
