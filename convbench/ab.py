@@ -147,6 +147,10 @@ def _member(side: str, case_id: str) -> str:
     return f"{side}|{case_id}"
 
 
+def _other(side: str) -> str:
+    return "new" if side == "base" else "base"
+
+
 class AbRunner:
     """Runs cases on both sides into one :class:`RunFolder` (rows tagged ``side``)."""
 
@@ -253,7 +257,16 @@ class AbRunner:
         pairs = {_member("new", cid): _member("base", cid) for cid in both}
         pids = [w.proc.pid for w in self.workers.values() if w is not None]
         guard = Guard.for_case(Monitor(Reader(pids=pids), timing.rule()), timing, group[0].device)
-        result = measure_interleaved(samplers, timing, _member("base", both[0]), guard=guard, baselines=pairs, seed=self.seed)
+        try:
+            result = measure_interleaved(samplers, timing, _member("base", both[0]), guard=guard, baselines=pairs, seed=self.seed)
+        except SamplerError as exc:  # a side died while warming up or calibrating: nothing was timed
+            side = "base" if str(exc).startswith("base") else "new"
+            for cid in both:
+                self._record({**held[side][cid], "status": "error", "reason": str(exc), "timer": None})
+                self._record({**held[_other(side)][cid], "reason": f"not timed: {exc}", "timer": None})
+            self._stop(side, kill=True)
+            self._release()
+            return
         dead = {name.split("|", 1)[0]: why for name, why in result.failed.items()}
         for cid in both:
             for side in SIDES:

@@ -296,9 +296,10 @@ class Guard:
     Takes a snapshot of the machine's counters before and after every sample (or round),
     judges each by the :class:`~convbench.contention.ContentionRule`, and in mode
     ``wait`` waits for quiet before the group (:meth:`before_group`) and after each
-    contended sample, which is then dropped and retaken. Waiting is bounded by
-    ``quiet_wait`` seconds per group, sampling by the case's own time budget: the guard
-    never hangs a run. With no monitor it does nothing.
+    contended sample, which is then dropped and retaken, while ``quiet_wait`` seconds per
+    group last; after that contended samples are kept and flagged. Sampling stays bounded
+    by the case's own time budget: the guard never hangs a run. With no monitor it does
+    nothing.
     """
 
     def __init__(self, monitor: Monitor | None = None, mode: str = "off", quiet_wait: float = 0.0) -> None:
@@ -327,8 +328,11 @@ class Guard:
         return load, None if self.mode == "off" else self.monitor.rule.reason(load)
 
     def retake(self, reason: str | None) -> bool:
-        """Whether a sample judged ``reason`` is dropped (mode wait); waits for quiet first."""
-        if reason is None or self.mode != "wait":
+        """Whether a sample judged ``reason`` is dropped (mode wait, while the group's quiet
+        budget lasts); waits for quiet first. Once the budget is spent, contended samples
+        are kept (and the case flagged): retaking them on a machine that stays busy would
+        only spend the time budget to keep the same kind of samples."""
+        if reason is None or self.mode != "wait" or self.budget.left < 0.01:
             return False
         assert self.monitor is not None
         self.monitor.wait_quiet(self.budget)
@@ -376,7 +380,7 @@ class Measurement:
     contention: str | None = None  #: why it is contended
     load: Load | None = None  #: mean load over the used samples
     dropped: int = 0  #: samples dropped as contended
-    quiet_waited: float = 0.0  #: seconds the guard waited for quiet
+    quiet_waited: float = 0.0  #: seconds the guard waited for quiet (before the group and between samples)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the raw samples; ``stats`` nested as a dict."""
@@ -527,6 +531,7 @@ def measure(
     guard = guard or Guard()
     warm_iters, warm_seconds, hint = _warmup(sampler, config, clock)
     inner = _calibrate(sampler, config, hint)
+    waited0 = guard.budget.waited
     guard.before_group()
     samples: list[float] = []
     kept: list[bool] = []
@@ -534,7 +539,6 @@ def measure(
     reasons: list[str | None] = []
     ordered: list[float] = []
     converged = False
-    waited0 = guard.budget.waited
     start = clock()
     paused = 0.0  # seconds spent waiting for quiet, left out of the time budget
     while True:
@@ -614,6 +618,7 @@ def measure_interleaved(
     for name in names:
         warm_iters, warm_seconds, hint = _warmup(samplers[name], config, clock)
         prepared[name] = (warm_iters, warm_seconds, _calibrate(samplers[name], config, hint))
+    waited0 = guard.budget.waited
     guard.before_group()
 
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -628,7 +633,6 @@ def measure_interleaved(
     failed: dict[str, str] = {}
     budget = config.max_time * len(names)
     converged = False
-    waited0 = guard.budget.waited
     paused = 0.0
     start = clock()
     while True:

@@ -14,7 +14,6 @@ import pytest
 
 from convbench.contention import QUIET_WINDOW, Monitor
 from convbench.timing import (
-    HARD_LIMIT_FACTOR,
     Guard,
     SamplerError,
     TimingConfig,
@@ -103,7 +102,7 @@ def test_wait_drops_and_retakes_contended_samples(tmp_path: Path) -> None:
     assert m.load is not None and m.load.foreign_cpu == 0.0 and m.load.wall == pytest.approx(2.5)
     # One quiet window before the group, one after each contended sample.
     assert proc.sleeps == [QUIET_WINDOW] * 3
-    assert m.quiet_waited == pytest.approx(2 * QUIET_WINDOW)
+    assert m.quiet_waited == pytest.approx(3 * QUIET_WINDOW)  # before the group, and after each dropped sample
     assert guard.budget.waited == pytest.approx(3 * QUIET_WINDOW)
     assert m.elapsed == pytest.approx(10 * 0.25 + 2 * 2.5)  # waits left out
     assert clock.t == pytest.approx(0.25 + 3 * QUIET_WINDOW + m.elapsed)
@@ -113,7 +112,7 @@ def test_wait_drops_and_retakes_contended_samples(tmp_path: Path) -> None:
 def test_wait_too_few_clean_samples_is_contended(tmp_path: Path) -> None:
     clock, proc, mon = _setup(tmp_path)
     op = BusySampler(proc, 0.25, busy={1, 3, 5, 7, 9})  # every other sample, from the first
-    cfg = _config(max_time=1.0, quiet_wait=0.0)
+    cfg = _config(max_time=1.0, quiet_wait=100.0)
     m = measure(op, cfg, clock, Guard(mon, "wait", cfg.quiet_wait))
     # Stops once max_time is spent and 3 clean samples exist: six taken.
     assert m.samples == [0.25] * 6
@@ -122,28 +121,26 @@ def test_wait_too_few_clean_samples_is_contended(tmp_path: Path) -> None:
     assert m.stats.n == 3 and m.dropped == 3
     assert m.converged is False and m.contended is True
     assert m.contention == f"only 3 clean samples of 10 wanted (3 dropped as contended): {QUIET}"
-    assert proc.sleeps == [] and m.quiet_waited == 0.0  # nothing to wait with
+    # one quiet window before the group, one after each dropped sample
+    assert proc.sleeps == [QUIET_WINDOW] * 4 and m.quiet_waited == pytest.approx(1.0)
 
 
-def test_wait_busy_throughout_ends_bounded(tmp_path: Path) -> None:
+def test_wait_busy_throughout_keeps_flagged_samples_once_the_budget_is_spent(tmp_path: Path) -> None:
     clock, proc, mon = _setup(tmp_path)
     proc.neighbour = lambda t: 1.0  # a neighbour that never stops, sleeping or sampling
     op = BusySampler(proc, 0.25)
     cfg = _config(max_time=1.0, quiet_wait=1.0)
     guard = Guard(mon, "wait", cfg.quiet_wait)
     m = measure(op, cfg, clock, guard)
-    # The whole quiet budget goes before the group; then every sample is contended and
-    # dropped, none is clean, so sampling runs to the hard limit (3 * max_time).
+    # The whole quiet budget goes before the group; then retaking would only buy more
+    # contended samples: they are kept, flagged, and sampling ends at max_time.
     assert proc.sleeps == [QUIET_WINDOW] * 4 and guard.budget.left == 0.0
-    assert m.samples == [0.25] * 12
-    assert m.kept == [True] * 12  # too few clean samples: all are used
-    assert m.reasons == [BUSY] * 12
-    assert m.stats.n == 12 and m.stats.median == 0.25
-    assert m.converged is False and m.contended is True and m.dropped == 0
-    assert m.contention == f"12 of 12 samples used were contended (0 dropped): {BUSY}"
-    assert m.elapsed == pytest.approx(HARD_LIMIT_FACTOR * cfg.max_time)
-    assert clock.t == pytest.approx(0.25 + 1.0 + 3.0)
-    assert clock.t <= 0.25 + HARD_LIMIT_FACTOR * cfg.max_time + cfg.quiet_wait
+    assert m.samples == [0.25] * 4 and m.kept == [True] * 4 and m.reasons == [BUSY] * 4
+    assert m.stats.n == 4 and m.stats.median == 0.25 and m.dropped == 0
+    assert m.converged is False and m.contended is True
+    assert m.contention == f"4 of 4 samples used were contended (0 dropped): {BUSY}"
+    assert m.elapsed == pytest.approx(cfg.max_time) and m.quiet_waited == pytest.approx(1.0)
+    assert clock.t == pytest.approx(0.25 + 1.0 + 1.0)  # calibration, quiet budget, max_time
 
 
 def test_wait_neighbour_only_while_sampling_ends_bounded(tmp_path: Path) -> None:
@@ -152,15 +149,15 @@ def test_wait_neighbour_only_while_sampling_ends_bounded(tmp_path: Path) -> None
     cfg = _config(max_time=1.0, quiet_wait=1.0)
     guard = Guard(mon, "wait", cfg.quiet_wait)
     m = measure(op, cfg, clock, guard)
-    # Quiet at once before the group; three retakes wait a window each, then the
-    # budget is spent and the remaining samples are dropped without waiting.
+    # Quiet at once before the group; three retakes wait a window each, then the budget
+    # is spent and the next samples are kept, flagged, until max_time.
     assert proc.sleeps == [QUIET_WINDOW] * 4
-    assert m.quiet_waited == pytest.approx(0.75) and guard.budget.waited == pytest.approx(1.0)
-    assert len(m.samples) == 12 and m.kept == [True] * 12 and m.contended is True
-    assert m.contention == f"12 of 12 samples used were contended (0 dropped): {BUSY}"
-    assert m.elapsed == pytest.approx(3.0)
-    # Bounded: calibration + 3 * max_time + quiet_wait, to the tick.
-    assert clock.t == pytest.approx(0.25 + HARD_LIMIT_FACTOR * cfg.max_time + cfg.quiet_wait)
+    assert m.quiet_waited == pytest.approx(1.0) and guard.budget.waited == pytest.approx(1.0)
+    assert m.kept == [False] * 3 + [True] * 3 and m.reasons == [BUSY] * 6 and m.contended is True
+    assert m.contention == f"3 of 3 samples used were contended (3 dropped): {BUSY}"
+    assert m.elapsed == pytest.approx(1.5)
+    # Bounded: calibration + quiet_wait + the time budget (3 clean-or-kept samples).
+    assert clock.t == pytest.approx(0.25 + cfg.quiet_wait + 1.5)
 
 
 # --------------------------------------------------------------------------- measure, flag / off
@@ -234,7 +231,7 @@ def test_interleaved_drops_whole_rounds(tmp_path: Path) -> None:
         assert m.kept == kept  # both members' samples of a round go together
         assert (m.stats.n, m.stats.median, m.stats.max) == (10, median, median)
         assert (m.contended, m.contention, m.dropped) == (False, None, 2)
-        assert m.quiet_waited == pytest.approx(0.5)
+        assert m.quiet_waited == pytest.approx(0.75)  # one window before the group, one per dropped sample
     # Each contended round is judged as a whole (5.0 busy s of 5.25, 2.5 of 3.0).
     assert (
         base.reasons[2] == "other processes used 0.95 cores; tasks waited for a CPU 0% of the time"
