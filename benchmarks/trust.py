@@ -273,6 +273,26 @@ def _ratios(text: str) -> list[float]:
         return []
 
 
+def reanalyze(bench: Bench, rep: dict[str, Any], power: int) -> None:
+    """Recompute every verdict of (c) and (d) from the run folders kept in the work folder
+    (the measurements are not retaken): after a change to the verdict rules."""
+    c, d = rep.get("c") or {}, rep.get("d") or {}
+    for i, entry in enumerate(c.get("compare") or []):
+        rc, _, text = bench.convbench("compare", str(bench.work / "aa" / f"{i}-base"), str(bench.work / "aa" / f"{i}-new"), "--format", "json")
+        entry.update(rc=rc, **_counts(text))
+    for i, entry in enumerate(c.get("ab") or []):
+        rc, _, text = bench.convbench("compare", str(bench.work / "aa" / f"{i}-ab"), "--format", "json")
+        entry.update(rc=rc, **_counts(text))
+    for label in ("ab_quiet", "ab_neighbour"):
+        for i, entry in enumerate(d.get(label) or []):
+            rc, _, text = bench.convbench("compare", str(bench.work / "power" / f"{label}-{i}"), "--format", "json")
+            entry.update(rc=rc, **_counts(text), ratios=_ratios(text))
+    for i, entry in enumerate(d.get("compare_quiet") or []):
+        rc, _, text = bench.convbench("compare", str(bench.work / "power" / f"cmp-{i}-base"), str(bench.work / "power" / f"cmp-{i}-new"), "--format", "json")
+        entry.update(rc=rc, **_counts(text), ratios=_ratios(text))
+    rep["meta"]["reanalyzed"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def exits_line(entries: list[dict[str, Any]]) -> str:
     codes = [e["rc"] for e in entries]
     tally = ", ".join(f"exit {c}: {codes.count(c)}" for c in sorted(set(codes)))
@@ -287,7 +307,9 @@ def render(reports: dict[str, dict[str, Any]]) -> str:
     ]  # fmt: skip
     for label, rep in reports.items():
         meta = rep["meta"]
-        lines += [f"## {label}", "", f"- convbench: {meta['source_rev']} ({meta['source']}); machine: {meta['machine']}", f"- command: `{meta['command']}`", f"- started {meta['started']}, took {meta['seconds'] / 60:.0f} min", ""]
+        lines += [f"## {label}", "", f"- convbench: {meta['source_rev']} ({meta['source']}); machine: {meta['machine']}", f"- command: `{meta['command']}`", f"- started {meta['started']}, took {meta['seconds'] / 60:.0f} min"]
+        lines += [f"- verdicts of (c) and (d) recomputed from the kept run folders on {meta['reanalyzed']} (`benchmarks/trust.py --label {label} --reanalyze`)"] if meta.get("reanalyzed") else []
+        lines += [""]
         if "ab" in rep:
             lines += ["### (a) and (b): ratio stability across runs, quiet and with busy neighbours", "", "`!`: the run flagged the case contended.", ""]
             table, summary = stability_table(rep["ab"])
@@ -332,7 +354,15 @@ def main() -> int:
     parser.add_argument("--power", type=int, default=20)
     parser.add_argument("--work", default="/tmp/convbench-trust")
     parser.add_argument("--no-ab", action="store_true", help="the measured convbench has no `ab` (before it existed)")
+    parser.add_argument("--reanalyze", action="store_true", help="recompute the verdicts of (c) and (d) of LABEL's record from its kept run folders")
     args = parser.parse_args()
+    if args.reanalyze:
+        out = ROOT / "benchmarks" / f"trust-{args.label}.json"
+        rep = json.loads(out.read_text())
+        reanalyze(Bench(Path(rep["meta"]["source"]), Path(args.work) / args.label), rep, args.power)
+        out.write_text(json.dumps(rep, indent=1, default=str))
+        (ROOT / "benchmarks" / "trust.md").write_text(render({p.stem.removeprefix("trust-"): json.loads(p.read_text()) for p in sorted((ROOT / "benchmarks").glob("trust-*.json"))}))
+        return 0
     source = Path(args.source).resolve()
     bench = Bench(source, Path(args.work) / args.label)
     rep: dict[str, Any] = {"meta": {

@@ -377,8 +377,8 @@ def ab_comparison(
     table = table.sort_values(["_o", "_r", "case_id"], kind="stable").drop(columns=["_o", "_r"]).reset_index(drop=True)
     info = [run_info(meta)] if meta else []
     sides = (meta or {}).get("ab") or {}
-    base_runs = [{**i, "name": f"{i.get('name')} base ({sides.get('base')})"} for i in info]
-    new_runs = [{**i, "name": f"{i.get('name')} new ({sides.get('new')})"} for i in info]
+    base_runs = [{**i, "name": f"{i.get('name') or 'ab'} base ({sides.get('base')})"} for i in info]
+    new_runs = [{**i, "name": f"{i.get('name') or 'ab'} new ({sides.get('new')})"} for i in info]
     return Comparison(
         table=table, base_runs=base_runs, new_runs=new_runs, threshold=threshold, alpha=alpha, fail_on=tuple(fail_on),
         run_noise=False, suite=suite, inconclusive_ok=inconclusive_ok, method="ab",

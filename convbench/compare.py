@@ -764,15 +764,18 @@ def compare_runs(
 
 
 def doubt(decided: tuple[str, str], ratio: float, row: dict[str, Any], canary: dict[str, Any]) -> tuple[str, str]:
-    """A ``slower`` or ``faster`` verdict becomes ``inconclusive`` when a side was
-    contended while timed (``row["_contended"]``) or the canary explains the change;
-    so does a case whose samples are too few to test."""
+    """A tested case becomes ``inconclusive`` when a side was contended while timed
+    (``row["_contended"]``: whatever its verdict, the samples cannot be trusted either way),
+    a ``slower`` or ``faster`` one when the canary explains the change, and a case whose
+    samples are too few to test."""
     verdict, reason = decided
     if reason.startswith("not tested"):
         return "inconclusive", reason
+    if row.get("_contended"):  # a contended side can hide a change as well as fake one
+        return "inconclusive", f"{reason}, but {row['_contended']}"
     if verdict not in ("slower", "faster"):
         return decided
-    why = row.get("_contended") or canary_explains(ratio, canary, row["threshold"])
+    why = canary_explains(ratio, canary, row["threshold"])
     return ("inconclusive", f"{reason}, but {why}") if why else decided
 
 

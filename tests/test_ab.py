@@ -63,6 +63,9 @@ def test_a_planted_slowdown_is_slower_and_exits_1(tmp_path: Path) -> None:
     assert (out / "ab.json").exists() and "convbench ab: regression" in (out / "ab.md").read_text()
     meta = json.loads((out / "run.json").read_text())
     assert meta["ab"]["new"].endswith("slow/bin/python") and [c["at"] for c in meta["canary"]] == ["start", "end"]
+    # the verdicts again from the folder, with another threshold
+    again = run_cli("compare", str(out), "--format", "json", "--threshold", "500%")
+    assert again.returncode == 0 and json.loads(again.stdout)["counts"]["slower"] == 0, again.stderr[-2000:]
 
 
 def test_the_same_environment_twice_is_no_regression(tmp_path: Path) -> None:

@@ -564,6 +564,10 @@ def test_a_contended_side_makes_a_change_inconclusive_and_its_dropped_samples_ar
     row = compare_runs(bc, nc, bs, ns).table.iloc[0]
     assert row["verdict"] == "inconclusive" and row["new_contended"] and not row["base_contended"]
     assert "contended in NEW (other processes used 0.82 cores)" in row["reason"]
+    # no change, but a contended side could hide one: inconclusive too, not passed
+    sc0, ss0 = frames({"w": base["w"].copy()}, "b")
+    row = compare_runs(bc, sc0.assign(contended=True, contention="x"), bs, ss0).table.iloc[0]
+    assert row["verdict"] == "inconclusive" and row["reason"].endswith("but contended in NEW (x)")
     # samples the guard dropped (kept False) are not evidence: 10x slow ones change nothing
     same = {"w": base["w"].copy()}
     sc, ss = frames(same, "b")

@@ -15,40 +15,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-from convbench.commands.compare import FORMATS, parse_fraction, parse_threshold_for, read_thresholds
+from convbench.commands.compare import FORMATS, verdict_options
 
 
-def _comparison(folder: Any, args: argparse.Namespace, thresholds: list[tuple[str, float]], fail_on: list[str]) -> Any:
+def _comparison(folder: Any, args: argparse.Namespace, verdicts: tuple[float, float, list[tuple[str, float]], list[str]]) -> Any:
     import pandas as pd
 
     from convbench.ab import ab_comparison
     from convbench.results import SAMPLE_COLUMNS
 
+    threshold, alpha, thresholds, fail_on = verdicts
     samples = pd.DataFrame(folder.samples, columns=SAMPLE_COLUMNS)
     return ab_comparison(
-        folder.frame(), samples, threshold=parse_fraction(args.threshold), alpha=parse_fraction(args.alpha, "alpha"),
-        thresholds=thresholds, fail_on=fail_on, inconclusive_ok=args.inconclusive_ok, meta=folder.meta,
+        folder.frame(), samples, threshold=threshold, alpha=alpha, thresholds=thresholds, fail_on=fail_on,
+        inconclusive_ok=args.inconclusive_ok, meta=folder.meta,
     )  # fmt: skip
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
     from convbench import cli
     from convbench.ab import SIDES, AbError, AbRunner, probe, resolve_python
-    from convbench.commands.compare import _emit, _print_rich
-    from convbench.compare import VERDICTS
+    from convbench.commands.compare import _render
     from convbench.results import ResultsError, RunFolder, write_json
 
     UsageError = cli.UsageError
-    thresholds = parse_threshold_for(args.threshold_for or [])
-    if args.thresholds:
-        thresholds += read_thresholds(args.thresholds)
-    fail_on = [v.strip() for v in args.fail_on.split(",") if v.strip()]
-    unknown = [v for v in fail_on if v not in VERDICTS]
-    if unknown:
-        raise UsageError(f"--fail-on {args.fail_on!r}: unknown verdicts {unknown}; expected some of {', '.join(VERDICTS)}")
-    parse_fraction(args.threshold)
-    if not 0 < parse_fraction(args.alpha, "alpha") < 1:
-        raise UsageError(f"alpha {args.alpha!r}: must be between 0 and 1")
+    verdicts = verdict_options(args)  # bad options fail before anything runs
     suite, cases, resolved = cli._load_cases(args)
     if not cases:
         raise UsageError(f"{args.suite}: the filter and preset leave no case to run")
@@ -78,17 +69,10 @@ def cmd_ab(args: argparse.Namespace) -> int:
         cli.err_console.print(f"\n[bold yellow]Interrupted[/]: {len(folder.rows)} rows kept in {folder.path} (ab runs do not resume)")
         return cli.EXIT_INTERRUPTED
     folder.finish("complete")
-    cmp = _comparison(folder, args, thresholds, fail_on)
+    cmp = _comparison(folder, args, verdicts)
     write_json(folder.path / "ab.json", json.loads(cmp.to_json()))
     (folder.path / "ab.md").write_text(cmp.to_markdown())
-    if args.format == "md":
-        _emit(cmp.to_markdown(), args.output)
-    elif args.format == "json":
-        _emit(cmp.to_json(), args.output)
-    elif args.format == "csv":
-        _emit(cmp.to_csv(), args.output)
-    else:
-        _print_rich(cmp.to_rich(only_changes=args.only_changes), args.output)
+    _render(cmp, args)
     cli.err_console.print(f"Both sides in {folder.path} (ab.md, ab.json: the verdicts)", highlight=False)
     return cmp.exit_code
 

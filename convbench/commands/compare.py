@@ -3,6 +3,7 @@
     convbench compare BASE NEW [--threshold 5%] [--alpha 0.01] [--format table|md|json|csv]
     convbench compare --base DIR... --new DIR...          # several runs per side, merged
     convbench compare RUN --by variant --baseline native  # speedup tables of one run
+    convbench compare AB_RUN                              # the verdicts of a `convbench ab` run again
 
 Exit codes: 0 no regression, 1 a regression (a case, or the suite pooled, is slower, or a
 case failed; see ``--fail-on``), 2 bad input, 3 inconclusive (no regression found, but
@@ -65,6 +66,26 @@ def read_thresholds(path: str) -> list[tuple[str, float]]:
     return [(str(k), parse_fraction(str(v), f"{path}: threshold of {k!r}")) for k, v in data.items()]
 
 
+def verdict_options(args: argparse.Namespace) -> tuple[float, float, list[tuple[str, float]], list[str]]:
+    """``(threshold, alpha, thresholds, fail_on)`` from the options compare and ab share;
+    bad values are a UsageError."""
+    from convbench.cli import UsageError
+    from convbench.compare import VERDICTS
+
+    threshold = parse_fraction(args.threshold)
+    alpha = parse_fraction(args.alpha, "alpha")
+    if not 0 < alpha < 1:
+        raise UsageError(f"alpha {args.alpha!r}: must be between 0 and 1")
+    thresholds = parse_threshold_for(args.threshold_for or [])
+    if args.thresholds:
+        thresholds += read_thresholds(args.thresholds)
+    fail_on = [v.strip() for v in args.fail_on.split(",") if v.strip()]
+    unknown = [v for v in fail_on if v not in VERDICTS]
+    if unknown:
+        raise UsageError(f"--fail-on {args.fail_on!r}: unknown verdicts {unknown}; expected some of {', '.join(VERDICTS)}")
+    return threshold, alpha, thresholds, fail_on
+
+
 def _emit(text: str, out: str | None) -> None:
     if out:
         Path(out).write_text(text)
@@ -96,6 +117,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base, new = list(args.base or []), list(args.new or [])
     if paths and (base or new):
         raise UsageError("convbench compare: give BASE NEW, or --base ... --new ..., not both")
+    if len(paths) == 1 and not (base or new) and _is_ab(paths[0]):
+        return _ab_verdicts(args, paths[0])
     if paths:
         if len(paths) != 2:
             raise UsageError(
@@ -105,19 +128,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         base, new = [paths[0]], [paths[1]]
     if not base or not new:
         raise UsageError("convbench compare: give BASE NEW (or --base DIR... --new DIR...)")
-    from convbench.compare import VERDICTS, compare_paths
+    from convbench.compare import compare_paths
 
-    threshold = parse_fraction(args.threshold)
-    alpha = parse_fraction(args.alpha, "alpha")
-    if not 0 < alpha < 1:
-        raise UsageError(f"alpha {args.alpha!r}: must be between 0 and 1")
-    thresholds = parse_threshold_for(args.threshold_for or [])
-    if args.thresholds:
-        thresholds += read_thresholds(args.thresholds)
-    fail_on = [v.strip() for v in args.fail_on.split(",") if v.strip()]
-    unknown = [v for v in fail_on if v not in VERDICTS]
-    if unknown:
-        raise UsageError(f"--fail-on {args.fail_on!r}: unknown verdicts {unknown}; expected some of {', '.join(VERDICTS)}")
+    threshold, alpha, thresholds, fail_on = verdict_options(args)
     try:
         cmp = compare_paths(
             base, new, threshold=threshold, alpha=alpha, thresholds=thresholds, seed=args.seed,
@@ -126,6 +139,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ResultsError as exc:
         raise UsageError(str(exc)) from None
+    _render(cmp, args)
+    return cmp.exit_code
+
+
+def _is_ab(path: str) -> bool:
+    """Whether ``path`` is the run folder of a ``convbench ab`` (both sides in one)."""
+    try:
+        return bool(json.loads((Path(path) / "run.json").read_text()).get("ab"))
+    except (OSError, ValueError):
+        return False
+
+
+def _ab_verdicts(args: argparse.Namespace, path: str) -> int:
+    """The verdicts of an ab run folder again (other thresholds, another format)."""
+    import pandas as pd
+
+    from convbench.ab import ab_comparison
+    from convbench.cli import UsageError
+    from convbench.results import ResultsError, load, read_meta
+
+    try:
+        cases, samples, meta = load(path), load(path, samples=True), read_meta(Path(path))
+    except (ResultsError, OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if cases.empty or "side" not in cases:
+        raise UsageError(f"{path}: an ab run folder without finished cases")
+    threshold, alpha, thresholds, fail_on = verdict_options(args)
+    cmp = ab_comparison(
+        cases, samples if len(samples) else pd.DataFrame(columns=["case_id", "side", "ratio", "kept"]),
+        threshold=threshold, alpha=alpha, thresholds=thresholds, fail_on=fail_on, inconclusive_ok=args.inconclusive_ok, meta=meta,
+    )  # fmt: skip
+    _render(cmp, args)
+    return cmp.exit_code
+
+
+def _render(cmp: Any, args: argparse.Namespace) -> None:
     if args.format == "md":
         _emit(cmp.to_markdown(), args.output)
     elif args.format == "json":
@@ -134,7 +183,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _emit(cmp.to_csv(), args.output)
     else:
         _print_rich(cmp.to_rich(only_changes=args.only_changes), args.output)
-    return cmp.exit_code
 
 
 def _within(args: argparse.Namespace, paths: list[str]) -> int:
