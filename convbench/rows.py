@@ -3,18 +3,11 @@ columns of cases.parquet and rows of samples.parquet (used by the worker and by 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from convbench.contention import Load
+from convbench.cpu_topology import available_cpus
 from convbench.timing import Measurement
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity), else the machine's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def timing_fields(m: Measurement, timer: str) -> dict[str, Any]:
@@ -44,7 +37,7 @@ def threads_all_cores(threads: int | None, device: str) -> bool | None:
     fragile under contention: one busy neighbour stalls a thread at every barrier)."""
     if device != "cpu" or threads is None:
         return None
-    return int(threads) >= usable_cores()
+    return int(threads) >= len(available_cpus())
 
 
 def _load_fields(load: Load | None) -> dict[str, Any]:

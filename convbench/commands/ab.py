@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from convbench.commands.compare import FORMATS, verdict_options
+from convbench.commands.compare import add_verdict_arguments, verdict_options
 
 
 def _comparison(folder: Any, args: argparse.Namespace, verdicts: tuple[float, float, list[tuple[str, float]], list[str]]) -> Any:
@@ -91,14 +91,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--filter", help="pandas query over case keys, as for run")
     p.add_argument("--cpus", metavar="SPEC", help="pin both sides' workers to these CPUs (as for run)")
     p.add_argument("--out", metavar="DIR", help="run folder to create (default results/SUITE-ab-TIME-HOST)")
-    p.add_argument("--threshold", default="5%", help="smallest change that counts (default 5%%)")
-    p.add_argument("--threshold-for", action="append", metavar="PATTERN=VALUE", help="threshold for matching case ids or suites (as for compare)")
-    p.add_argument("--thresholds", metavar="FILE", help="YAML/JSON mapping of PATTERN: threshold")
-    p.add_argument("--alpha", default="0.01", help="significance level of the signed-rank test (default 0.01)")
-    p.add_argument("--fail-on", default="slower,failed", help="verdicts that make the exit code 1 (default slower,failed)")
-    p.add_argument("--inconclusive-ok", action="store_true", help="exit 0 instead of 3 when nothing regressed but cases were inconclusive")
-    p.add_argument("--format", choices=FORMATS, default="table", help="table (rich), md, json or csv")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the verdicts there instead of stdout")
-    p.add_argument("--only-changes", action="store_true", help="table format: leave out the cases whose verdict is same")
+    add_verdict_arguments(p, "signed-rank test")
     p.add_argument("--seed", type=int, default=0, help="seed of the round order (default 0)")
     p.set_defaults(func=cmd_ab)

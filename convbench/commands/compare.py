@@ -86,6 +86,19 @@ def verdict_options(args: argparse.Namespace) -> tuple[float, float, list[tuple[
     return threshold, alpha, thresholds, fail_on
 
 
+def add_verdict_arguments(p: argparse.ArgumentParser, test: str) -> None:
+    """The options compare and ab share: thresholds, significance, what fails, outputs."""
+    p.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% or 0.05 (default 5%%)")
+    p.add_argument("--threshold-for", action="append", metavar="PATTERN=VALUE", help="threshold for cases whose id or suite matches the fnmatch PATTERN, e.g. '*|cuda|*=10%%' (repeatable; first match wins)")
+    p.add_argument("--thresholds", metavar="FILE", help="YAML/JSON mapping of PATTERN: threshold (after --threshold-for; first match wins)")
+    p.add_argument("--alpha", default="0.01", help=f"significance level of the {test} (default 0.01)")
+    p.add_argument("--fail-on", default="slower,failed", help="verdicts that make the exit code 1 (default slower,failed; add removed to fail when cases disappear)")
+    p.add_argument("--inconclusive-ok", action="store_true", help="exit 0 instead of 3 when nothing regressed but cases were inconclusive (too few samples, contended, or the machine changed speed)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="table (rich), md (GitHub step summary), json or csv")
+    p.add_argument("-o", "--output", metavar="FILE", help="write there instead of stdout")
+    p.add_argument("--only-changes", action="store_true", help="table format: leave out the cases whose verdict is same")
+
+
 def _emit(text: str, out: str | None) -> None:
     if out:
         Path(out).write_text(text)
@@ -222,18 +235,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH", help="BASE NEW run folders (each may be a folder of runs, merged); with --by: RUN...")
     p.add_argument("--base", nargs="+", metavar="DIR", help="BASE run folders, merged")
     p.add_argument("--new", nargs="+", metavar="DIR", help="NEW run folders, merged")
-    p.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% or 0.05 (default 5%%)")
-    p.add_argument("--threshold-for", action="append", metavar="PATTERN=VALUE", help="threshold for cases whose id or suite matches the fnmatch PATTERN, e.g. '*|cuda|*=10%%' (repeatable; first match wins)")
-    p.add_argument("--thresholds", metavar="FILE", help="YAML/JSON mapping of PATTERN: threshold (after --threshold-for; first match wins)")
-    p.add_argument("--alpha", default="0.01", help="significance level of the Mann-Whitney U test (default 0.01)")
-    p.add_argument("--fail-on", default="slower,failed", help="verdicts that make the exit code 1 (default slower,failed; add removed to fail when cases disappear)")
-    p.add_argument("--inconclusive-ok", action="store_true", help="exit 0 instead of 3 when nothing regressed but cases were inconclusive (too few samples, contended, or the machine changed speed)")
+    add_verdict_arguments(p, "Mann-Whitney U test")
     p.add_argument("--no-run-noise", action="store_true", help="do not widen the CIs by the run-to-run noise estimated from the cases (docs/compare.md)")
     p.add_argument("--by", choices=["variant", "backend"], help="within a run: each variant (or backend) against --baseline")
     p.add_argument("--baseline", help="with --by: the baseline value (default native for variant, torch for backend)")
-    p.add_argument("--format", choices=FORMATS, default="table", help="table (rich), md (GitHub step summary), json or csv")
-    p.add_argument("-o", "--output", metavar="FILE", help="write there instead of stdout")
-    p.add_argument("--only-changes", action="store_true", help="table format: leave out the cases whose verdict is same")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.add_argument("--allow-emulated", action="store_true", help="compare runs taken under an emulator (qemu-user, Rosetta) with native ones; refused (exit 2) without it")
     p.set_defaults(func=cmd_compare)
