@@ -128,6 +128,11 @@ class _RemoteSampler:
 
     def __init__(self, worker: Worker, case_id: str, timeout: float, side: str, baton: _Baton) -> None:
         self.worker, self.case_id, self.timeout, self.side, self.baton = worker, case_id, timeout, side, baton
+        self.faults: float | None = 0.0  #: page faults the worker reported for this case's samples so far
+
+    def fault_count(self) -> float | None:
+        """The page faults of this case's samples so far (None: the worker did not say)."""
+        return self.faults
 
     def __call__(self, n: int) -> float:
         self.baton.take(self.worker)
@@ -140,6 +145,8 @@ class _RemoteSampler:
             self.baton.done()
         if event.get("event") != "sample":
             raise SamplerError(f"{self.side} worker: {event.get('reason') or event}")
+        reported = event.get("faults")
+        self.faults = None if reported is None or self.faults is None else self.faults + float(reported)
         return float(event["seconds"])
 
 
@@ -182,10 +189,10 @@ class AbRunner:
         self._stop(side)
         self.count += 1
         log = self.folder.path / "logs" / f"worker-{side}-{case.backend}-{case.device}-{self.count}.log"
-        w = Worker(self.pythons[side], case.backend, log, self.options.cpus)
+        w = Worker(self.pythons[side], case.backend, log, self.options.cpus, self.options.timing.allocator)
         self.workers[side], self.keys[side] = w, case.worker_key
         envs = self.folder.meta.setdefault("environment", {}).setdefault("backends", {})
-        envs[f"{side}:{case.backend}:{case.device}"] = {**w.hello.get("info", {}), "python": w.hello.get("python"), "cpu_affinity": w.hello.get("cpus")}
+        envs[f"{side}:{case.backend}:{case.device}"] = {**w.hello.get("info", {}), "python": w.hello.get("python"), "cpu_affinity": w.hello.get("cpus"), "allocator": w.hello.get("allocator")}
         self.folder.save_meta()
         return w
 
@@ -258,7 +265,10 @@ class AbRunner:
         pids = [w.proc.pid for w in self.workers.values() if w is not None]
         guard = Guard.for_case(Monitor(Reader(pids=pids), timing.rule()), timing, group[0].device)
         try:
-            result = measure_interleaved(samplers, timing, _member("base", both[0]), guard=guard, baselines=pairs, seed=self.seed)
+            result = measure_interleaved(
+                samplers, timing, _member("base", both[0]), guard=guard, baselines=pairs, seed=self.seed,
+                faults={name: sampler.fault_count for name, sampler in samplers.items()},
+            )  # fmt: skip
         except SamplerError as exc:  # a side died while warming up or calibrating: nothing was timed
             side = "base" if str(exc).startswith("base") else "new"
             for cid in both:

@@ -53,6 +53,7 @@ __all__ = [
     "Snapshot",
     "load_between",
     "mean_load",
+    "own_faults",
     "parse_pid_stat",
     "parse_pressure",
     "parse_proc_stat",
@@ -149,6 +150,19 @@ def parse_pid_stat(text: str, ticks_per_second: float = 100.0) -> float:
 
 
 # --------------------------------------------------------------------------- reading
+def own_faults() -> float | None:
+    """Page faults (minor + major) this process has taken so far; None where unknown.
+
+    A step that page-faults is timing the kernel's memory handling, not its own work
+    (see :mod:`convbench.allocator`): the timing loops record the faults per iteration."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return float(usage.ru_minflt + usage.ru_majflt)
+
+
 class Reader:
     """Reads the machine's counters; ``proc`` and ``sys`` roots are replaceable (tests).
 

@@ -152,7 +152,8 @@ def profile_cases(
             current: str | None = None
             worker = None
             try:
-                worker = Worker(interpreter_for(backend, options.interpreters), backend, logs / f"profile-{backend}-{device}-{count}.log")
+                worker = Worker(interpreter_for(backend, options.interpreters), backend, logs / f"profile-{backend}-{device}-{count}.log",
+                                allocator=options.timing.allocator)
                 worker.send({"cmd": "profile", "cases": [c.model_dump() for c in todo], **message})
                 while pending:
                     event = worker.next_event(options.timeout)

@@ -53,6 +53,7 @@ CASE_COLUMNS = (
     # contention telemetry and the quiet guard (convbench.contention, convbench.timing.Guard)
     + ["contended", "contention", "foreign_cpu", "steal", "cpu_pressure", "dropped", "quiet_wait", "threads_all_cores"]
     + ["side"]  # `convbench ab`: base or new (None in a plain run)
+    + ["page_faults"]  # median page faults per iteration (convbench.allocator)
 )
 
 SAMPLE_COLUMNS = [
@@ -60,6 +61,7 @@ SAMPLE_COLUMNS = [
     # per sample (per round when interleaved): used by the statistics, judged contended,
     # its wall and own CPU seconds, and the machine's load (convbench.contention.Load)
     "kept", "contended", "wall", "cpu", "foreign_cpu", "steal", "cpu_pressure", "runnable", "freq_mhz",
+    "page_faults",  # per iteration of the sample
 ]  # fmt: skip
 
 #: Fingerprint of the result schema: a worker says it in its hello, and a runner refuses

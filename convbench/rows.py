@@ -20,7 +20,7 @@ def timing_fields(m: Measurement, timer: str) -> dict[str, Any]:
         "inner": m.inner, "converged": m.converged, "warmup_iters": m.warmup_iters, "timing_seconds": m.elapsed,
         "contended": m.contended, "contention": m.contention, "dropped": m.dropped, "quiet_wait": m.quiet_waited,
         "foreign_cpu": None if load is None else load.foreign_cpu, "steal": None if load is None else load.steal,
-        "cpu_pressure": None if load is None else load.cpu_pressure,
+        "cpu_pressure": None if load is None else load.cpu_pressure, "page_faults": m.page_faults,
     }  # fmt: skip
 
 
@@ -61,6 +61,7 @@ def sample_rows(case_id: str, m: Measurement, ratios: list[float] | None = None,
             "ratio": ratios[i] if ratios and i < len(ratios) else None,
             "kept": m.kept[i] if i < len(m.kept) else True,
             "contended": None if m.contended is None or i >= len(m.reasons) else m.reasons[i] is not None,
+            "page_faults": m.faults[i] if i < len(m.faults) else None,
             **_load_fields(load),
         }  # fmt: skip
         out.append(row)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from convbench import __version__
+from convbench.allocator import worker_environment
 from convbench.cases import Case
 from convbench.cpu_topology import format_cpu_list
 from convbench.results import CASE_COLUMNS, SCHEMA_ID, RunFolder, empty_row, now_iso
@@ -77,7 +78,7 @@ def merge_processes(
             ) or None
         row["dropped"] = sum(r.get("dropped") or 0 for r, _ in runs)
         row["quiet_wait"] = sum(r.get("quiet_wait") or 0 for r, _ in runs)
-        for f in ("foreign_cpu", "steal", "cpu_pressure"):
+        for f in ("foreign_cpu", "steal", "cpu_pressure", "page_faults"):
             values = [r[f] for r, _ in runs if r.get(f) is not None]
             row[f] = statistics.fmean(values) if values else None
     row["processes"] = len(runs)
@@ -112,10 +113,12 @@ def interpreter_for(backend: str, configured: dict[str, str] | None = None) -> s
 class Worker:
     """One worker subprocess and the thread that reads its events."""
 
-    def __init__(self, python: str, backend: str, log_path: Path, cpus: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, python: str, backend: str, log_path: Path, cpus: tuple[int, ...] | None = None, allocator: str = "steady"
+    ) -> None:
         self.backend = backend
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**worker_environment(allocator, os.environ), "PYTHONUNBUFFERED": "1"}
         # Pinned: convbench.pin sets the affinity before the worker imports anything.
         pin = ["convbench.pin", format_cpu_list(cpus)] if cpus else []
         self.proc = subprocess.Popen(
@@ -302,11 +305,11 @@ class Runner:
             )
         self.worker_count += 1
         log = self.folder.path / "logs" / f"worker-{case.backend}-{case.device}-{self.worker_count}.log"
-        self.worker = Worker(python, case.backend, log, self.options.cpus)
+        self.worker = Worker(python, case.backend, log, self.options.cpus, self.options.timing.allocator)
         self.worker_key = case.worker_key
         envs = self.folder.meta.setdefault("environment", {}).setdefault("backends", {})
         peaks = envs.get(f"{case.backend}:{case.device}", {}).get("peaks")  # kept across worker restarts
-        envs[f"{case.backend}:{case.device}"] = {**self.worker.hello.get("info", {}), "python": self.worker.hello.get("python"), "cpu_affinity": self.worker.hello.get("cpus")}
+        envs[f"{case.backend}:{case.device}"] = {**self.worker.hello.get("info", {}), "python": self.worker.hello.get("python"), "cpu_affinity": self.worker.hello.get("cpus"), "allocator": self.worker.hello.get("allocator")}
         if peaks:
             envs[f"{case.backend}:{case.device}"]["peaks"] = peaks
         self.folder.save_meta()

@@ -65,9 +65,14 @@ def cell(row: pd.Series) -> str:
     return f"{format_time(row['median'])} ±{spread:.0f}%{flag}"
 
 
+#: Page faults per iteration from which the summary names a case (a step that allocates
+#: its outputs afresh from the OS pays one fault per 4 KiB page it touches).
+PAGE_FAULTS_NOTED = 1.0
+
+
 def contention_lines(cases: pd.DataFrame) -> list[str]:
     """Lines for under the summary: how many timed cases were contended, the worst load,
-    and how many ran with as many threads as cores."""
+    how many page-faulted in their timed steps, and how many ran with as many threads as cores."""
     lines = []
     if "contended" in cases.columns:
         hit = cases[cases["contended"].map(_flag)]
@@ -77,6 +82,14 @@ def contention_lines(cases: pd.DataFrame) -> list[str]:
             lines.append(
                 f"! {len(hit)} of {int(cases['contended'].notna().sum())} timed cases were contended while timed ({load}): "
                 "their times and ratios are less trustworthy; the reasons are in cases.parquet (contention)"
+            )
+    if "page_faults" in cases.columns:
+        faults = pd.to_numeric(cases.loc[cases["status"] == "ok", "page_faults"], errors="coerce")
+        faulting = faults[faults >= PAGE_FAULTS_NOTED]
+        if len(faulting):
+            lines.append(
+                f"{len(faulting)} case(s) page-faulted in every step (up to {faulting.max():,.0f} faults per iteration): "
+                "their times include the kernel's page-fault handling (timing: allocator, docs/timing.md)"
             )
     if "threads_all_cores" in cases.columns:
         fragile = int(cases.loc[cases["status"] == "ok", "threads_all_cores"].map(_flag).sum())

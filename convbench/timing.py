@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ from convbench.contention import (
     QuietBudget,
     Snapshot,
     mean_load,
+    own_faults,
 )
 
 __all__ = [
@@ -66,6 +68,9 @@ Sampler = Callable[[int], float]
 """Runs ``n`` iterations and returns their total duration in seconds."""
 
 Clock = Callable[[], float]
+
+FaultCounter = Callable[[], float | None]
+"""The page faults a sampler's process has taken so far (None: unknown)."""
 
 #: The quiet guard's modes (TimingConfig.guard).
 GUARD_MODES = ("off", "flag", "wait")
@@ -130,6 +135,11 @@ class TimingConfig(BaseModel):
     )
     contention_pressure: float = Field(
         0.05, gt=0, le=1, description="contended when tasks wait for a CPU this fraction of the time (Linux PSI)"
+    )
+    allocator: Literal["steady", "system"] = Field(
+        "steady",
+        description="steady: workers keep freed memory (glibc tunables), so no step page-faults on memory a "
+        "previous step freed; system: the allocator as the system configures it (convbench.allocator)",
     )
 
     @field_validator("guard", mode="before")
@@ -381,6 +391,14 @@ class Measurement:
     load: Load | None = None  #: mean load over the used samples
     dropped: int = 0  #: samples dropped as contended
     quiet_waited: float = 0.0  #: seconds the guard waited for quiet (before the group and between samples)
+    faults: list[float | None] = field(default_factory=list)  #: per sample: page faults per iteration
+
+    @property
+    def page_faults(self) -> float | None:
+        """Median page faults per iteration over the samples the statistics use."""
+        used = _used(self.kept) if self.kept else list(range(len(self.samples)))
+        known = sorted(self.faults[i] for i in used if i < len(self.faults) and self.faults[i] is not None)
+        return statistics.median(known) if known else None
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the raw samples; ``stats`` nested as a dict."""
@@ -510,7 +528,11 @@ def _stop_reason(count: int, elapsed: float, budget: float, max_count: int, take
 
 
 def measure(
-    sampler: Sampler, config: TimingConfig, clock: Clock = time.perf_counter, guard: Guard | None = None
+    sampler: Sampler,
+    config: TimingConfig,
+    clock: Clock = time.perf_counter,
+    guard: Guard | None = None,
+    faults: FaultCounter | None = own_faults,
 ) -> Measurement:
     """Warm up, calibrate and sample one sampler (see the module docstring).
 
@@ -541,9 +563,12 @@ def measure(
     converged = False
     start = clock()
     paused = 0.0  # seconds spent waiting for quiet, left out of the time budget
+    per_sample_faults: list[float | None] = []
     while True:
         snap = guard.begin()
+        f0 = faults() if faults else None
         value = sampler(inner) / inner
+        per_sample_faults.append(_faults_per_iteration(f0, faults() if faults else None, inner))
         load, reason = guard.end(snap)
         samples.append(value)
         loads.append(load)
@@ -581,7 +606,12 @@ def measure(
         load=mean_load(loads[i] for i in used if loads[i] is not None),
         dropped=len(samples) - len(used),
         quiet_waited=guard.budget.waited - waited0,
+        faults=per_sample_faults,
     )
+
+
+def _faults_per_iteration(before: float | None, after: float | None, inner: int) -> float | None:
+    return None if before is None or after is None else (after - before) / inner
 
 
 def measure_interleaved(
@@ -592,6 +622,7 @@ def measure_interleaved(
     seed: int = 0,
     guard: Guard | None = None,
     baselines: Mapping[str, str] | None = None,
+    faults: Mapping[str, FaultCounter | None] | None = None,
 ) -> InterleavedMeasurement:
     """Time several samplers side by side, in rounds, against ``baseline`` (docs/timing.md).
 
@@ -606,6 +637,8 @@ def measure_interleaved(
     time spent in its own samples. With a ``guard``, whole rounds are judged, dropped
     and retaken (see :func:`measure`). A sampler raising :class:`SamplerError` ends the
     sampling: the complete rounds so far are kept, and ``failed`` names the member.
+    ``faults`` maps a member to the page-fault counter of the process it runs in
+    (default: this process's, for every member).
     """
     if baseline not in samplers:
         raise ValueError(f"baseline {baseline!r} is not one of {sorted(samplers)}")
@@ -621,6 +654,8 @@ def measure_interleaved(
     waited0 = guard.budget.waited
     guard.before_group()
 
+    counters = dict.fromkeys(names, own_faults) if faults is None else {name: faults.get(name) for name in names}
+    member_faults: dict[str, list[float | None]] = {name: [] for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
     ordered: dict[str, list[float]] = {name: [] for name in names}
     spent: dict[str, float] = dict.fromkeys(names, 0.0)
@@ -640,12 +675,16 @@ def measure_interleaved(
         rng.shuffle(order)
         snap = guard.begin()
         got: dict[str, float] = {}
+        got_faults: dict[str, float | None] = {}
         try:
             for name in order:
                 inner = prepared[name][2]
+                counter = counters[name]
+                f0 = counter() if counter else None
                 t0 = clock()
                 got[name] = samplers[name](inner) / inner
                 spent[name] += clock() - t0
+                got_faults[name] = _faults_per_iteration(f0, counter() if counter else None, inner)
         except SamplerError as exc:
             failed[name] = str(exc)
             break
@@ -653,6 +692,7 @@ def measure_interleaved(
         orders.append(order)
         for name in names:
             samples[name].append(got[name])
+            member_faults[name].append(got_faults[name])
         w0 = guard.budget.waited
         drop = guard.retake(reason)
         paused += guard.budget.waited - w0
@@ -702,6 +742,7 @@ def measure_interleaved(
             load=mean,
             dropped=len(kept) - len(used),
             quiet_waited=guard.budget.waited - waited0,
+            faults=member_faults[name],
         )
     return InterleavedMeasurement(
         members=members,

@@ -46,9 +46,10 @@ from typing import IO, Any
 import numpy as np
 
 from convbench import __version__
+from convbench.allocator import describe as describe_allocator
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase, load_backend
 from convbench.cases import DEFAULT_TOLERANCE, ITEMSIZE, Case
-from convbench.contention import Monitor, Reader
+from convbench.contention import Monitor, Reader, own_faults
 from convbench.cpu_topology import format_cpu_list
 from convbench.data import make_cotangents, make_tensors
 from convbench.peaks import case_work, measure_peaks, peak_key, peak_timing, roofline
@@ -263,11 +264,14 @@ class CaseRunner:
     def sample(self, case_id: str, n: int) -> None:
         """Time ``n`` iterations of a held case and send the seconds."""
         try:
+            before = own_faults()
             seconds = self.held[case_id][1](int(n))
+            after = own_faults()
         except Exception as exc:
             self.protocol.send("sample_error", case_id=case_id, reason=f"{type(exc).__name__}: {exc}")
             return
-        self.protocol.send("sample", case_id=case_id, seconds=seconds)
+        faults = None if before is None or after is None else after - before
+        self.protocol.send("sample", case_id=case_id, seconds=seconds, faults=faults)
 
     def release(self) -> None:
         """Close every held case."""
@@ -336,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     info = info_of(args.backend)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     protocol.send("hello", info=asdict(info), pid=os.getpid(), python=sys.executable, cpus=cpus and format_cpu_list(cpus),
-                  schema=SCHEMA_ID, convbench=__version__)  # fmt: skip
+                  schema=SCHEMA_ID, convbench=__version__, allocator=describe_allocator(os.environ))  # fmt: skip
     if args.info:
         return 0
     backend = load_backend(args.backend) if info.available else _Unavailable(info)

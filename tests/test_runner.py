@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -107,3 +108,23 @@ def test_a_row_the_folder_cannot_store_is_kept_as_an_error_with_its_measurements
     assert kept.status == "error" and "from_the_future" in kept.reason
     assert kept["median"] == 0.25 and kept.n == 9
     assert len(pd.read_parquet(tmp_path / "run" / "samples.parquet")) == 1
+
+
+@pytest.mark.parametrize("allocator", ["steady", "system"])
+def test_workers_start_with_the_allocator_the_suite_asks_for(tmp_path: Path, allocator: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    suite = write_suite(tmp_path / "a.yaml", ["a"], backend="reference")
+    suite.write_text(suite.read_text().replace("guard: flag}", f"guard: flag, allocator: {allocator}}}"))
+    out = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((out / "run.json").read_text())
+    tunables = meta["environment"]["backends"]["reference:cpu"]["allocator"]["glibc_tunables"]
+    if allocator == "steady":
+        assert "glibc.malloc.mmap_threshold=4294967296" in tunables
+    else:
+        assert tunables is None
+    assert meta["options"]["timing"]["allocator"] == allocator
+    rows = pd.read_parquet(out / "cases.parquet")
+    assert rows.page_faults.notna().all()
+    assert pd.read_parquet(out / "samples.parquet").page_faults.notna().all()

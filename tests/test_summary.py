@@ -30,6 +30,16 @@ def test_contention_lines_count_and_name_the_worst_load() -> None:
     assert contention_lines(pd.DataFrame([{"status": "ok", "median": 1e-3}])) == []  # a run made before telemetry
 
 
+def test_page_faulting_cases_are_named() -> None:
+    frame = pd.DataFrame([row(page_faults=37635.0), row(page_faults=0.0), row(page_faults=None), row(status="error", page_faults=9.0)])
+    lines = contention_lines(frame)
+    assert lines == [
+        "1 case(s) page-faulted in every step (up to 37,635 faults per iteration): their times include the "
+        "kernel's page-fault handling (timing: allocator, docs/timing.md)"
+    ]
+    assert contention_lines(pd.DataFrame([row(page_faults=0.5)])) == []
+
+
 def test_the_legend_explains_every_mark() -> None:
     cases = pd.DataFrame([
         {**row(contended=True).to_dict(), "workload": "w", "variant": "native", "backend": "torch", "device": "cpu", "mode": "inference",
