@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -49,8 +50,9 @@ class UsageError(Exception):
 def _load_cases(args: argparse.Namespace, resolve: bool = True) -> tuple[Any, list[Case], Any]:
     """Suite, its expanded (preset, filter) cases and its resolved options; ``resolve``
     sets unset CPU threads to this machine's cores (a fleet leaves that to each node)."""
-    from convbench.suite import SuiteError, expand, filter_cases, load_suite
+    from convbench.suite import SuiteError, expand, filter_cases, load_suite, locate_suite
 
+    args.suite = str(locate_suite(args.suite))  # a bare name is a packaged suite
     try:
         suite = load_suite(args.suite)
         resolved = suite.resolved(args.preset)
@@ -158,7 +160,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from convbench.cpu_topology import parse_cpu_list
     from convbench.results import ResultsError, RunFolder
     from convbench.runner import RunOptions
-    from convbench.summary import contention_lines, summary_table
+    from convbench.summary import (
+        contention_lines,
+        status_lines,
+        summary_table,
+        without_skipped_groups,
+    )
     from convbench.timing import TimingConfig
 
     fleet = _connect_fleet(args) if getattr(args, "cluster", None) else None
@@ -212,9 +219,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         err_console.print(f"Resume with: [bold]convbench run --resume {folder.path}[/]")
         return EXIT_INTERRUPTED
     folder.finish("complete")
-    console.print(summary_table(frame, title=f"{folder.meta['suite']}: {folder.path}"))
-    for reason, count in frame.loc[frame["status"] != "ok", "reason"].value_counts().items():
-        console.print(f"  {count} x {reason}", highlight=False, markup=False)
+    if len(without_skipped_groups(frame)):
+        console.print(summary_table(frame, title=f"{folder.meta['suite']}: {folder.path}"))
+    for line in status_lines(frame):
+        console.print(f"  {line}", highlight=False, markup=False)
     for line in contention_lines(frame):
         console.print(line, highlight=False, markup=False)
     console.print(f"{len(frame)} cases: {_status_counts(frame)}. Results in {folder.path}")
@@ -326,6 +334,26 @@ def _workloads_table() -> Table:
     return table
 
 
+def _suites_table() -> Table:
+    """The packaged suites: name, description, workloads and cases (all presets' own counts aside)."""
+    from convbench.suite import SuiteError, expand, load_suite, packaged_suites
+
+    table = Table(title="suites installed with convbench (run one by name: convbench run NAME)")
+    for col in ("name", "description", "workloads", "cases", "presets", "file"):
+        table.add_column(col, justify="right" if col in ("workloads", "cases") else "left")
+    for name, path in packaged_suites().items():
+        try:
+            suite = load_suite(path)
+        except SuiteError as exc:
+            table.add_row(escape(name), f"[red]invalid: {escape(str(exc))}[/]", "", "", "", escape(str(path)))
+            continue
+        table.add_row(
+            escape(name), escape(suite.description or ""), str(len(suite.workloads)), str(len(expand(suite))),
+            escape(", ".join(suite.presets)), escape(str(path)),
+        )  # fmt: skip
+    return table
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from convbench.variants import VARIANTS
     from convbench.workloads import WORKLOADS
@@ -337,6 +365,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.workloads:
         console.print(_workloads_table())
+        return EXIT_OK
+    if args.suites:
+        console.print(_suites_table())
         return EXIT_OK
     if args.suite:
         suite, _, _ = _load_cases(argparse.Namespace(suite=args.suite, preset=None, filter=None))
@@ -401,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite: verify every case, then time it")
-    run.add_argument("suite", nargs="?", help="suite YAML file")
+    run.add_argument("suite", nargs="?", help="suite YAML file, or the name of a packaged suite (convbench list --suites)")
     run.add_argument("--preset", help="a preset of the suite (e.g. quick, full)")
     run.add_argument("--filter", help="pandas query over case keys, e.g. \"mode == 'training' and batch == 1\"")
     run.add_argument("--dry-run", action="store_true", help="print the expanded matrix and its size, run nothing")
@@ -413,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="verify every case of a suite against the reference, no timing")
-    check.add_argument("suite")
+    check.add_argument("suite", help="suite YAML file, or the name of a packaged suite")
     check.add_argument("--preset")
     check.add_argument("--filter")
     check.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
@@ -421,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="workloads, variants and backends")
     lst.add_argument("suite", nargs="?", help="also list this suite's workloads")
+    lst.add_argument("--suites", action="store_true", help="only the suites installed with convbench (run one by its name: convbench run depthwise)")
     lst.add_argument("--workloads", action="store_true", help="only the workloads: networks and their named configurations with parameters and MACs against the published figures")
     lst.add_argument("--format", choices=["table", "markdown"], default="table", help="with --workloads: a terminal table or Markdown (docs/networks.md is the latter)")
     lst.set_defaults(func=cmd_list)

@@ -776,13 +776,34 @@ def loads_suite(text: str, path: str | os.PathLike[str] = "<suite>") -> Suite:
     return suite
 
 
+#: The suites installed with convbench (``convbench list --suites``).
+PACKAGED_SUITES = Path(__file__).resolve().parent / "suites"
+
+
+def packaged_suites() -> dict[str, Path]:
+    """The suites installed with convbench, by name (the file name without ``.yaml``)."""
+    return {p.stem: p for p in sorted(PACKAGED_SUITES.glob("*.yaml"))}
+
+
+def locate_suite(spec: str | os.PathLike[str]) -> Path:
+    """The suite file ``spec`` names: a path that exists wins; else a bare name
+    (``depthwise`` or ``depthwise.yaml``) of a packaged suite; else ``spec`` as given."""
+    path = Path(spec)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    packaged = packaged_suites().get(path.name.removesuffix(".yaml").removesuffix(".yml"))
+    return packaged if packaged is not None else path
+
+
 def load_suite(path: str | os.PathLike[str]) -> Suite:
-    """Read and validate the suite file at ``path``; any problem raises :class:`SuiteError`."""
+    """Read and validate the suite file at ``path`` (or the packaged suite of that name,
+    see :func:`locate_suite`); any problem raises :class:`SuiteError`."""
+    path = locate_suite(path)
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        problem = "no such suite file"
+        problem = f"no such suite file (packaged suites: {', '.join(packaged_suites()) or 'none'})"
     except IsADirectoryError:
         problem = "is a directory, not a suite file"
     except OSError as exc:

@@ -123,8 +123,27 @@ def summary_frame(cases: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), variants
 
 
+def without_skipped_groups(cases: pd.DataFrame) -> pd.DataFrame:
+    """``cases`` less the case groups in which every case was skipped (e.g. the CUDA cases
+    on a machine without a GPU): those are told by :func:`status_lines`, not as rows."""
+    keys = cases[GROUP_COLUMNS].astype(str).apply(tuple, axis=1)
+    skipped_only = (cases["status"] == "skipped").groupby(keys).transform("all")
+    return cases[~skipped_only.to_numpy()]
+
+
+def status_lines(cases: pd.DataFrame) -> list[str]:
+    """One line per status and reason of the cases that are not ok, most frequent first,
+    e.g. "20 skipped: CUDA is not available"."""
+    bad = cases[cases["status"] != "ok"]
+    counts = bad.groupby(["status", bad["reason"].fillna("(no reason given)")], sort=False).size()
+    return [f"{count} {status}: {reason}" for (status, reason), count in counts.sort_values(ascending=False, kind="stable").items()]
+
+
 def summary_table(cases: pd.DataFrame, title: str = "convbench summary") -> Table:
-    """A rich table: workload and case columns that vary, then variants, speedups, error."""
+    """A rich table: workload and case columns that vary, then variants, speedups, error.
+
+    Case groups that were skipped entirely are left out (see :func:`status_lines`)."""
+    cases = without_skipped_groups(cases)
     frame, variants = summary_frame(cases)
     varying = [c for c in GROUP_COLUMNS if c == "workload" or frame[c].astype(str).nunique() > 1]
     table = Table(title=title, title_justify="left")

@@ -51,3 +51,22 @@ def test_the_legend_explains_every_mark() -> None:
 
 def test_format_time_rounds_into_the_next_unit() -> None:
     assert format_time(0.0009996) == "1 ms" and format_time(2.5e-7) == "250 ns" and format_time(None) == "-"
+
+
+def _case(device: str, variant: str, status: str = "ok", reason: str | None = None) -> dict:
+    return {**row(status=status).to_dict(), "workload": "w", "variant": variant, "backend": "torch", "device": device, "mode": "inference",
+            "batch": 1, "dtype": "float32", "layout": "nchw", "execution": "eager", "threads": None, "verify_error": 0.0,
+            "baseline": None, "ratio": None, "reason": reason}  # fmt: skip
+
+
+def test_groups_skipped_entirely_are_one_line_not_rows() -> None:
+    from convbench.summary import status_lines, without_skipped_groups
+
+    cases = pd.DataFrame([
+        _case("cpu", "native"), _case("cpu", "diagonalwise", "skipped", "not on this backend"),
+        _case("cuda", "native", "skipped", "CUDA is not available"), _case("cuda", "diagonalwise", "skipped", "CUDA is not available"),
+    ])  # fmt: skip
+    shown = without_skipped_groups(cases)
+    assert list(shown["device"]) == ["cpu", "cpu"]  # a group with one case run keeps its skipped case as a cell
+    assert summary_table(cases).row_count == 1
+    assert status_lines(cases) == ["2 skipped: CUDA is not available", "1 skipped: not on this backend"]

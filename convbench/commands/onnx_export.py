@@ -4,7 +4,7 @@ WORKLOAD names what to export, in one of two forms:
 
 * ``SUITE.yaml:ID``: workload ``ID`` of a suite file (its kind and params), e.g.
   ``suites/depthwise.yaml:conv_dw_1``;
-* ``KIND`` with its parameters as ``--param key=value`` (values read as YAML scalars),
+* ``KIND`` with its parameters as ``--param key=value`` (each value converted to its parameter's type),
   e.g. ``depthwise --param channels=32 --param size=112``; ``convbench list`` shows
   the kinds.
 
@@ -24,8 +24,6 @@ import json
 import subprocess
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 EXIT_USAGE = 2
 
@@ -54,18 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def _parse_params(items: list[str]) -> dict[str, Any]:
+def _parse_params(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` items as strings: the kind's model converts each to its parameter's
+    type (``width=0.5`` stays the string "0.5" where width is a choice of strings)."""
     from convbench.cli import UsageError
 
-    params: dict[str, Any] = {}
+    params: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--param {item!r}: expected KEY=VALUE")
-        try:
-            params[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            params[key.strip()] = value
+        params[key.strip()] = value.strip()
     return params
 
 
@@ -95,7 +92,7 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
         raise UsageError(f"unknown workload {target!r}: give SUITE.yaml:ID or a kind ({', '.join(sorted(WORKLOADS))})")
     kind = WORKLOADS[target]
     try:
-        model = kind.params_model.model_validate(_parse_params(args.param))
+        model = kind.params_model.model_validate_strings(_parse_params(args.param))
         kind.build(model, 1)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors())

@@ -28,9 +28,9 @@ Published figures: see :data:`V1_CONFIGS` and :data:`V2_CONFIGS`. The ShuffleNet
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from convbench.graph import Graph, GraphBuilder
 from convbench.workloads import NamedConfig, Published, WorkloadKind, register
@@ -212,6 +212,14 @@ class ShuffleNetV2Params(BaseModel):
     downsampling: Literal["torchvision", "original"] = "torchvision"
     resolution: int = Field(224, ge=32)
     classes: int = Field(1000, ge=1)
+
+    @field_validator("width", mode="before")
+    @classmethod
+    def _number_as_choice(cls, value: Any) -> Any:
+        """YAML reads ``width: 0.5`` as a number: take it as the choice "0.5"."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f"{float(value):.1f}"
+        return value
 
 
 def build_shufflenet_v2(p: ShuffleNetV2Params, batch: int) -> Graph:
