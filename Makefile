@@ -75,6 +75,7 @@ arm-emulated:
 lint: venv
 	$(BIN)/ruff check convbench backends tests
 	$(BIN)/ruff format --check convbench backends tests
+	$(BIN)/zizmor --offline .github/workflows
 
 clean:
 	rm -rf $(VENV) $(VENV_MXNET) build *.egg-info
