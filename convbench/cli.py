@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite: verify every case, then time it")
     run.add_argument("suite", nargs="?", help="suite YAML file, or the name of a packaged suite (convbench list --suites)")
     run.add_argument("--preset", help="a preset of the suite (e.g. quick, full)")
-    run.add_argument("--filter", help="pandas query over case keys, e.g. \"mode == 'training' and batch == 1\"")
+    run.add_argument("--filter", help="a condition over case keys, e.g. \"mode == 'training' and batch == 1\" (README: --filter)")
     run.add_argument("--dry-run", action="store_true", help="print the expanded matrix and its size, run nothing")
     run.add_argument("--resume", metavar="DIR", help="finish an interrupted run folder")
     run.add_argument("--out", metavar="DIR", help="run folder to create (default results/SUITE-TIME-HOST)")

@@ -58,13 +58,12 @@ API:
 * :meth:`Suite.resolved` (preset) -> :class:`ResolvedSuite`: the cases and everything
   the runner needs (timing, timeout, tolerance, interpreters), the preset applied.
 * :func:`expand` (suite, preset) -> list of :class:`~convbench.cases.Case`.
-* :func:`filter_cases` (cases, expr): ``--filter``, a pandas query over
+* :func:`filter_cases` (cases, expr): ``--filter``, a condition (:mod:`convbench.case_filter`) over
   :data:`FILTER_COLUMNS`; a bad expression raises :class:`FilterError`.
 """
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import os
 import shutil
@@ -92,6 +91,7 @@ from pydantic import (
 )
 
 from convbench.backend import backend_names
+from convbench.case_filter import FilterSyntaxError, compile_filter, did_you_mean
 from convbench.cases import (
     DEFAULT_TOLERANCE,
     EXECUTIONS,
@@ -167,14 +167,9 @@ class FilterError(SuiteError):
     """A ``--filter`` expression that cannot be evaluated as a condition over the cases."""
 
 
-def _suggest(word: object, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _unknown(what: str, value: object, known: Iterable[str]) -> str:
     known = list(known)
-    return f"unknown {what} {value!r}{_suggest(value, known)} (known: {', '.join(known) or 'none'})"
+    return f"unknown {what} {value!r}{did_you_mean(value, known)} (known: {', '.join(known) or 'none'})"
 
 
 # -- field types -----------------------------------------------------------------------
@@ -612,7 +607,7 @@ def _message(err: dict[str, Any], model: Any) -> str:
         parent = _type_at(model, loc[:-1])
         is_model = isinstance(parent, type) and issubclass(parent, BaseModel)
         allowed = list(parent.model_fields) if is_model else []
-        hint = _suggest(loc[-1], allowed) + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        hint = did_you_mean(loc[-1], allowed) + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         return f"unknown field {loc[-1]!r}{hint}"
     if kind == "invalid_key":
         return f"expected a string key, got {_show(value)}"
@@ -830,31 +825,18 @@ def cases_frame(cases: Sequence[Case]) -> pd.DataFrame:
 
 
 def filter_cases(cases: Sequence[Case], expr: str) -> list[Case]:
-    """The cases for which the pandas query ``expr`` holds, e.g. ``batch > 1 and
-    variant == "native"`` or ``variant.str.startswith("diag")``; :class:`FilterError`
-    when ``expr`` is not a valid condition over :data:`FILTER_COLUMNS`."""
+    """The cases for which the filter ``expr`` holds, e.g. ``batch > 1 and variant ==
+    "native"`` or ``variant.str.startswith("diag")`` (the grammar of
+    :mod:`convbench.case_filter`: conditions over :data:`FILTER_COLUMNS`, never code);
+    :class:`FilterError` when ``expr`` is not one."""
     if not expr or not expr.strip():
         return list(cases)
-    frame = cases_frame(cases)
     columns = ", ".join(FILTER_COLUMNS)
-
-    def fail(reason: str) -> FilterError:
-        return FilterError(f"--filter {expr!r}: {reason} (columns: {columns})")
-
     try:
-        mask = frame.eval(expr, engine="python")
-    except Exception as exc:
-        if type(exc).__name__ == "UndefinedVariableError":
-            name = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
-            raise fail(f"unknown column {name!r}{_suggest(name, FILTER_COLUMNS)}") from None
-        raise fail(f"{type(exc).__name__}: {exc}") from None
-    if isinstance(mask, pd.DataFrame):
-        raise fail("not a condition (use '==' to compare, not '=')")
-    if isinstance(mask, bool):
-        return list(cases) if mask else []
-    if not isinstance(mask, pd.Series) or mask.dtype != bool:
-        raise fail("not a condition: it must give true or false for each case")
-    return [case for case, keep in zip(cases, mask.tolist(), strict=True) if keep]
+        keep = compile_filter(expr, FILTER_COLUMNS)
+        return [case for case in cases if keep({c: getattr(case, c) for c in FILTER_COLUMNS})]
+    except FilterSyntaxError as exc:
+        raise FilterError(f"--filter {expr!r}: {exc} (columns: {columns})") from None
 
 
 __all__ = [

@@ -492,10 +492,14 @@ def test_filter_on_resolved(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("expr", "reason"),
     [
-        ("batchh > 1", "unknown column 'batchh'; did you mean 'batch'?"),
-        ("batch = 1", "not a condition"),
-        ("batch + 1", "not a condition"),
-        ("batch >", "SyntaxError"),
+        ("batchh > 1", "unknown column 'batchh' at position 1; did you mean 'batch'?"),
+        ("batch = 1", "unexpected character '=' at position 7 (use '==' to compare)"),
+        ("batch + 1", "unexpected character '+' at position 7"),
+        ("batch >", "expected a value (a quoted string, a number, True, False or None) at position 8, got the end"),
+        ("batch > 1 and", "expected a column"),
+        ("(batch > 1", "expected ')' at position 11, got the end"),
+        ("mode > 1", "cannot order"),
+        ("batch", "expected a comparison"),
     ],
 )
 def test_bad_filter(cases, expr, reason) -> None:

@@ -88,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base", required=True, metavar="PYTHON", help="BASE interpreter or virtual-environment folder")
     p.add_argument("--new", required=True, metavar="PYTHON", help="NEW interpreter or virtual-environment folder")
     p.add_argument("--preset", help="a preset of the suite (e.g. quick)")
-    p.add_argument("--filter", help="pandas query over case keys, as for run")
+    p.add_argument("--filter", help="a condition over case keys, as for run")
     p.add_argument("--cpus", metavar="SPEC", help="pin both sides' workers to these CPUs (as for run)")
     p.add_argument("--out", metavar="DIR", help="run folder to create (default results/SUITE-ab-TIME-HOST)")
     add_verdict_arguments(p, "signed-rank test")

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("profile", help="per-op time breakdown of each case, from the framework's profiler")
     p.add_argument("suite", help="suite YAML file")
     p.add_argument("--preset", help="a preset of the suite (e.g. quick, full)")
-    p.add_argument("--filter", help="pandas query over case keys, e.g. \"variant == 'native'\"")
+    p.add_argument("--filter", help="a condition over case keys, e.g. \"variant == 'native'\" (as for run)")
     p.add_argument("--steps", type=int, default=10, help="profiled steps per case (default 10)")
     p.add_argument("--out", metavar="DIR", help="run folder to create or to add the profile to")
     p.set_defaults(func=cmd_profile)
