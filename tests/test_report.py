@@ -15,7 +15,7 @@ from convbench.compare import VERDICTS
 from convbench.report import ReportError, render_site
 from convbench.report.compare_page import VERDICT_COLORS
 from convbench.report.data import load_runs, run_peaks, slugify, suite_frame
-from convbench.report.plots import absent_plots, esc, suite_plots, to_json
+from convbench.report.plots import absent_plots, esc, log_axis, suite_plots, tick_text, to_json
 from convbench.report.render import MARKER, plotly_js
 from convbench.report.tables import ALL_CORES_LEGEND, ALL_CORES_MARK, suite_table
 from tests.conftest import ROOT, run_cli
@@ -227,6 +227,46 @@ def test_suite_plots_cover_speedups_frameworks_modes_and_roofline(runs: dict[str
     assert all(x > 0 for t in points for x in t["x"])
     assert sum(len(t["x"]) for t in points) == int((frame.status == "ok").sum())
     assert not any(t["name"].startswith("roof") for t in points)
+
+
+def log_axes(spec: dict) -> list[dict]:
+    return [v for k, v in spec["layout"].items() if k.startswith(("xaxis", "yaxis")) and v.get("type") == "log"]
+
+
+def test_log_axes_label_readable_values_never_small_digits(runs: dict[str, Path], site: Path) -> None:
+    """Plotly's own log ticks label 0.2 and 0.5 as a small "2" and "5" (dtick D1/D2);
+    every log axis of the report has explicit ticks whose text is the value itself."""
+    specs = [json.loads(p.spec) for p in suite_plots(suite_frame(load_runs([runs["a"]])), "p")]
+    specs += read_json_specs(pages(site)["compare.html"])
+    axes = [a for spec in specs for a in log_axes(spec)]
+    assert len(axes) == 9  # speedup x2, frameworks x2, modes x and y, roofline x and y, compare
+    for axis in axes:
+        assert axis["tickmode"] == "array" and "dtick" not in axis
+        assert len(axis["tickvals"]) == len(axis["ticktext"]) >= 3
+        for value, label in zip(axis["tickvals"], axis["ticktext"], strict=True):
+            assert label == tick_text(value) and float(label.replace(",", "")) == pytest.approx(value, rel=1e-6)
+        assert not set(axis["minor"]["tickvals"]) & set(axis["tickvals"])  # minor grid lines carry no label
+    speedup_ticks = dict(zip(axes[0]["ticktext"], axes[0]["tickvals"], strict=True))
+    assert {"0.6", "0.7", "1"} <= set(speedup_ticks) and "5" not in speedup_ticks and "2" not in speedup_ticks
+
+
+@pytest.mark.parametrize(
+    ("values", "labels"),
+    [
+        ([0.2, 10], ["0.2", "0.5", "1", "2", "5", "10"]),  # about two decades: 1-2-5
+        ([0.012, 50], ["0.1", "1", "10"]),  # several: decades only
+        ([0.52, 1.0, 0.7], ["0.6", "0.7", "0.8", "0.9", "1"]),  # under a decade: even steps
+        ([3, 900], ["5", "10", "20", "50", "100", "200", "500"]),  # decades would label only 10 and 100
+        ([3, 2500], ["10", "100", "1,000"]),
+        ([1e-3, 1e7], ["0.01", "1", "100", "10,000", "1e6"]),  # ten decades: every second one
+    ],
+)
+def test_log_axis_picks_the_coarsest_readable_ticks(values: list[float], labels: list[str]) -> None:
+    axis = log_axis([None, -1, *values])
+    shown = [t for v, t in zip(axis["tickvals"], axis["ticktext"], strict=True) if min(values) <= v <= max(values)]
+    assert shown == labels
+    assert log_axis([None]) == {"type": "log"}
+    assert [tick_text(v) for v in (0.5, 0.05, 1e-4, 2e-5, 12345.6, 3e6, 0.1 * 3)] == ["0.5", "0.05", "0.0001", "2e-5", "12,345.6", "3e6", "0.3"]
 
 
 def test_roofline_draws_the_measured_roof_of_each_device(runs: dict[str, Path]) -> None:

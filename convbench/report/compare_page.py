@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from convbench.report.data import KEY_COLUMNS, Run, flag, num
-from convbench.report.plots import Plot, _layout, case_hover, esc, to_json
+from convbench.report.plots import Plot, _finite, _layout, case_hover, esc, log_axis, to_json
 from convbench.report.tables import (
     Badge,
     Cell,
@@ -146,7 +146,8 @@ def forest_plot(frame: pd.DataFrame, threshold: float) -> list[Plot]:
     band = [1 / (1 + threshold), 1 + threshold]
     layout = _layout(
         "NEW / BASE per case", "NEW / BASE median time (log scale; >1: NEW is slower)", "case",
-        xaxis={"type": "log"}, yaxis={"categoryorder": "array", "categoryarray": order},
+        xaxis=log_axis([*band, *_finite(rows["ratio"], rows["ci_low"], rows["ci_high"])]),
+        yaxis={"categoryorder": "array", "categoryarray": order},
         height=max(320, 28 * len(order) + 160), margin={"l": 20},
         shapes=[{"type": "rect", "xref": "x", "yref": "paper", "x0": band[0], "x1": band[1], "y0": 0, "y1": 1,
                  "fillcolor": "#adb5bd", "opacity": 0.2, "line": {"width": 0}, "layer": "below"}],

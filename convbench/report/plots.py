@@ -5,7 +5,9 @@ and serialised with sorted keys, so the same cases give the same bytes. Every st
 that comes from a suite or a result is HTML-escaped first: plotly.js reads labels,
 legend names and hover text as a subset of HTML, so ``<b>`` in a workload name would be
 markup; escaped, it is shown as text. Times are plotted in milliseconds; error bars are
-95% confidence intervals (of the median, or of the median per-round ratio).
+95% confidence intervals (of the median, or of the median per-round ratio). Log axes
+label readable values only (:func:`log_axis`: decades, 1-2-5 steps or even steps, never
+plotly's small minor digits, where "5" between 0.1 and 1 means 0.5).
 
 Figures:
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +119,75 @@ def _errors(values: list[float | None], lows: list[float | None], highs: list[fl
     return {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus, "visible": True}
 
 
+#: Fewest labelled ticks a log axis shows inside the range of its values.
+MIN_LOG_LABELS = 3
+#: Most labelled decades on a log axis; a wider range labels every second (third...) decade.
+MAX_DECADES = 8
+
+
+def tick_text(value: float) -> str:
+    """``value`` as a plain tick label: 0.05, 0.5, 1, 20, 1,000; 1e-5 and 2e6 beyond."""
+    v = float(f"{value:.6g}")
+    if 1e-4 <= v < 1e6:
+        return f"{v:,.6f}".rstrip("0").rstrip(".")
+    mantissa, exponent = f"{v:.5e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _nice_step(rough: float) -> float:
+    """The largest of 1, 2 or 5 times a power of ten that is at most ``rough``."""
+    power = 10.0 ** math.floor(math.log10(rough))
+    return max(m * power for m in (1, 2, 5) if m * power <= rough * (1 + 1e-9))
+
+
+def log_axis(values: Iterable[Any]) -> dict[str, Any]:
+    """A log axis over ``values`` (missing and non-positive ones ignored) whose labels are
+    readable numbers at explicit ticks (``tickvals``/``ticktext``): decades (0.1, 1, 10)
+    where the values span several, else 1-2-5 steps (0.2, 0.5, 1, 2), else, within less
+    than a decade, evenly spaced values (0.6, 0.7, 0.8); the coarsest of these that puts
+    MIN_LOG_LABELS labels inside the values' range. Plotly's own log ticks label the
+    digits between decades with a small "2" or "5" (for 0.2 and 0.5), which reads as 2
+    and 5. The other digits of each decade get unlabelled grid lines (``minor``).
+    Ticks continue a little past the values so the padded axis ends are labelled too.
+    """
+    vs = [v for v in (num(x) for x in values) if v is not None and v > 0]
+    if not vs:
+        return {"type": "log"}
+    lo, hi = min(vs), max(vs)
+    if hi / lo < 1.1:  # one value, or nearly: room either side
+        lo, hi = lo / 1.05, hi * 1.05
+    first, last = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+
+    def inside(ticks: list[float]) -> int:
+        return sum(lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9) for t in ticks)
+
+    every = max(1, math.ceil(math.log10(hi / lo) / MAX_DECADES))
+    decades = [10.0**k for k in range(first, last + 1) if k % every == 0]
+    steps125 = [m * 10.0**k for k in range(first, last + 1) for m in (1, 2, 5)]
+    if inside(decades) >= MIN_LOG_LABELS:
+        major = decades
+        minor = [d * 10.0**k for k in range(first, last + 1) for d in range(1, 10) if every == 1 or d == 1]
+    elif inside(steps125) >= MIN_LOG_LABELS:
+        major = steps125
+        minor = [d * 10.0**k for k in range(first, last + 1) for d in (3, 4, 6, 7, 8, 9)]
+    else:
+        step = _nice_step((hi - lo) / MIN_LOG_LABELS)
+        n0, n1 = max(1, math.floor(lo / step) - 2), math.ceil(hi / step) + 2
+        major, minor = [n * step for n in range(n0, n1 + 1)], []
+    labelled = {tick_text(t) for t in major}
+    return {
+        "type": "log", "tickmode": "array", "tickvals": [float(f"{t:.6g}") for t in major],
+        "ticktext": [tick_text(t) for t in major],
+        "minor": {"tickmode": "array", "tickvals": [float(f"{t:.6g}") for t in minor if tick_text(t) not in labelled],
+                  "showgrid": True, "gridcolor": "#f3f3f3"},
+    }  # fmt: skip
+
+
+def _finite(*columns: Iterable[Any]) -> list[float]:
+    """Every finite number of ``columns``, flattened."""
+    return [v for col in columns for v in map(num, col) if v is not None]
+
+
 def _layout(title: str, x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
     layout: dict[str, Any] = {
         "title": {"text": esc(title)},
@@ -166,7 +238,7 @@ def speedup_figures(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
         layout = _layout(
             f"speedup over {part['baseline_variant'].iloc[0]}: {backend} on {device}",
             "workload", f"speedup over {baseline} (×, log scale; >1 is faster)",
-            barmode="group", yaxis={"type": "log", "dtick": "D2"},
+            barmode="group", yaxis=log_axis([1.0, *_finite(part["speedup"], part["speedup_low"], part["speedup_high"])]),
             shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": 1, "y1": 1,
                      "line": {"color": "#444", "width": 1, "dash": "dot"}}],
         )  # fmt: skip
@@ -212,8 +284,9 @@ def framework_figures(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
                                    [None if r is None else _ms(r["ci_high"]) for r in pts]),
                 "hovertext": ["" if r is None else case_hover(r, [_time_line(r)]) for r in pts], "hoverinfo": "text",
             })  # fmt: skip
+        times = [v * 1e3 for v in _finite(part["median"], part["ci_low"], part["ci_high"])]
         layout = _layout(f"frameworks side by side: {mode}", "case", "median time per iteration (ms, log scale)",
-                         barmode="group", yaxis={"type": "log"})  # fmt: skip
+                         barmode="group", yaxis=log_axis(times))  # fmt: skip
         plots.append(Plot(
             f"{id_prefix}-frameworks-{len(plots) + 1}", f"Frameworks side by side: {mode}",
             "Median time per iteration of the same case in each backend, as each ran it (eager or compiled, "
@@ -258,8 +331,10 @@ def mode_figure(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
         "type": "scatter", "mode": "lines", "name": "training = inference", "x": [lo, hi], "y": [lo, hi],
         "hoverinfo": "skip", "line": {"color": "#999", "dash": "dot", "width": 1},
     })  # fmt: skip
+    inference = pd.DataFrame(list(train["_inference"]))
     layout = _layout("training against inference", "inference: median time (ms, log)", "training: median time (ms, log)",
-                     xaxis={"type": "log"}, yaxis={"type": "log"})  # fmt: skip
+                     xaxis=log_axis(v * 1e3 for v in _finite(inference["median"], inference["ci_low"], inference["ci_high"])),
+                     yaxis=log_axis(v * 1e3 for v in _finite(train["median"], train["ci_low"], train["ci_high"])))  # fmt: skip
     return [Plot(
         f"{id_prefix}-modes-1", "Training against inference",
         "Each point is one case timed in both modes (training: forward, loss, backward and an SGD update; "
@@ -325,8 +400,14 @@ def roofline_figure(frame: pd.DataFrame, id_prefix: str, peaks: Peaks | None = N
         })  # fmt: skip
     intensity = [num(f) / num(b) for f, b in zip(rows["flops"], rows["bytes"], strict=True)]
     roofs = roof_traces(rows, peaks or {}, (min(intensity) / 2, max(intensity) * 2))
+    traces = [*data, *roofs]
+    xs_all = _finite(*(t["x"] for t in traces))
+    ys_all = _finite(*(t["y"] for t in traces))
+    for t in data:  # error bar ends
+        ys_all += [y + e for y, e in zip(t["y"], t["error_y"]["array"], strict=True) if e is not None]
+        ys_all += [y - e for y, e in zip(t["y"], t["error_y"]["arrayminus"], strict=True) if e is not None]
     layout = _layout("roofline: achieved rate against arithmetic intensity", "arithmetic intensity (FLOP per byte, log)",
-                     "achieved GFLOP/s (log)", xaxis={"type": "log"}, yaxis={"type": "log"})  # fmt: skip
+                     "achieved GFLOP/s (log)", xaxis=log_axis(xs_all), yaxis=log_axis(ys_all))  # fmt: skip
     roof_note = (
         " Dashed: the roof of each device, from the peak FLOP/s and bytes/s the run measured."
         if roofs else " No device peaks were measured in these runs, so no roof is drawn."
@@ -336,7 +417,7 @@ def roofline_figure(frame: pd.DataFrame, id_prefix: str, peaks: Peaks | None = N
         "FLOPs and bytes as the run recorded them: FLOPs are 2 × the workload's multiply-adds (not the extra "
         "arithmetic a variant such as diagonalwise executes); bytes are the fewest an op must move when it runs "
         "alone, summed over ops. Error bars: the rate at the ends of the median's 95% CI." + roof_note,
-        to_json({"data": [*data, *roofs], "layout": layout}),
+        to_json({"data": traces, "layout": layout}),
     )]  # fmt: skip
 
 

@@ -3,6 +3,7 @@ hostile strings stay text, and every page is screenshotted (tests/browser/artifa
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from tests.report_data import XSS
@@ -110,3 +111,41 @@ def test_table_sorts_on_click_and_filters(open_page) -> None:  # noqa: ANN001
     count = page.page.locator(".table-tools[data-for='cases-2'] .row-count").inner_text()
     assert count == f"{len(texts)} of 96 rows"
     assert page.errors == []
+
+
+def log_tick_labels(page) -> dict[str, list[list]]:  # noqa: ANN001
+    """Per log axis drawn ("plot-id x" / "plot-id y"): [label text, pixel centre along the
+    axis, font size] of each tick label, in axis order."""
+    return page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll("div.plot-target")].flatMap(div => ["x", "y"]
+            .filter(a => div._fullLayout[a + "axis"] && div._fullLayout[a + "axis"].type === "log")
+            .map(a => [div.id + " " + a, [...div.querySelectorAll("g." + a + "axislayer-above ." + a + "tick text")].map(t => {
+                const r = t.getBoundingClientRect();
+                return [t.textContent, a === "x" ? r.left + r.width / 2 : r.top + r.height / 2, parseFloat(getComputedStyle(t).fontSize)];
+            })])))"""
+    )
+
+
+def test_log_axes_label_readable_values_at_their_place(open_page) -> None:  # noqa: ANN001
+    """Each label on a log axis is the value at its place: no small "5" between 0.1 and 1
+    standing for 0.5 (plotly's own minor log labels)."""
+    seen = {}
+    for name in ("suite-synthetic.html", "compare.html"):
+        page = open_page(name)
+        page.page.wait_for_selector("div.plot-target svg.main-svg")
+        seen.update(log_tick_labels(page.page))
+        assert page.errors == []
+    assert len(seen) == 9, sorted(seen)  # speedup y x2, frameworks y x2, modes x and y, roofline x and y, compare x
+    for axis, ticks in seen.items():
+        assert len(ticks) >= 3, (axis, ticks)
+        values = [float(text.replace(",", "")) for text, _, _ in ticks]
+        assert len({size for _, _, size in ticks}) == 1, (axis, ticks)  # no smaller minor-digit labels
+        # On a log axis pixels are linear in log10(value): every label sits where its value is.
+        logs = [math.log10(v) for v in values]
+        pixels = [p for _, p, _ in ticks]
+        scale = (pixels[-1] - pixels[0]) / (logs[-1] - logs[0])
+        for lg, px in zip(logs, pixels, strict=True):
+            assert abs(pixels[0] + (lg - logs[0]) * scale - px) < 3, (axis, ticks)
+    speedup = [text for text, _, _ in seen["plot-2-speedup-1 y"]]
+    assert {"0.6", "1"} <= set(speedup) and not {"2", "5"} & set(speedup), speedup
+
