@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import html
 import json
 import re
 from html.parser import HTMLParser
@@ -17,7 +18,13 @@ from convbench.report.compare_page import VERDICT_COLORS
 from convbench.report.data import load_runs, run_peaks, slugify, suite_frame
 from convbench.report.plots import absent_plots, esc, log_axis, suite_plots, tick_text, to_json
 from convbench.report.render import MARKER, plotly_js
-from convbench.report.tables import ALL_CORES_LEGEND, ALL_CORES_MARK, suite_table
+from convbench.report.tables import (
+    ALL_CORES_LEGEND,
+    ALL_CORES_MARK,
+    headlines,
+    speedup_summary,
+    suite_table,
+)
 from tests.conftest import ROOT, run_cli
 from tests.report_data import CONTENTION, XSS, XSS_IMG, make_run, read_json_specs
 
@@ -165,10 +172,50 @@ def test_index_lists_runs_with_machine_software_and_counts(site: Path) -> None:
     assert len(rows) == 3
     cells = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in rows]
     first = [re.sub(r"<[^>]+>", "", c) for c in cells[0]]
-    assert first[:5] == ["a", "synthetic", "quick", "2026-01-01T00:00:00+00:00", "complete"]
+    assert first[:5] == ["a", "synthetic", "quick", "2026-01-01 00:00:00+00:00", "complete"]  # wraps between date and time
+    assert 'data-sort="2026-01-01T00:00:00+00:00" class="when" title="2026-01-01T00:00:00+00:00"' in rows[0]
     assert first[5:10] == ["48", "26", "2", "16", "4"]  # planned, ok, mismatch, skipped, error
     assert first[10] == "host-a" and "x86_64, 8 GiB" in first[11] and first[12] == "none"
     assert "torch:cpu 2.13.0+cpu" in first[13] and "Python 3.11.7" in first[13]
+
+
+def test_index_opens_with_the_headline_speedups_of_each_suite(site: Path) -> None:
+    index = pages(site)["index.html"]
+    assert index.index('<h2 id="headline">Headline</h2>') < index.index("<h2>Runs</h2>")  # the answer first
+    headline = index.split('<section class="headline"')[1].split("</section>")[0]
+    text = " ".join("".join(parse(headline).text).split())
+    assert "A speedup is baseline time / variant time of one case" in text  # says what the numbers are
+    items = [" ".join(html.unescape(re.sub(r"<[^>]+>", "", li)).split()) for li in re.findall(r"<li>(.*?)</li>", headline, re.S)]
+    # Runs a and b of synthetic and x of the hostile suite; torch and reference each.
+    assert len(items) == 6 and {i.split(" (run ")[0] for i in items} == {"diagonalwise vs native, torch on cpu", "diagonalwise vs native, reference on cpu"}
+    line = r"0\.6\d×–0\.6\d× across 6 cases \(inference and training\), median 0\.6\d×; per-case 95% CIs within 0\.\d\d×–0\.\d\d×\. All 6 slower than native\."
+    assert all(re.search(line, i) for i in items), items
+    assert any(f"(run b on host-b {XSS}):" in i for i in items)
+    assert headline.index('href="suite-synthetic.html"') and '<a href="run-a.html">a</a>' in headline
+    assert XSS not in headline and "&lt;script&gt;" in headline
+
+
+def test_headline_counts_faster_slower_unclear_and_suites_without_comparisons(runs: dict[str, Path]) -> None:
+    rows = pd.DataFrame({
+        "speedup": [2.0, 0.5, 1.02, 0.9], "speedup_low": [1.5, 0.4, 0.95, None], "speedup_high": [2.5, 0.6, 1.07, None],
+        "mode": ["inference", "inference", "training", "training"],
+    })  # fmt: skip
+    assert speedup_summary(rows, "native") == (
+        "0.50×–2.00× across 4 cases (inference and training), median 0.96×; per-case 95% CIs within 0.40×–2.50×. "
+        "1 slower than native, 1 faster than native, 1 within noise of no change, 1 without a CI."
+    )
+    assert speedup_summary(rows.iloc[[2]], "native") == "1.02× in 1 case (training), 95% CI 0.95×–1.07×. Within noise of no change."
+    assert speedup_summary(rows.iloc[[3]], "native") == "0.90× in 1 case (training), no CI. Without a CI."
+    loaded = load_runs([runs["a"]])
+    frame = suite_frame(loaded)
+    natives = frame[frame["variant"] == "native"]  # one variant: nothing compared
+    [only] = headlines({"synthetic": (loaded, natives)}, {"synthetic": "s.html"}, {"a": "run-a.html"})
+    assert only.lines == () and only.none == "no variant was timed beside its baseline; 14 timed cases on the suite page."
+    [full] = headlines({"synthetic": (loaded, frame)}, {"synthetic": "s.html"}, {"a": "run-a.html"})
+    assert [(h.compared, h.where, h.run, h.run_href, h.host) for h in full.lines] == [
+        ("diagonalwise vs native", "torch on cpu", "a", "run-a.html", "host-a"),
+        ("diagonalwise vs native", "reference on cpu", "a", "run-a.html", "host-a"),
+    ]
 
 
 def test_suite_table_shows_every_case_reasons_and_speedups(runs: dict[str, Path]) -> None:
@@ -401,7 +448,7 @@ def test_runs_sharing_a_folder_name_stay_apart(tmp_path: Path) -> None:
     assert len({r.slug for r in loaded}) == 2
     render_site([tmp_path], tmp_path / "site")
     index = (tmp_path / "site" / "index.html").read_text()
-    assert index.count('href="run-') == 2 and "m1/run" in index and "m2/run" in index
+    assert index.split('<table id="runs"')[1].count('href="run-') == 2 and "m1/run" in index and "m2/run" in index
     assert set(suite_frame(loaded)["run"]) == {"m1/run", "m2/run"}
 
 
@@ -466,6 +513,8 @@ def test_index_and_run_page_show_contended_runs_and_canary_points(contended: dic
     assert index.count('<span class="badge contended" title="4 of 26 timed cases were contended') == 2
     assert '<button type="button">canary</button>' in index and ">1 ms · 1.04 ms · 1.01 ms<" in index
     assert "middle 1.04 ms (contended)" in index
+    headline = index.split('<section class="headline"')[1].split("</section>")[0]
+    assert headline.count('<span class="badge contended" title="2 of these cases were contended') == 2  # torch of runs c and d
     assert "badge contended" not in pages(site)["index.html"]  # runs without contended cases: no badge
     run = (contended["site"] / "run-c.html").read_text()
     assert re.search(r"<h1>Run c <span class=\"badge contended\"[^>]*>4 contended</span></h1>", run)

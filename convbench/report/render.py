@@ -2,7 +2,8 @@
 
 Layout of the site folder::
 
-    index.html                 the runs (when, machine, software, suite, case counts)
+    index.html                 headline speedups per suite, then the runs (when, machine,
+                               software, suite, case counts)
     suite-<slug>.html          one per suite: plots and the table of its cases
     run-<slug>.html            one per run: environment, options, reasons, raw data
     compare.html               with --compare: NEW against BASE
@@ -144,8 +145,10 @@ def _write(site: Path, runs: list[Run], comparison: Any, compare: Any) -> list[s
     common = {"nav": nav, "suite_pages": suite_pages, "run_pages": run_pages}
 
     pages = ["index.html"]
+    frames = {name: suite_frame(srun) for name, srun in suites.items()}
     index = env.get_template("index.html.j2").render(
         **common, page="index.html", title="convbench report",
+        headlines=tables.headlines({name: (srun, frames[name]) for name, srun in suites.items()}, suite_pages, run_pages),
         runs_table=tables.runs_table(runs, run_pages, suite_pages),
         suites=[(name, suite_pages[name], len(rs), _suite_description(rs)) for name, rs in suites.items()],
         has_compare=comparison is not None,
@@ -153,7 +156,7 @@ def _write(site: Path, runs: list[Run], comparison: Any, compare: Any) -> list[s
     _write_text(site / "index.html", index)
 
     for i, (name, srun) in enumerate(suites.items(), start=1):
-        frame = suite_frame(srun)
+        frame = frames[name]
         table, constant = tables.suite_table(frame, f"cases-{i}", len(srun) > 1, run_pages)
         plots: list[Plot] = suite_plots(frame, id_prefix=f"plot-{i}", peaks=run_peaks(srun))
         absent = absent_plots(frame, plots)

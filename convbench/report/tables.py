@@ -10,13 +10,14 @@ writes HTML.
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from convbench.environment import environment_rows
-from convbench.report.data import KEY_COLUMNS, Run, flag, num
+from convbench.report.data import KEY_COLUMNS, Run, flag, num, row_keys
 from convbench.report.plots import SOURCES
 from convbench.results import STATUSES
 from convbench.summary import format_time
@@ -305,7 +306,7 @@ def runs_table(runs: list[Run], run_pages: dict[str, str], suite_pages: dict[str
             Cell(run.name, sort=run.name, href=run_pages[run.name], badges=run_badges(run)),
             Cell(run.suite, sort=run.suite, href=suite_pages[run.suite]),
             text(run.meta.get("preset")),
-            text(run.meta.get("started")),
+            started_cell(run.meta.get("started")),
             Cell(status, sort=status, cls=f"run-{status}", title=status_title),
             Cell(str(counts["planned"]), sort=str(counts["planned"])),
             *[Cell(str(counts[s]), sort=str(counts[s]), cls=f"count-{s}" if counts[s] and s != "ok" else "") for s in STATUSES],
@@ -317,6 +318,14 @@ def runs_table(runs: list[Run], run_pages: dict[str, str], suite_pages: dict[str
         ])  # fmt: skip
         table.row_status.append(status)
     return table
+
+
+def started_cell(value: Any) -> Cell:
+    """A run's start time, ``2026-01-01T00:00:00+00:00`` shown as ``2026-01-01 00:00:00+00:00``
+    (it wraps between date and time); the ISO text as tooltip and sort key."""
+    if not isinstance(value, str) or not value:
+        return text(value)
+    return Cell(value.replace("T", " ", 1), sort=value, cls="when", title=value)
 
 
 def run_badges(run: Run) -> tuple[Badge, ...]:
@@ -391,3 +400,99 @@ def reasons(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
     counts = pd.DataFrame({"status": bad["status"], "reason": reason}).value_counts().reset_index(name="n")
     counts = counts.sort_values(["n", "status", "reason"], ascending=[False, True, True], kind="stable")
     return [(r.status, r.reason, int(r.n)) for r in counts.itertuples()]
+
+
+# --------------------------------------------------------------------------- headline
+@dataclass(frozen=True)
+class HeadlineLine:
+    """One comparison of a suite's headline: a variant against its baseline in one run,
+    backend and device, with the per-case speedups summarised in ``summary``."""
+
+    compared: str  #: "diagonalwise vs native"
+    where: str  #: "torch on cpu"
+    run: str
+    run_href: str
+    host: str
+    summary: str  #: the numbers, in words
+    notes: tuple[Badge, ...] = ()  #: emulated, contended
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A suite's line on the index: its comparisons, or why it has none."""
+
+    suite: str
+    href: str
+    lines: tuple[HeadlineLine, ...]
+    none: str = ""  #: said when ``lines`` is empty
+
+
+def ratio_text(value: float) -> str:
+    """A speedup as the headline writes it: 0.63×, 0.042×, 12.5×."""
+    return f"{value:.2f}×" if 0.1 <= value < 10 else f"{value:.2g}×" if value < 0.1 else f"{value:.3g}×"
+
+
+def speedup_summary(rows: pd.DataFrame, baseline: str) -> str:
+    """The per-case speedups of ``rows`` in words: their range and median, the span of
+    their 95% CIs, and how many are faster or slower than ``baseline`` beyond their CI."""
+    s = [num(v) for v in rows["speedup"]]
+    lows, highs = [num(v) for v in rows["speedup_low"]], [num(v) for v in rows["speedup_high"]]
+    with_ci = [(lo, hi) for lo, hi in zip(lows, highs, strict=True) if lo is not None and hi is not None]
+    modes = list(dict.fromkeys(map(str, rows["mode"])))
+    n = len(s)
+    cases = f"{n} case{'s' if n != 1 else ''} ({' and '.join(modes)})"
+    if n == 1:
+        parts = [f"{ratio_text(s[0])} in {cases}" + (f", 95% CI {ratio_text(with_ci[0][0])}–{ratio_text(with_ci[0][1])}" if with_ci else ", no CI")]
+    else:
+        parts = [f"{ratio_text(min(s))}–{ratio_text(max(s))} across {cases}, median {ratio_text(statistics.median(s))}"]
+        if with_ci:
+            parts.append(f"per-case 95% CIs within {ratio_text(min(lo for lo, _ in with_ci))}–{ratio_text(max(hi for _, hi in with_ci))}")
+    faster = sum(lo > 1 for lo, _ in with_ci)
+    slower = sum(hi < 1 for _, hi in with_ci)
+    kinds = [(slower, f"slower than {baseline}"), (faster, f"faster than {baseline}"),
+             (len(with_ci) - faster - slower, "within noise of no change"), (n - len(with_ci), "without a CI")]  # fmt: skip
+    kinds = [(k, what) for k, what in kinds if k]
+    if len(kinds) == 1:
+        what = kinds[0][1]
+        verdict = what[0].upper() + what[1:] if n == 1 else f"All {n} {what}"
+    else:
+        verdict = ", ".join(f"{k} {what}" for k, what in kinds)
+    return "; ".join(parts) + ". " + verdict + "."
+
+
+def headlines(suites: dict[str, tuple[list[Run], pd.DataFrame]], suite_pages: dict[str, str], run_pages: dict[str, str]) -> list[Headline]:
+    """Per suite (frames as :func:`convbench.report.data.suite_frame` gives them): each
+    variant against the baseline it was timed beside, per run, backend and device."""
+    out = []
+    for name, (runs, frame) in suites.items():
+        timed = frame[(frame["status"] == "ok") & frame["median"].map(num).notna()] if len(frame) else frame
+        rows = timed[timed["speedup"].map(num).notna() & (timed["variant"] != timed["baseline_variant"])] if len(timed) else timed
+        lines = []
+        by_name = {r.name: r for r in runs}
+        for run_name in dict.fromkeys(rows["run"]) if len(rows) else []:
+            run = by_name[run_name]
+            in_run = rows[rows["run"] == run_name]
+            keys = row_keys(in_run, ["backend", "device", "variant"])
+            for key in dict.fromkeys(keys):
+                part = in_run[keys == key]
+                first = part.iloc[0]
+                baseline = str(first["baseline_variant"])
+                notes: list[Badge] = []
+                if run.emulated:
+                    notes.append(Badge("emulated", "emulated", "taken under an emulator: these times say nothing about that CPU"))
+                contended = sum(map(flag, part["contended"])) if "contended" in part else 0
+                if contended:
+                    notes.append(Badge(f"{contended} contended", "contended", f"{contended} of these cases were contended: other processes used the CPU while they were timed"))
+                lines.append(HeadlineLine(
+                    f"{first['variant']} vs {baseline}", f"{first['backend']} on {first['device']}", run.name,
+                    run_pages.get(run.name, ""), str(run.core_env.get("hostname") or ""), speedup_summary(part, baseline), tuple(notes),
+                ))  # fmt: skip
+        none = ""
+        if not lines:
+            none = (
+                f"no variant was timed beside its baseline; {len(timed)} timed case{'s' if len(timed) != 1 else ''} on the suite page."
+                if len(timed) else "no case was timed."
+            )
+        out.append(Headline(name, suite_pages.get(name, ""), tuple(lines), none))
+    return out
+

@@ -149,3 +149,38 @@ def test_log_axes_label_readable_values_at_their_place(open_page) -> None:  # no
     speedup = [text for text, _, _ in seen["plot-2-speedup-1 y"]]
     assert {"0.6", "1"} <= set(speedup) and not {"2", "5"} & set(speedup), speedup
 
+
+def test_index_opens_with_the_headline_and_its_runs_table_is_never_clipped(open_page) -> None:  # noqa: ANN001
+    index = open_page("index.html")
+    page = index.page
+    heads = page.eval_on_selector_all("main h2", "hs => hs.map(h => h.textContent)")
+    assert heads[:2] == ["Headline", "Runs"], heads
+    items = page.locator("section.headline li").all_inner_texts()
+    assert len(items) == 6 and all("diagonalwise vs native" in i and "× across 6 cases" in i and "slower than native" in i for i in items), items
+    assert page.locator("section.headline h3", has_text=f"Suite {XSS}").count() == 1
+
+    def fit() -> dict:
+        return page.evaluate(
+            """() => {
+                const t = document.getElementById("runs"), wrap = t.closest(".table-wrap");
+                const box = wrap.getBoundingClientRect(), last = t.tHead.rows[0].lastElementChild;
+                const hint = document.querySelector(".table-tools[data-for='runs'] .scroll-hint");
+                const before = last.getBoundingClientRect().right <= box.right + 1;
+                wrap.scrollLeft = wrap.scrollWidth;
+                const reached = last.getBoundingClientRect().right <= box.right + 1 && last.getBoundingClientRect().left >= box.left;
+                wrap.scrollLeft = 0;
+                return {page: document.documentElement.scrollWidth, window: window.innerWidth, table: wrap.scrollWidth,
+                        wrap: wrap.clientWidth, overflow: getComputedStyle(wrap).overflowX, before, reached, hint: !hint.hidden};
+            }"""
+        )
+
+    wide = fit()  # 1400 px: every column fits, nothing to scroll
+    assert wide["table"] <= wide["wrap"] and wide["before"] and not wide["hint"], wide
+    index.screenshot("index-1400")
+    page.set_viewport_size({"width": 700, "height": 900})
+    page.wait_for_timeout(100)
+    narrow = fit()  # 700 px: the page stays as wide as the window; the table scrolls in its box, and says so
+    assert narrow["page"] <= narrow["window"], narrow
+    assert narrow["overflow"] in ("auto", "scroll") and narrow["table"] > narrow["wrap"] and narrow["reached"] and narrow["hint"], narrow
+    index.screenshot("index-700")
+    assert index.errors == []
