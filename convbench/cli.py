@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -89,9 +90,21 @@ def _pinning(resolved: Any, option: str = "cpus"):  # noqa: ANN202 - Pinning | N
         raise UsageError(str(exc)) from None
 
 
-def _default_out(suite_name: str) -> Path:
+def slug(text: str, limit: int = 60) -> str:
+    """``text`` as one safe path component: letters, digits, ``.``, ``_`` and ``-`` kept,
+    any other run of characters (and of dots) one ``-``; no leading dot or dash, at
+    most ``limit`` characters; ``run`` when nothing is left."""
+    cleaned = re.sub(r"(?:[^A-Za-z0-9._-]|\.\.+)+", "-", text)
+    cleaned = re.sub(r"-+", "-", cleaned).lstrip(".-")[:limit].rstrip(".-")
+    return cleaned or "run"
+
+
+def _default_out(label: str) -> Path:
+    """``results/LABEL-TIME-HOST`` with LABEL (a suite's name, which the suite file sets)
+    and the host name made safe path components: a name like ``../../x`` or ``/etc``
+    stays inside ``results/``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("results") / f"{suite_name}-{stamp}-{socket.gethostname()}"
+    return Path("results") / f"{slug(label)}-{stamp}-{slug(socket.gethostname())}"
 
 
 def _options_from(resolved: Any, verify_only: bool = False, pin: bool = True):  # noqa: ANN202
@@ -117,7 +130,7 @@ def _matrix_table(cases: list[Case]) -> Table:
     for f in KEY_FIELDS:
         table.add_column(f)
     for c in cases:
-        table.add_row(*[str(getattr(c, f)) for f in KEY_FIELDS])
+        table.add_row(*[escape(str(getattr(c, f))) for f in KEY_FIELDS])
     return table
 
 
@@ -130,10 +143,12 @@ def _execute(folder, cases: list[Case], options, title: str, fleet: dict[str, An
     todo = total if total is not None else len(cases) - len(finished_planned(folder, cases))
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as progress:
+        title = escape(title)  # the suite's name: text, not markup
         task = progress.add_task(title, total=todo)
 
         def on_result(row: dict[str, Any]) -> None:
-            progress.update(task, advance=1, description=f"{title}: {row['workload']} {row['variant']} {row['mode']} b{row['batch']} -> {row['status']}")
+            case = escape(f"{row['workload']} {row['variant']} {row['mode']} b{row['batch']} -> {row['status']}")
+            progress.update(task, advance=1, description=f"{title}: {case}")
 
         if runner is not None:
             chosen = runner(on_result)
@@ -184,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from convbench.fleet import finished_planned  # a fleet plans with unset threads
 
         done = len(finished_planned(folder, cases))
-        err_console.print(f"Resuming {folder.path}: {done} of {len(cases)} cases already finished")
+        err_console.print(f"Resuming {folder.path}: {done} of {len(cases)} cases already finished", markup=False)
         folder.meta["status"] = "running"
     else:
         if not args.suite:
@@ -192,10 +207,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         suite, cases, resolved = _load_cases(args, resolve=fleet is None)
         if args.dry_run:
             console.print(_matrix_table(cases))
-            console.print(f"{len(cases)} cases from {args.suite}" + (f" (preset {args.preset})" if args.preset else ""))
+            console.print(f"{len(cases)} cases from {args.suite}" + (f" (preset {args.preset})" if args.preset else ""), markup=False)
+            _announce_interpreters(cases, resolved.interpreters)
             return EXIT_OK
         if not cases:
             raise UsageError(f"{args.suite}: the filter and preset leave no case to run")
+        _announce_interpreters(cases, resolved.interpreters)
         options = _options_from(resolved, pin=fleet is None)
         pinning = _pinning(resolved) if fleet is None else None
         spec = getattr(resolved, "cpus", None)
@@ -215,17 +232,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     frame = folder.frame()
     if not completed:
         folder.finish("interrupted")
-        err_console.print(f"\n[bold yellow]Interrupted[/]: {len(frame)} of {len(cases)} cases finished and saved in {folder.path}")
-        err_console.print(f"Resume with: [bold]convbench run --resume {folder.path}[/]")
+        err_console.print(f"\n[bold yellow]Interrupted[/]: {len(frame)} of {len(cases)} cases finished and saved in {escape(str(folder.path))}")
+        err_console.print(f"Resume with: [bold]convbench run --resume {escape(str(folder.path))}[/]")
         return EXIT_INTERRUPTED
     folder.finish("complete")
     if len(without_skipped_groups(frame)):
-        console.print(summary_table(frame, title=f"{folder.meta['suite']}: {folder.path}"))
+        console.print(summary_table(frame, title=escape(f"{folder.meta['suite']}: {folder.path}")))
     for line in status_lines(frame):
         console.print(f"  {line}", highlight=False, markup=False)
     for line in contention_lines(frame):
         console.print(line, highlight=False, markup=False)
-    console.print(f"{len(frame)} cases: {_status_counts(frame)}. Results in {folder.path}")
+    console.print(f"{len(frame)} cases: {_status_counts(frame)}. Results in {folder.path}", markup=False)
     return EXIT_OK
 
 
@@ -263,12 +280,25 @@ def _connect_fleet(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(str(exc)) from None
 
 
+def _announce_interpreters(cases: list[Case], interpreters: dict[str, str]) -> None:
+    """Say which programs the workers will be (a suite's ``interpreters:`` entry runs the
+    program it names: a feature, so it is said before anything starts)."""
+    from convbench.runner import interpreter_for
+
+    for backend in dict.fromkeys(c.backend for c in cases):
+        source = " (the suite's interpreters:)" if backend in interpreters else ""
+        err_console.print(f"{backend} workers: {interpreter_for(backend, interpreters)}{source}", markup=False, highlight=False)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from convbench.results import RunFolder
 
     suite, cases, resolved = _load_cases(args)
+    if not cases:  # a gate that checks nothing must not pass
+        raise UsageError(f"{args.suite}: the filter and preset leave no case to check")
+    _announce_interpreters(cases, resolved.interpreters)
     options = _options_from(resolved, verify_only=True)
     with tempfile.TemporaryDirectory(prefix="convbench-check-") as tmp:
         folder = RunFolder.create(Path(tmp) / "run", {"suite": suite.name, "cases": []})
@@ -279,7 +309,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(frame.to_json(orient="records"))
         return EXIT_FAIL if failed else EXIT_OK
-    table = Table(title=f"verification of {args.suite}")
+    table = Table(title=escape(f"verification of {args.suite}"))
     for col in ("case", "status", "rel. error", "tolerance", "reason"):
         table.add_column(col)
     for _, r in frame.iterrows():
@@ -287,7 +317,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         tol = "-" if pd.isna(r["verify_tolerance"]) else f"{r['verify_tolerance']:g}"
         style = {"ok": "green", "mismatch": "red", "error": "red"}.get(r["status"], "yellow")
         reason = r["reason"] if isinstance(r["reason"], str) else ""
-        table.add_row(r["case_id"], f"[{style}]{r['status']}[/]", err, tol, reason)
+        table.add_row(escape(r["case_id"]), f"[{style}]{escape(r['status'])}[/]", err, tol, escape(reason))
     console.print(table)
     console.print(f"{len(frame)} cases: {_status_counts(frame)}")
     return EXIT_FAIL if failed else EXIT_OK
@@ -371,12 +401,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.suite:
         suite, _, _ = _load_cases(argparse.Namespace(suite=args.suite, preset=None, filter=None))
-        table = Table(title=f"workloads of {args.suite} (batch 1)")
+        table = Table(title=escape(f"workloads of {args.suite} (batch 1)"))
         for col in ("id", "kind", "params", "input", "parameters", "MACs"):
             table.add_column(col, justify="right" if col in ("parameters", "MACs") else "left")
         for w in suite.workloads:
             g = WORKLOADS[w.kind].build(w.params, 1)
-            table.add_row(w.id, w.kind, json.dumps(w.params, sort_keys=True), "x".join(map(str, g.inputs[0].shape)), f"{g.param_count():,}", f"{g.macs():,}")
+            table.add_row(w.id, w.kind, escape(json.dumps(w.params, sort_keys=True)), "x".join(map(str, g.inputs[0].shape)), f"{g.param_count():,}", f"{g.macs():,}")
         console.print(table)
     table = Table(title="workload kinds (networks at their default parameters, batch 1)")
     for col in ("kind", "family", "description", "parameters", "MACs"):
@@ -405,7 +435,7 @@ def _backends_table(infos: dict[str, dict[str, Any]]) -> Table:
     for name, info in infos.items():
         ok = "[green]yes[/]" if info.get("available") else "[red]no[/]"
         note = info.get("python") if info.get("available") else info.get("reason")
-        table.add_row(name, ok, str(info.get("version") or "-"), ", ".join(info.get("devices") or []), str(note or ""))
+        table.add_row(escape(name), ok, escape(str(info.get("version") or "-")), escape(", ".join(info.get("devices") or [])), escape(str(note or "")))
     return table
 
 

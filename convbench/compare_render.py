@@ -6,12 +6,15 @@ labelled by the key fields that vary across the table (the workload always).
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -151,18 +154,18 @@ def comparison_rich(cmp: Comparison, only_changes: bool = False) -> Group:
         for col in ("field", "BASE", "NEW"):
             env.add_column(col)
         for d in cmp.environment_diff:
-            env.add_row(d["field"], d["base"], d["new"])
+            env.add_row(escape(str(d["field"])), escape(str(d["base"])), escape(str(d["new"])))
         parts.append(env)
     table = cmp.table if not only_changes else cmp.table[cmp.table["verdict"] != "same"]
     labels = case_labels(cmp.table).reindex(table.index)
-    grid = Table(title=f"convbench compare: {headline(cmp)}", title_justify="left")
+    grid = Table(title=escape(f"convbench compare: {headline(cmp)}"), title_justify="left")
     for col, just in (("verdict", "left"), ("case", "left"), ("BASE", "right"), ("NEW", "right"), ("change [95% CI]", "right"), ("p", "right"), ("thr.", "right"), ("reason", "left")):
         grid.add_column(col, justify=just)  # type: ignore[arg-type]
     for idx, r in table.iterrows():
         style = STYLES.get(r["verdict"], "")
         grid.add_row(
-            f"[{style}]{r['verdict']}[/]", str(labels[idx]), fmt_time(r["base_median"]), fmt_time(r["new_median"]),
-            fmt_change(r["ratio"], r["ci_low"], r["ci_high"]), fmt_p(r["p_value"]), f"{r['threshold']:.0%}", str(r["reason"] or ""),
+            f"[{style}]{escape(str(r['verdict']))}[/]", escape(str(labels[idx])), fmt_time(r["base_median"]), fmt_time(r["new_median"]),
+            fmt_change(r["ratio"], r["ci_low"], r["ci_high"]), fmt_p(r["p_value"]), f"{r['threshold']:.0%}", escape(str(r["reason"] or "")),
         )  # fmt: skip
     grid.caption = rule_text(cmp)
     parts.append(grid if len(table) else Text(f"convbench compare: {headline(cmp)}", style="bold"))
@@ -173,15 +176,23 @@ def comparison_rich(cmp: Comparison, only_changes: bool = False) -> Group:
 
 
 # --------------------------------------------------------------------------- markdown
+#: Characters Markdown (GitHub's included) gives a meaning: backslash-escaped in text.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+
+
 def _md(text: Any) -> str:
-    return str("" if text is None else text).replace("|", "\\|").replace("\n", " ")
+    """``text`` as literal Markdown text on one line: HTML's ``& < >`` as entities (the
+    step summary renders HTML), Markdown's punctuation backslash-escaped, so a suite or
+    workload name can neither break a table nor add a link, an image or markup."""
+    plain = html.escape(str("" if text is None else text).replace("\r", " ").replace("\n", " "), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", plain)
 
 
 def _md_table(frame: pd.DataFrame, labels: pd.Series, max_rows: int) -> list[str]:
     lines = ["| verdict | case | BASE | NEW | change [95% CI] | p | reason |", "|---|---|--:|--:|--:|--:|---|"]
     for idx, r in frame.head(max_rows).iterrows():
         lines.append(
-            f"| {r['verdict']} | {_md(labels[idx])} | {fmt_time(r['base_median'])} | {fmt_time(r['new_median'])} "
+            f"| {_md(r['verdict'])} | {_md(labels[idx])} | {fmt_time(r['base_median'])} | {fmt_time(r['new_median'])} "
             f"| {fmt_change(r['ratio'], r['ci_low'], r['ci_high'])} | {fmt_p(r['p_value'])} | {_md(r['reason'])} |"
         )
     if len(frame) > max_rows:
@@ -197,7 +208,7 @@ def comparison_markdown(cmp: Comparison, max_rows: int = 300) -> str:
     labels = case_labels(t)
     bad = t[t["verdict"].isin(cmp.fail_on)]
     status = EXIT_WORDS.get(cmp.exit_code, str(cmp.exit_code))
-    lines = [f"## convbench {cmp.method}: {status}", "", f"**{headline(cmp)}**", ""]
+    lines = [f"## convbench {cmp.method}: {status}", "", f"**{_md(headline(cmp))}**", ""]
     if cmp.inconclusive and cmp.exit_code != 1:
         lines += [f"> **Inconclusive** (exit {cmp.exit_code}): {_md(status_text(cmp))}", ""]
     lines += [f"- BASE: {_md(_runs_line(cmp.base_runs))}", f"- NEW: {_md(_runs_line(cmp.new_runs))}"]
@@ -275,11 +286,11 @@ def within_pivot(frame: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str]]
 
 def within_rich(frame: pd.DataFrame, by: str, baseline: str) -> Table:
     pivot, values = within_pivot(frame, by)
-    table = Table(title=f"speedup over {by} {baseline} (baseline time / time; >1: faster)", title_justify="left")
+    table = Table(title=escape(f"speedup over {by} {baseline} (baseline time / time; >1: faster)"), title_justify="left")
     for col in pivot.columns:
-        table.add_column(col, justify="left" if col == "case" else "right")
+        table.add_column(escape(str(col)), justify="left" if col == "case" else "right")
     for _, r in pivot.iterrows():
-        table.add_row(*[str(r[c]) if isinstance(r[c], str) else "" for c in pivot.columns])
+        table.add_row(*[escape(r[c]) if isinstance(r[c], str) else "" for c in pivot.columns])
     table.caption = "[95% CI]; plain: per-round ratios measured side by side (interleaved); † ratio of medians of separate measurements"
     return table
 
@@ -287,7 +298,7 @@ def within_rich(frame: pd.DataFrame, by: str, baseline: str) -> Table:
 def within_markdown(frame: pd.DataFrame, by: str, baseline: str) -> str:
     pivot, _ = within_pivot(frame, by)
     cols = list(pivot.columns)
-    lines = [f"### Speedup over {by} `{baseline}`", "", "| " + " | ".join(cols) + " |", "|" + "|".join(["---"] + ["--:"] * (len(cols) - 1)) + "|"]
+    lines = [f"### Speedup over {_md(by)} {_md(baseline)}", "", "| " + " | ".join(map(_md, cols)) + " |", "|" + "|".join(["---"] + ["--:"] * (len(cols) - 1)) + "|"]
     for _, r in pivot.iterrows():
         lines.append("| " + " | ".join(_md(r[c]) if isinstance(r[c], str) else "" for c in cols) + " |")
     lines += ["", "<sub>speedup = baseline time / time [95% CI]; † ratio of medians of separate measurements, else per-round interleaved ratios</sub>", ""]

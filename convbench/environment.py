@@ -402,11 +402,12 @@ def pinning_text(pinning: dict[str, Any]) -> str:
 
 def format_environment(env: dict[str, Any], title: str = "environment") -> Any:
     """A two-column rich Table of ``env`` for ``convbench env``."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, show_header=True, header_style="bold")
+    table = Table(title=escape(title), show_header=True, header_style="bold")
     table.add_column("field", style="cyan", no_wrap=True)
     table.add_column("value")
     for key, value in environment_rows(env):
-        table.add_row(key, value)
+        table.add_row(escape(str(key)), escape(str(value)))  # host names, CPU models: text, not markup
     return table

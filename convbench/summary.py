@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 #: Columns that identify a row of the summary (a case without its variant).
@@ -161,7 +162,7 @@ def summary_table(cases: pd.DataFrame, title: str = "convbench summary") -> Tabl
             s, lo, hi = r[c] if isinstance(r[c], tuple) else (None, None, None)
             speeds.append("-" if s is None else f"{s:.2f}x" + (f" [{lo:.2f}-{hi:.2f}]" if lo is not None else ""))
         err = "-" if not _num(r["verify_error"]) else f"{r['verify_error']:.1e}"
-        table.add_row(*[str(r[c]) for c in varying], *[r[v] for v in variants], *speeds, err)
+        table.add_row(*[escape(str(r[c])) for c in varying], *[r[v] for v in variants], *speeds, err)
     legend = "; ".join(f"{mark} = {text}" for mark, text in MARKS.items())
     table.caption = f"time per iteration; {legend}; speedup = baseline / variant (>1: faster)"
     return table

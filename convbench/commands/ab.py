@@ -33,6 +33,8 @@ def _comparison(folder: Any, args: argparse.Namespace, verdicts: tuple[float, fl
 
 
 def cmd_ab(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from convbench import cli
     from convbench.ab import SIDES, AbError, AbRunner, probe, resolve_python
     from convbench.commands.compare import _render
@@ -49,7 +51,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     except AbError as exc:
         raise UsageError(str(exc)) from None
     for side in SIDES:
-        cli.err_console.print(f"{side}: starts workers with {pythons[side]} (convbench {hellos[side].get('convbench')})", highlight=False)
+        cli.err_console.print(f"{side}: starts workers with {pythons[side]} (convbench {hellos[side].get('convbench')})", highlight=False, markup=False)
     options = cli._options_from(resolved)
     pinning = cli._pinning(resolved)
     out = Path(args.out) if args.out else cli._default_out(f"{suite.name}-ab")
@@ -66,14 +68,14 @@ def cmd_ab(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if not completed:
         folder.finish("interrupted")
-        cli.err_console.print(f"\n[bold yellow]Interrupted[/]: {len(folder.rows)} rows kept in {folder.path} (ab runs do not resume)")
+        cli.err_console.print(f"\n[bold yellow]Interrupted[/]: {len(folder.rows)} rows kept in {escape(str(folder.path))} (ab runs do not resume)")
         return cli.EXIT_INTERRUPTED
     folder.finish("complete")
     cmp = _comparison(folder, args, verdicts)
     write_json(folder.path / "ab.json", json.loads(cmp.to_json()))
     (folder.path / "ab.md").write_text(cmp.to_markdown())
     _render(cmp, args)
-    cli.err_console.print(f"Both sides in {folder.path} (ab.md, ab.json: the verdicts)", highlight=False)
+    cli.err_console.print(f"Both sides in {folder.path} (ab.md, ab.json: the verdicts)", highlight=False, markup=False)
     return cmp.exit_code
 
 

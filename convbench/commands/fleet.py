@@ -34,19 +34,20 @@ def cmd_nodes(args: argparse.Namespace) -> int:
         connect(args.address, [])
     except FleetError as exc:
         raise UsageError(str(exc)) from None
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Ray cluster at {args.address}")
+    table = Table(title=escape(f"Ray cluster at {args.address}"))
     for col in ("node", "address", "alive", "devices"):
         table.add_column(col)
     for node in import_ray().nodes():
         devices = device_resources(node.get("Resources") or {})
         shown = ", ".join(f"{k} x{v}" for k, v in sorted(devices.items())) or "-"
         table.add_row(
-            node["NodeID"][:12],
-            str(node.get("NodeManagerAddress")),
+            escape(str(node["NodeID"])[:12]),
+            escape(str(node.get("NodeManagerAddress"))),
             "yes" if node.get("Alive") else "no",
-            shown,
+            escape(shown),
         )
     console.print(table)
     return 0

@@ -11,6 +11,7 @@ STEP_MARKS = {"slower": ("▲", "red"), "faster": ("▼", "green"), "failed": ("
 
 def history_table(hist: Any, last: int) -> Any:
     """A rich table: one row per case, one column per run (the ``last`` latest)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from convbench.compare_render import case_labels, fmt_time
@@ -24,7 +25,7 @@ def history_table(hist: Any, last: int) -> Any:
         table.add_column(f"#{run['order']}\n{str(run['started'] or '')[:16]}", justify="right")
     cells = {(r["case_id"], r["order"]): r for _, r in t.iterrows()}
     for cid in dict.fromkeys(t["case_id"]):
-        row = [labels[cid]]
+        row = [escape(str(labels[cid]))]
         for order in runs["order"]:
             r = cells.get((cid, order))
             if r is None:
@@ -47,13 +48,15 @@ def history_table(hist: Any, last: int) -> Any:
 
 
 def runs_table(hist: Any) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="runs", title_justify="left")
     for col in ("#", "run", "started", "suite", "revision", "host"):
         table.add_column(col)
     for _, r in hist.runs.iterrows():
-        table.add_row(str(r["order"]), str(r["run"]), str(r["started"]), str(r["suite"]), str(r["git_revision"] or "")[:10], str(r["host"]))
+        cells = (r["order"], r["run"], r["started"], r["suite"], str(r["git_revision"] or "")[:10], r["host"])
+        table.add_row(*[escape(str(c)) for c in cells])
     return table
 
 
@@ -79,10 +82,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     console.print(runs_table(hist))
     console.print(history_table(hist, args.last))
     for _, r in hist.changes.iterrows():
-        console.print(f"  change at #{int(r['order'])} {r['run']}: {r['case_id']}: {r['change']} ({r['step_reason']})", highlight=False)
+        console.print(f"  change at #{int(r['order'])} {r['run']}: {r['case_id']}: {r['change']} ({r['step_reason']})", highlight=False, markup=False)
     if args.export:
         path = hist.export(args.export)
-        console.print(f"{len(hist.table)} rows written to {path}")
+        console.print(f"{len(hist.table)} rows written to {path}", markup=False)
     return 0
 
 

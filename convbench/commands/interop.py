@@ -23,6 +23,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{len(folder.rows)} benchmarks from {args.file} -> {folder.path} "
         f"({with_data} with raw samples; without them compare cannot test a case: save with --benchmark-save-data)",
         highlight=False,
+        markup=False,
     )
     return 0
 
@@ -37,7 +38,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ResultsError as exc:
         raise UsageError(str(exc)) from None
     note = f"; {left_out} cases not timed (skipped, failed or verify-only) left out" if left_out else ""
-    console.print(f"{written} benchmarks -> {path}{note}. Read it with: pytest-benchmark compare {path}", highlight=False)
+    console.print(f"{written} benchmarks -> {path}{note}. Read it with: pytest-benchmark compare {path}", highlight=False, markup=False)
     return 0
 
 

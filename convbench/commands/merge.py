@@ -25,6 +25,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     console.print(
         f"{len(folder.rows)} cases from {len(sources)} runs on {len(hosts)} machines ({', '.join(sorted(hosts))}) merged into {folder.path}",
         highlight=False,
+        markup=False,
     )
     return 0
 

@@ -103,6 +103,8 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from convbench.cli import UsageError, console, err_console
     from convbench.runner import interpreter_for
     from convbench.variants import parse_variant
@@ -126,7 +128,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     proc = subprocess.run([python, "-m", "convbench_onnxruntime.export", json.dumps(spec)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
-        err_console.print(f"[bold red]error[/]: {message}", highlight=False)
+        err_console.print(f"[bold red]error[/]: {escape(message)}", highlight=False)
         return EXIT_USAGE if proc.returncode == EXIT_USAGE else 1
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in summary["inputs"].items())
@@ -134,6 +136,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"wrote {output}: {wid} ({kind}, {variant}, {args.dtype}), opset {summary['opset']}, {summary['nodes']} nodes, "
         f"inputs {shapes}, {summary['parameters']:,} parameters, {summary['macs']:,} MACs; passes onnx.checker",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
     return 0

@@ -12,10 +12,10 @@ whose run.json then records the profile beside the run. Exit code 1 when a case 
 from __future__ import annotations
 
 import argparse
-import socket
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from rich.markup import escape
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     try:
         return _profile(args)
     except UsageError as exc:
-        err_console.print(f"[bold red]error[/]: {exc}", highlight=False)
+        err_console.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
 
 
@@ -46,6 +46,7 @@ def _profile(args: argparse.Namespace) -> int:
         EXIT_FAIL,
         EXIT_OK,
         UsageError,
+        _default_out,
         _load_cases,
         _options_from,
         console,
@@ -62,7 +63,7 @@ def _profile(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.suite}: the filter and preset leave no case to profile")
     options = _options_from(resolved)
     record = {"steps": args.steps, "preset": args.preset, "filter": args.filter, "suite_path": str(args.suite), "started": now_iso()}
-    out = Path(args.out) if args.out else _default_out(suite.name)
+    out = Path(args.out) if args.out else _default_out(f"{suite.name}-profile")
     if (out / "run.json").exists():
         try:
             meta = read_meta(out)
@@ -90,7 +91,7 @@ def _profile(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
 
     def progress(row: dict[str, Any]) -> None:
-        err_console.print(f"profiled {row['case_id']}: {row['status']}", highlight=False)
+        err_console.print(f"profiled {row['case_id']}: {row['status']}", highlight=False, markup=False)
 
     frame = profile_cases(cases, options, args.steps, out / "profile.parquet", progress)
     meta = read_meta(out)
@@ -98,10 +99,10 @@ def _profile(args: argparse.Namespace) -> int:
     if meta.get("kind") == "profile":
         meta["status"] = "complete"
     write_json(out / "run.json", meta)
-    console.print(profile_table(frame, f"{suite.name}: share of time per category ({out / 'profile.parquet'})"))
+    console.print(profile_table(frame, escape(f"{suite.name}: share of time per category ({out / 'profile.parquet'})")))
     statuses = frame.drop_duplicates("case_id")
     for reason, count in statuses.loc[statuses["status"] != "ok", "reason"].value_counts().items():
-        console.print(f"  {count} x {reason}", highlight=False)
+        console.print(f"  {count} x {reason}", highlight=False, markup=False)
     return EXIT_FAIL if statuses["status"].isin(["error", "mismatch"]).any() else EXIT_OK
 
 
@@ -120,16 +121,13 @@ def profile_table(frame: Any, title: str) -> Any:
     table.add_column("status")
     for _, r in frame.drop_duplicates("case_id").iterrows():
         label = f"{r['workload']} {r['variant']} {r['backend']}:{r['device']} {r['mode']} b{r['batch']} {r['dtype']} {r['layout']} {r['execution']}"
-        cells = [label]
+        cells = [escape(label)]
         if r["case_id"] in share.index:
             values = share.loc[r["case_id"]]
             cells += [f"{values[c]:.3g}" if c == "ms/step" else f"{values[c]:.0f}%" for c in columns]
         else:
             cells += ["-"] * len(columns)
-        table.add_row(*cells, str(r["status"]))
+        table.add_row(*cells, escape(str(r["status"])))
     return table
 
 
-def _default_out(suite_name: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("results") / f"{suite_name}-profile-{stamp}-{socket.gethostname()}"

@@ -44,5 +44,5 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ReportError as exc:
         raise UsageError(str(exc)) from None
     index = Path(args.out) / "index.html"
-    console.print(f"{len(pages)} pages written to {args.out}; open {index}", highlight=False)
+    console.print(f"{len(pages)} pages written to {args.out}; open {index}", highlight=False, markup=False)
     return EXIT_OK
