@@ -286,7 +286,8 @@ def load_side(paths: str | Path | Iterable[str | Path]) -> Side:
     """Cases, samples and run.json of every run under ``paths``; raises ResultsError.
 
     Each path is a run folder or a folder holding runs; every run found is merged into
-    the side. A run whose cases.parquet is missing (nothing finished) contributes none.
+    the side, read by :func:`convbench.results.load` in whatever state it is (finished, or
+    killed mid-run). A run that finished no case contributes none.
     """
     from convbench.results import load
 
@@ -306,7 +307,7 @@ def load_side(paths: str | Path | Iterable[str | Path]) -> Side:
             sample_frames.append(samples)
         metas.append({**meta, "_dir": str(run), "_name": run.name})
     if not case_frames:
-        raise ResultsError(f"{', '.join(map(str, paths))}: no finished case in {len(runs)} run(s) (no cases.parquet)")
+        raise ResultsError(f"{', '.join(map(str, paths))}: no finished case in {len(runs)} run(s)")
     cases = pd.concat(case_frames, ignore_index=True)
     samples = pd.concat(sample_frames, ignore_index=True) if sample_frames else pd.DataFrame(columns=["run_dir", *SAMPLE_REQUIRED])
     return Side(cases, samples, metas, runs)

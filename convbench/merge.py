@@ -18,18 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from convbench import __version__
 from convbench.results import (
     CASE_COLUMNS,
-    SAMPLE_COLUMNS,
+    TABLES,
     ResultsError,
     RunFolder,
-    _atomic_write,
-    _cases_frame,
     find_runs,
     read_meta,
+    read_table,
 )
 
 POLICIES = ("error", "first", "last")
@@ -41,16 +38,17 @@ class MergeError(ResultsError):
     """Bad merge input: unreadable sources, conflicting duplicates, an occupied output."""
 
 
-def _read_table(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
+def _read_table(run: Path, table: str, required: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of one table of ``run`` (in any state: see convbench.results.read_table)."""
     try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise MergeError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+        frame = read_table(run, table)
+    except ResultsError as exc:
+        raise MergeError(str(exc)) from None
+    if frame is None:
+        return []
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise MergeError(f"{path}: not a convbench table (no column {', '.join(missing)})")
+        raise MergeError(f"{run / TABLES[table]}: not a convbench table (no column {', '.join(missing)})")
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
@@ -84,8 +82,8 @@ class _Source:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.meta = read_meta(path)
-        self.rows = _read_table(path / "cases.parquet", ["case_id", "status"])
-        self.samples = _read_table(path / "samples.parquet", ["case_id", "seconds"])
+        self.rows = _read_table(path, "cases", ["case_id", "status"])
+        self.samples = _read_table(path, "samples", ["case_id", "seconds"])
         env = self.meta.get("environment") or {}
         hosts = env.get("hosts") or {}
         self.own_host = (env.get("core") or {}).get("hostname") or path.name
@@ -207,10 +205,7 @@ def merge_runs(
     }
     folder = RunFolder.create(out, meta)
     folder.rows, folder.samples = rows, samples
-    frame = _cases_frame(rows)
-    _atomic_write(out / "cases.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-    sframe = pd.DataFrame(samples, columns=SAMPLE_COLUMNS)
-    _atomic_write(out / "samples.parquet", lambda tmp: sframe.to_parquet(tmp, index=False))
+    folder.compact()
     for src in sources:
         if (src.path / "logs").is_dir():
             shutil.copytree(src.path / "logs", out / "logs" / src.path.name, dirs_exist_ok=True)

@@ -11,6 +11,8 @@ A run folder holds
   of the fresh process that took it when the suite asks for ``processes: N``, and the
   machine's load while it was taken (``kept`` is False for a sample the quiet guard
   dropped as contended: statistics and comparisons use the kept ones);
+* ``journal.jsonl``, only while a run goes (or after it was killed): the cases finished
+  since the tables were last written, see below;
 * ``logs/``: each worker's stderr.
 
 Runs made on a fleet (:mod:`convbench.fleet`) or merged (:mod:`convbench.merge`) also
@@ -18,15 +20,30 @@ hold ``environment.hosts`` in ``run.json``: ``{host_id: {core, backends, ...}}``
 entry per machine; each row names its machine in ``host_id``, the device resource it
 ran on in ``device_label`` and its attempts (JSON list, fleet retries) in ``attempts``.
 
-Every write goes to a temporary file that replaces the old one (``os.replace``), so an
-interrupted run always leaves readable files holding every case finished so far.
+While a run is going, each finished case is appended to ``journal.jsonl``: one
+line per case (``{"row": ..., "samples": [...], "replaces": ...}``), so the cost of
+persisting a case does not grow with the number of cases before it. ``finish`` (and
+reopening with ``--resume``) folds the journal into ``cases.parquet`` and
+``samples.parquet`` (each replaced atomically, ``os.replace``) and then deletes it. Rows
+are keyed by ``(case_id, side)``: a journal line replaces any earlier row (and samples)
+of its key, and of the key ``replaces`` names.
+
+A folder is readable in any state, and :func:`read_table` is the one place that reads
+its tables: a finished run (the two tables), a run killed mid-way (a journal, maybe with
+tables from an earlier ``--resume``; a last line cut short by ``kill -9`` is the case
+that was in flight and is ignored), or a compaction interrupted between its steps (the
+journal is replayed over the tables; replaying lines a table already holds changes
+nothing). Folders written before the journal existed (the two tables only) read as
+they always did.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -34,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from convbench.cases import KEY_FIELDS, Case
 
@@ -111,14 +129,180 @@ def _cases_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def _samples_frame(samples: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(samples, columns=SAMPLE_COLUMNS)
+
+
+#: The tables of a run folder, by name, and the file each is compacted into.
+TABLES = {"cases": "cases.parquet", "samples": "samples.parquet"}
+#: Finished cases not yet folded into the tables, one JSON line each.
+JOURNAL = "journal.jsonl"
+_CASE_SET = frozenset(CASE_COLUMNS)
+
+Key = tuple[Any, Any]
+
+
+def _side(value: Any) -> Any:
+    """A row's ``side`` as a key part: missing (None, or NaN read back from parquet) is None."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _key(record: dict[str, Any]) -> Key:
+    return (record["case_id"], _side(record.get("side")))
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON for what json cannot write itself: numpy scalars and arrays, else str."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _read_parquet(file: Path) -> pd.DataFrame | None:
+    if not file.exists():
+        return None
+    try:
+        return pd.read_parquet(file)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise ResultsError(f"{file}: unreadable ({exc})") from exc
+
+
+def _records(frame: pd.DataFrame | None, nulls: bool) -> list[dict[str, Any]]:
+    """Rows of ``frame`` as dicts (``nulls``: every missing value as None)."""
+    if frame is None:
+        return []
+    if nulls:
+        frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_dict("records")
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """The entries of a run folder's journal, oldest first ([] when it has none).
+
+    A last line without its newline is a case cut short by a kill mid-write: it is left
+    out. Any other line that is not an entry makes the folder unreadable (ResultsError).
+    """
+    file = Path(path) / JOURNAL
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ResultsError(f"{file}: unreadable ({exc})") from exc
+    entries = []
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines[:-1], 1):  # lines[-1]: b"" or the cut-short line
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            raise ResultsError(f"{file}: line {number} unreadable ({exc})") from None
+        if not isinstance(entry, dict) or not isinstance(entry.get("row"), dict) or "case_id" not in entry["row"]:
+            raise ResultsError(f"{file}: line {number} is not a convbench journal entry")
+        entries.append(entry)
+    return entries
+
+
+def _replay(
+    rows: list[dict[str, Any]], samples: list[dict[str, Any]], entries: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``rows`` and ``samples`` with the journal ``entries`` applied in order, as
+    :meth:`RunFolder.add` applies them: each entry's key (and the key it replaces) loses
+    its rows and samples, then its row and samples go last. Replaying entries the tables
+    already hold (an interrupted compaction) gives the same tables."""
+    if not entries:
+        return rows, samples
+    row_groups: dict[Key, list[dict[str, Any]]] = {}
+    for r in rows:
+        row_groups.setdefault(_key(r), []).append(r)
+    sample_groups: dict[Key, list[dict[str, Any]]] = {}
+    for s in samples:
+        sample_groups.setdefault(_key(s), []).append(s)
+    for entry in entries:
+        row = entry["row"]
+        key = _key(row)
+        for k in (key, (entry.get("replaces"), key[1])):
+            row_groups.pop(k, None)
+            sample_groups.pop(k, None)
+        row_groups[key] = [row]
+        for s in entry.get("samples") or ():
+            sample_groups.setdefault(_key(s), []).append(s)
+    return [r for g in row_groups.values() for r in g], [s for g in sample_groups.values() for s in g]
+
+
+def read_records(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every finished case of a run folder in any state, as (rows, samples) dicts: the
+    tables with the journal replayed over them. Missing row values are None."""
+    path = Path(path)
+    entries = read_journal(path)  # before the tables: a compaction may end in between
+    rows = _records(_read_parquet(path / TABLES["cases"]), nulls=True)
+    samples = _records(_read_parquet(path / TABLES["samples"]), nulls=False)
+    return _replay(rows, samples, entries)
+
+
+def read_table(path: Path, table: str = "cases") -> pd.DataFrame | None:
+    """One table of a run folder (``cases`` or ``samples``) in any state, as pandas reads
+    it from its parquet file; None when the folder holds no finished case.
+
+    The one reader of a run folder's tables: :func:`load`, :meth:`RunFolder.open`,
+    compare, merge and the report go through it. Raises ResultsError on a corrupt file.
+    """
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r} (expected one of {', '.join(TABLES)})")
+    path = Path(path)
+    file = path / TABLES[table]
+    if not (path / JOURNAL).exists():
+        frame = _read_parquet(file)
+        if frame is not None or not (path / JOURNAL).exists():  # (or compacted meanwhile)
+            return frame
+    entries = read_journal(path)
+    if not entries:  # an empty journal, or one only a cut-short line
+        return _read_parquet(file)
+    if table == "cases":
+        rows, _ = _replay(_records(_read_parquet(file), nulls=True), [], entries)
+        frame = _cases_frame(rows)
+    else:
+        _, samples = _replay([], _records(_read_parquet(file), nulls=False), entries)
+        frame = _samples_frame(samples)
+    # through Arrow, as to_parquet and read_parquet would: the same dtypes as compacted
+    return pa.Table.from_pandas(frame, preserve_index=False).to_pandas()
+
+
+def write_tables(path: Path, dest: Path) -> list[str]:
+    """Write the tables of the run folder ``path`` (in any state) into the folder
+    ``dest`` as cases.parquet and samples.parquet: copied as they are when the run is
+    compacted, else written from :func:`read_table`. Returns the file names written."""
+    path, dest = Path(path), Path(dest)
+    written = []
+    for table, name in TABLES.items():
+        if not (path / JOURNAL).exists() and (path / name).exists():
+            shutil.copyfile(path / name, dest / name)
+            written.append(name)
+            continue
+        frame = read_table(path, table)
+        if frame is not None:
+            _atomic_write(dest / name, lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+            written.append(name)
+    return written
+
+
 class RunFolder:
-    """A run folder being written: rows and samples are persisted as each case ends."""
+    """A run folder being written: each finished case is appended to its journal.
+
+    ``rows`` and ``samples`` hold every finished case in memory (one row per
+    ``(case_id, side)``); ``add`` appends one case to the journal at a cost that does
+    not grow with the number of cases, ``compact`` (called by ``finish``) writes the two
+    tables and drops the journal. Lists assigned to ``rows`` or ``samples`` directly (an
+    import, a merge) are written in full by the next ``add`` or ``compact``.
+    """
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         self.path = Path(path)
         self.meta = meta
         self.rows: list[dict[str, Any]] = []
         self.samples: list[dict[str, Any]] = []
+        self._synced()
 
     # -- creation and reopening -------------------------------------------------------
     @classmethod
@@ -133,16 +317,19 @@ class RunFolder:
 
     @classmethod
     def open(cls, path: Path) -> RunFolder:
-        """Reopen a run folder to resume it: keeps every finished case."""
+        """Reopen a run folder to resume it: keeps every finished case. The journal is
+        folded into the tables first (dropping a line a kill cut short), and temporary
+        files of a write interrupted by a kill are removed."""
         path = Path(path)
         meta = read_meta(path)
         folder = cls(path, meta)
-        cases = path / "cases.parquet"
-        if cases.exists():
-            folder.rows = pd.read_parquet(cases).astype(object).where(lambda f: f.notna(), None).to_dict("records")
-        samples = path / "samples.parquet"
-        if samples.exists():
-            folder.samples = pd.read_parquet(samples).to_dict("records")
+        folder.rows, folder.samples = read_records(path)
+        for name in (*TABLES.values(), "run.json"):
+            for tmp in path.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+        if (path / JOURNAL).exists():
+            folder.compact()
+        folder._synced()
         (path / "logs").mkdir(exist_ok=True)
         return folder
 
@@ -153,27 +340,84 @@ class RunFolder:
     def finished_ids(self) -> set[str]:
         return {r["case_id"] for r in self.rows}
 
+    def _synced(self) -> None:
+        """Remember the lists as persisted, with the keys they hold."""
+        self._persisted = (self.rows, len(self.rows), self.samples, len(self.samples))
+        self._row_keys = {_key(r) for r in self.rows}
+        self._sample_keys = {_key(s) for s in self.samples}
+
+    def _changed_outside(self) -> bool:
+        """Whether ``rows`` or ``samples`` were assigned or resized other than by add()."""
+        rows, n_rows, samples, n_samples = self._persisted
+        return rows is not self.rows or samples is not self.samples or n_rows != len(rows) or n_samples != len(samples)
+
     def add(self, row: dict[str, Any], samples: Iterable[dict[str, Any]] = (), replaces: str | None = None) -> None:
-        """Record one finished case (replacing any row of the same case id, and the row
-        ``replaces`` names) and persist both tables atomically."""
-        unknown = set(row) - set(CASE_COLUMNS)
+        """Record one finished case (replacing any row and samples of the same
+        ``(case_id, side)``, and of the case id ``replaces`` names on that side) and
+        append it to the journal; its cost does not depend on the rows before it."""
+        unknown = set(row) - _CASE_SET
         if unknown:
             raise ValueError(f"unknown result columns {sorted(unknown)}")
-        side = row.get("side")
-        drop = {(row["case_id"], side), (replaces, side)}
-        self.rows = [r for r in self.rows if (r["case_id"], r.get("side")) not in drop] + [row]
-        self.samples = [s for s in self.samples if (s["case_id"], s.get("side")) not in drop] + list(samples)
-        frame = _cases_frame(self.rows)
-        _atomic_write(self.path / "cases.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-        sframe = pd.DataFrame(self.samples, columns=SAMPLE_COLUMNS)
-        _atomic_write(self.path / "samples.parquet", lambda tmp: sframe.to_parquet(tmp, index=False))
+        samples = list(samples)
+        if self._changed_outside():
+            self._synced()  # (the keys of the lists as they are now)
+            self._apply(row, samples, replaces)
+            self.compact()
+            return
+        line = json.dumps({"row": row, "samples": samples, "replaces": replaces}, default=_jsonable, separators=(",", ":"))
+        _append(self.path / JOURNAL, (line + "\n").encode())
+        self._apply(row, samples, replaces)
+        self._persisted = (self.rows, len(self.rows), self.samples, len(self.samples))
+
+    def _apply(self, row: dict[str, Any], samples: list[dict[str, Any]], replaces: str | None) -> None:
+        key = _key(row)
+        drop = {key, (replaces, key[1])}
+        if drop & self._row_keys:
+            self.rows = [r for r in self.rows if _key(r) not in drop]
+            self._row_keys -= drop
+        if drop & self._sample_keys:
+            self.samples = [s for s in self.samples if _key(s) not in drop]
+            self._sample_keys -= drop
+        self.rows.append(row)
+        self._row_keys.add(key)
+        self.samples.extend(samples)
+        self._sample_keys.update(_key(s) for s in samples)
+
+    def compact(self) -> None:
+        """Write both tables from the rows and samples in memory (each atomically) and
+        delete the journal; a kill at any step leaves a readable folder."""
+        if self.rows or self.samples or any((self.path / name).exists() for name in TABLES.values()):
+            frame = _cases_frame(self.rows)
+            _atomic_write(self.path / TABLES["cases"], lambda tmp: frame.to_parquet(tmp, index=False))
+            sframe = _samples_frame(self.samples)
+            _atomic_write(self.path / TABLES["samples"], lambda tmp: sframe.to_parquet(tmp, index=False))
+        (self.path / JOURNAL).unlink(missing_ok=True)
+        self._synced()
 
     def finish(self, status: str) -> None:
+        self.compact()
         self.meta.update(status=status, finished=now_iso())
         self.save_meta()
 
     def frame(self) -> pd.DataFrame:
         return _cases_frame(self.rows)
+
+
+def _append(file: Path, data: bytes) -> None:
+    """Append ``data`` to ``file`` whole or not at all (a failed write is truncated away;
+    only a kill mid-write leaves a partial last line, which readers leave out)."""
+    fd = os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -214,14 +458,9 @@ def load(paths: str | Path | Iterable[str | Path], samples: bool = False) -> pd.
     frames = []
     for run in find_runs(paths):
         meta = read_meta(run)
-        name = "samples.parquet" if samples else "cases.parquet"
-        file = run / name
-        if not file.exists():
+        frame = read_table(run, "samples" if samples else "cases")
+        if frame is None:  # nothing finished yet
             continue
-        try:
-            frame = pd.read_parquet(file)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise ResultsError(f"{file}: unreadable ({exc})") from exc
         env = meta.get("environment", {}).get("core", {})
         frame.insert(0, "run", run.name)
         frame.insert(1, "run_dir", str(run))

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from convbench.cases import Case
-from convbench.results import RunFolder, empty_row
+from convbench.results import RunFolder, empty_row, read_table
 from convbench.runner import Runner, RunOptions, group_cases, interpreter_for, merge_processes
 from tests.conftest import run_cli
 from tests.test_end_to_end import write_suite
@@ -104,10 +104,10 @@ def test_a_row_the_folder_cannot_store_is_kept_as_an_error_with_its_measurements
     row = empty_row(case())
     row.update(status="ok", median=0.25, n=9, from_the_future=1)
     runner._record(row, [{"case_id": row["case_id"], "index": 0, "seconds": 0.25, "ratio": None}])
-    kept = pd.read_parquet(tmp_path / "run" / "cases.parquet").iloc[0]
+    kept = read_table(tmp_path / "run").iloc[0]
     assert kept.status == "error" and "from_the_future" in kept.reason
     assert kept["median"] == 0.25 and kept.n == 9
-    assert len(pd.read_parquet(tmp_path / "run" / "samples.parquet")) == 1
+    assert len(read_table(tmp_path / "run", "samples")) == 1
 
 
 @pytest.mark.parametrize("allocator", ["steady", "system"])

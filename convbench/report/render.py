@@ -33,7 +33,7 @@ from convbench import __version__
 from convbench.report import tables
 from convbench.report.data import Run, load_runs, run_peaks, slugify, suite_frame, suites_of
 from convbench.report.plots import Plot, absent_plots, suite_plots
-from convbench.results import ResultsError
+from convbench.results import ResultsError, write_tables
 
 #: Written at the root of every rendered site; its presence allows replacing the folder.
 MARKER = ".convbench-report"
@@ -246,11 +246,11 @@ def _copy_raw(run: Run, dest: Path) -> list[tuple[str, str, int]]:
         "samples.parquet": "raw per-iteration samples (Parquet)",
         "samples.csv": "raw per-iteration samples (CSV)",
     }
-    for name in RAW_FILES:
-        if (run.path / name).exists():
-            shutil.copyfile(run.path / name, dest / name)
+    if (run.path / "run.json").exists():
+        shutil.copyfile(run.path / "run.json", dest / "run.json")
+    write_tables(run.path, dest)  # copied, or written from the journal of a run in progress
     for name in ("cases", "samples"):
-        src = run.path / f"{name}.parquet"
+        src = dest / f"{name}.parquet"
         if src.exists():
             pd.read_parquet(src).to_csv(dest / f"{name}.csv", index=False, lineterminator="\n")
     return [(name, what[name], (dest / name).stat().st_size) for name in what if (dest / name).exists()]
