@@ -64,7 +64,12 @@ def _load_cases(args: argparse.Namespace, resolve: bool = True) -> tuple[Any, li
         raise UsageError(str(exc)) from None
     if getattr(args, "cpus", None):  # --cpus replaces the suite's cpus
         resolved = dataclasses.replace(resolved, cpus=args.cpus)
-    pinning = _pinning(resolved, "--cpus" if getattr(args, "cpus", None) else "suite field cpus:") if resolve else None
+    if getattr(args, "cpus", None):
+        option = "--cpus"
+    else:  # the suite's file, line and field
+        field = f"presets.{args.preset}.cpus" if args.preset and suite.preset(args.preset).cpus is not None else "cpus"
+        option = f"{suite.where(field)}:"
+    pinning = _pinning(resolved, option) if resolve else None
     cores = len(pinning.cpus) if pinning else None
     return suite, [_resolve_threads(c, cores) for c in cases] if resolve else cases, resolved
 

@@ -29,6 +29,10 @@ class CpuSpecError(ValueError):
 
 
 # -- CPU lists --------------------------------------------------------------------------
+#: Largest CPU number Linux supports (NR_CPUS is at most 8192).
+MAX_CPU_INDEX = 8191
+
+
 def parse_cpu_list(text: str) -> list[int]:
     """CPUs of a kernel-style list (``0-3,6``) in ascending order; raises ValueError."""
     cpus: set[int] = set()
@@ -42,6 +46,8 @@ def parse_cpu_list(text: str) -> list[int]:
         first, last = int(lo), int(hi) if sep else int(lo)
         if last < first:
             raise ValueError(f"bad CPU list {text!r}: range {part!r} runs backwards")
+        if last > MAX_CPU_INDEX:
+            raise ValueError(f"bad CPU list {text!r}: CPU {last} is past the largest a Linux kernel numbers ({MAX_CPU_INDEX})")
         cpus.update(range(first, last + 1))
     if not cpus:
         raise ValueError(f"bad CPU list {text!r}: no CPU")

@@ -67,6 +67,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import stat
 import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -169,7 +170,7 @@ class FilterError(SuiteError):
 
 def _unknown(what: str, value: object, known: Iterable[str]) -> str:
     known = list(known)
-    return f"unknown {what} {value!r}{did_you_mean(value, known)} (known: {', '.join(known) or 'none'})"
+    return f"unknown {what} {_show(value)}{did_you_mean(value, known)} (known: {', '.join(known) or 'none'})"
 
 
 # -- field types -----------------------------------------------------------------------
@@ -213,7 +214,14 @@ def _check_kind(name: str) -> str:
 Id = Annotated[str, StringConstraints(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 #: A pinning spec: big, little, clusterN or a CPU list (checked against the machine at run time).
 CpuSpec = Annotated[str, BeforeValidator(lambda v: str(v) if type(v) is int else v), StringConstraints(min_length=1, pattern=r"^(big|little|cluster[0-9]+|[0-9][0-9,\s-]*)$")]
-PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+#: Largest batch and thread count a suite may ask for (far past any machine; past them
+#: a row cannot be stored, or a run would only fail later).
+MAX_BATCH = 1 << 20
+MAX_THREADS = 4096
+#: Largest integer workload parameter (channels, sizes...): a tensor dimension.
+MAX_PARAM_INT = (1 << 31) - 1
+BatchSize = Annotated[int, Strict(), Field(ge=1, le=MAX_BATCH)]
+ThreadCount = Annotated[int, Strict(), Field(ge=1, le=MAX_THREADS)]
 PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 VariantLabel = Annotated[str, AfterValidator(_canonical_variant)]
 BackendName = Annotated[str, AfterValidator(_check_backend)]
@@ -253,11 +261,11 @@ class Matrix(_Model):
     backend: _axis(BackendName) = ["torch"]
     device: _axis(Device) = ["cpu"]
     mode: _axis(Mode) = ["inference"]
-    batch: _axis(PositiveInt) = [1]
+    batch: _axis(BatchSize) = [1]
     dtype: _axis(DType) = ["float32"]
     layout: _axis(Layout) = ["nchw"]
     execution: _axis(ExecutionName) = ["eager"]
-    threads: _axis(PositiveInt | None) = [None]
+    threads: _axis(ThreadCount | None) = [None]
 
 
 class ExcludeRule(_Model):
@@ -269,11 +277,11 @@ class ExcludeRule(_Model):
     backend: _axis(BackendName) = []
     device: _axis(Device) = []
     mode: _axis(Mode) = []
-    batch: _axis(PositiveInt) = []
+    batch: _axis(BatchSize) = []
     dtype: _axis(DType) = []
     layout: _axis(Layout) = []
     execution: _axis(ExecutionName) = []
-    threads: _axis(PositiveInt | None) = []
+    threads: _axis(ThreadCount | None) = []
 
     @model_validator(mode="after")
     def _not_empty(self) -> ExcludeRule:
@@ -316,6 +324,7 @@ class Suite(_Model):
     presets: dict[Id, Preset] = {}
 
     _path: Path | None = PrivateAttr(default=None)
+    _lines: dict[str, int | None] = PrivateAttr(default_factory=dict)  #: field (e.g. presets.quick.matrix) -> its line
 
     @field_validator("name")
     @classmethod
@@ -352,7 +361,8 @@ class Suite(_Model):
         cases = self._cases(p)
         if not cases:
             where = f" with preset {preset!r}" if preset else ""
-            raise SuiteError(f"{self._file}: the matrix{where} expands to no cases (all excluded?)")
+            field = f"presets.{preset}.matrix" if p.matrix else "matrix"
+            raise SuiteError(Issue(field, f"the matrix{where} expands to no cases (all excluded?)", self.line_of(field)).format(self._file))
         return ResolvedSuite(
             suite=self,
             preset=preset,
@@ -363,6 +373,14 @@ class Suite(_Model):
             interpreters={b: resolve_interpreter(v) for b, v in self.interpreters.items()},
             cpus=p.cpus if p.cpus is not None else self.cpus,
         )
+
+    def line_of(self, field: str) -> int | None:
+        """The line of ``field`` (``matrix``, ``cpus``, ``presets.NAME.cpus``...) in the suite file."""
+        return self._lines.get(field)
+
+    def where(self, field: str) -> str:
+        """``FILE:LINE: FIELD`` for messages about ``field``."""
+        return Issue(field, "", self.line_of(field)).format(self._file).removesuffix(": ")
 
     @property
     def _file(self) -> str:
@@ -493,24 +511,90 @@ class _Locator:
         return Issue(path, message, mark.line + 1, mark.column + 1)
 
 
-def _duplicate_keys(node: yaml.Node | None, loc: Loc = ()) -> list[tuple[Loc, yaml.Mark, str]]:
-    """Keys given twice in one mapping (PyYAML silently keeps the last)."""
-    found: list[tuple[Loc, yaml.Mark, str]] = []
+#: Bounds on a suite file: what a person writes is far inside them, and past them a
+#: file would take minutes or gigabytes to read (a 1 KB "billion laughs" of aliases).
+MAX_SUITE_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 200_000  #: values the document holds with every alias expanded
+MAX_EXCLUDE_RULES = 10_000
+#: Cases one suite (or preset) may expand to; CONVBENCH_MAX_CASES raises it.
+MAX_CASES = 100_000
+MAX_CASES_ENV = "CONVBENCH_MAX_CASES"
+
+
+def _children(node: yaml.Node) -> list[tuple[str | int, yaml.Node]]:
     if isinstance(node, yaml.MappingNode):
-        seen: dict[str, yaml.Mark] = {}
+        out: list[tuple[str | int, yaml.Node]] = []
         for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else None
-            if name is not None and name != "<<":
-                if name in seen:
-                    first = seen[name].line + 1
-                    message = f"given twice (also on line {first}); YAML would keep only this one"
-                    found.append(((*loc, name), key.start_mark, message))
-                seen.setdefault(name, key.start_mark)
-            found += _duplicate_keys(value, (*loc, name if name is not None else "?"))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            found += _duplicate_keys(item, (*loc, i))
-    return found
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            out += [(name, key), (name, value)]
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return list(enumerate(node.value))
+    return []
+
+
+def _check_graph(root: yaml.Node) -> Issue | None:
+    """The first problem of the composed document's shape, walking each node once
+    (iteratively: no recursion limit to hit): nesting deeper than MAX_YAML_DEPTH, an
+    alias inside its own anchor (a recursive document), or more than MAX_YAML_VALUES
+    values once aliases are expanded."""
+
+    def at(node: yaml.Node, message: str) -> Issue:
+        return Issue("", message, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    size: dict[int, int] = {}  # id(node) -> values below it, aliases expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if done:
+            on_path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for _, c in _children(node))
+            if size[id(node)] > MAX_YAML_VALUES:
+                return at(node, f"expands to more than {MAX_YAML_VALUES:,} values (aliases repeated inside aliases)")
+            continue
+        if id(node) in size:
+            continue  # an alias of a node already measured
+        if depth > MAX_YAML_DEPTH:
+            return at(node, f"nested more than {MAX_YAML_DEPTH} levels deep")
+        on_path.add(id(node))
+        stack.append((node, depth, True))
+        for _, child in _children(node):
+            if id(child) in on_path:
+                return at(child, "an alias refers to a value that contains it (a recursive document)")
+            if id(child) not in size:
+                stack.append((child, depth + 1, False))
+    return None
+
+
+def _duplicate_keys(root: yaml.Node | None) -> list[tuple[Loc, yaml.Mark, str]]:
+    """Keys given twice in one mapping (PyYAML silently keeps the last), each mapping
+    looked at once (aliases are not walked again). Keys a merge (``<<``) brings in may
+    be overridden: that is what merging is for. Call it before constructing, which
+    rewrites merged mappings in place."""
+    found: list[tuple[Loc, yaml.Mark, str]] = []
+    seen_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, Loc]] = [(root, ())] if root is not None else []
+    while stack:
+        node, loc = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, yaml.Mark] = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and name != "<<":
+                    if name in seen:
+                        first = seen[name].line + 1
+                        message = f"given twice (also on line {first}); YAML would keep only this one"
+                        found.append(((*loc, name), key.start_mark, message))
+                    seen.setdefault(name, key.start_mark)
+                stack.append((value, (*loc, name if name is not None else "?")))
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, (*loc, i)) for i, item in enumerate(node.value)]
+    return sorted(found, key=lambda f: (f[1].line, f[1].column))
 
 
 # -- pydantic errors -> issues ---------------------------------------------------------
@@ -646,7 +730,12 @@ def _issues(exc: ValidationError, model: Any, prefix: Loc, locator: _Locator) ->
 
 
 # -- loading ---------------------------------------------------------------------------
-def _yaml_error(file: str, exc: yaml.YAMLError) -> SuiteError:
+def _yaml_error(file: str, exc: yaml.YAMLError, text: str = "") -> SuiteError:
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character: its line, not its offset
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        what = f"character {exc.character!r}" if isinstance(exc.character, str) else f"byte {exc.character!r}"
+        return SuiteError.from_issues(file, [Issue("", f"invalid YAML: {what} is not allowed in YAML text", line, column)])
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     problem = problem.removeprefix("but ")
@@ -659,13 +748,25 @@ def _yaml_error(file: str, exc: yaml.YAMLError) -> SuiteError:
     return SuiteError.from_issues(file, [issue])
 
 
-def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None]:
+def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None, list[tuple[Loc, yaml.Mark, str]]]:
+    """(data, composed root, duplicate keys) of ``text``; bounded in depth and size."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.SafeLoader("").construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
-        raise _yaml_error(file, exc) from None
-    return data, root
+        raise _yaml_error(file, exc, text) from None
+    except RecursionError:  # PyYAML composes recursively: nesting this deep has no line
+        raise SuiteError.from_issues(file, [Issue("", f"invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep")]) from None
+    if root is None:
+        return None, None, []
+    problem = _check_graph(root)
+    if problem is not None:
+        raise SuiteError.from_issues(file, [problem])
+    duplicates = _duplicate_keys(root)
+    try:
+        data = yaml.SafeLoader("").construct_document(root)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(file, exc, text) from None
+    return data, root, duplicates
 
 
 def _check_params(raw: Any, locator: _Locator) -> tuple[dict[int, dict[str, Any]], list[Issue]]:
@@ -682,8 +783,12 @@ def _check_params(raw: Any, locator: _Locator) -> tuple[dict[int, dict[str, Any]
         if not isinstance(params, dict):
             continue  # reported by the schema
         loc: Loc = ("workloads", i, "params")
+        huge = [k for k, v in params.items() if type(v) is int and abs(v) > MAX_PARAM_INT]
+        if huge:
+            issues += [locator.issue((*loc, k), f"expected at most {MAX_PARAM_INT:,}, got {_show(params[k])}") for k in huge]
+            continue
         try:
-            model = kind.params_model.model_validate(params)
+            model = kind.params_model.model_validate(params, strict=True)  # channels: true or "32" is a mistake
         except ValidationError as exc:
             issues += _issues(exc, kind.params_model, loc, locator)
             continue
@@ -741,20 +846,52 @@ def _check_references(suite: Suite, raw: dict[str, Any], locator: _Locator) -> l
     return issues
 
 
+def max_cases() -> int:
+    """The most cases a suite may expand to (:data:`MAX_CASES`, or CONVBENCH_MAX_CASES)."""
+    value = os.environ.get(MAX_CASES_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_CASES
+
+
+def _check_sizes(suite: Suite, locator: _Locator) -> list[Issue]:
+    """Matrices that expand past :func:`max_cases` (counted before exclusions, without
+    expanding them) and more than MAX_EXCLUDE_RULES exclude rules."""
+    issues: list[Issue] = []
+    limit = max_cases()
+    n_workloads = len(suite.workloads)
+
+    def size(matrices: Sequence[Matrix]) -> int:
+        total = 0
+        for m in matrices:
+            count = len(m.workload) if m.workload else n_workloads
+            for name in MATRIX_AXES[1:]:
+                count *= max(1, len(getattr(m, name)))
+            total += count
+        return total
+
+    plans: list[tuple[Loc, Sequence[Matrix], int]] = [(("matrix",), suite.matrix, len(suite.exclude))]
+    for name, preset in suite.presets.items():
+        own = bool(preset.matrix)
+        plans.append((("presets", name, "matrix") if own else ("presets", name), preset.matrix or suite.matrix, len(suite.exclude) + len(preset.exclude)))
+    for loc, matrices, rules in plans:
+        n = size(matrices)
+        if n > limit:
+            issues.append(locator.issue(loc, f"expands to {n:,} cases before exclusions; the limit is {limit:,} (set {MAX_CASES_ENV} to raise it)"))
+        if rules > MAX_EXCLUDE_RULES:
+            issues.append(locator.issue(loc, f"{rules:,} exclude rules; at most {MAX_EXCLUDE_RULES:,}"))
+    return issues
+
+
 def loads_suite(text: str, path: str | os.PathLike[str] = "<suite>") -> Suite:
     """Parse and validate suite ``text``; ``path`` names it in errors and gives its name."""
     file = str(path)
-    data, root = _parse_yaml(text, file)
+    data, root, duplicates = _parse_yaml(text, file)
     locator = _Locator(root)
     if not isinstance(data, dict):
         got = "an empty file" if root is None else _show(data)
         raise SuiteError.from_issues(
             file, [locator.issue((), f"expected a mapping with a 'workloads' list, got {got}")]
         )
-    issues = [
-        Issue(_format_loc(loc), msg, m.line + 1, m.column + 1)
-        for loc, m, msg in _duplicate_keys(root)
-    ]
+    issues = [Issue(_format_loc(loc), msg, m.line + 1, m.column + 1) for loc, m, msg in duplicates]
     params, param_issues = _check_params(data.get("workloads"), locator)
     issues += param_issues
     context = {"stem": Path(file).stem, "backends": backend_names()}
@@ -763,11 +900,14 @@ def loads_suite(text: str, path: str | os.PathLike[str] = "<suite>") -> Suite:
     except ValidationError as exc:
         raise SuiteError.from_issues(file, issues + _issues(exc, Suite, (), locator)) from None
     issues += _check_references(suite, data, locator)
+    issues += _check_sizes(suite, locator)
     if issues:
         raise SuiteError.from_issues(file, issues)
     workloads = [w.model_copy(update={"params": params[i]}) for i, w in enumerate(suite.workloads)]
     suite = suite.model_copy(update={"workloads": workloads})
     suite._path = Path(path) if file != "<suite>" else None
+    fields: list[Loc] = [("matrix",), ("cpus",)] + [("presets", n, f) for n in suite.presets for f in ("matrix", "cpus")]
+    suite._lines = {_format_loc(loc): locator.issue(loc, "").line for loc in fields}
     return suite
 
 
@@ -796,6 +936,13 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
     path = locate_suite(path)
     file = str(path)
     try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise SuiteError.from_issues(file, [Issue("", "not a regular file (a pipe, a device or a socket): give a suite file")])
+        if info.st_size > MAX_SUITE_BYTES:
+            raise SuiteError.from_issues(file, [Issue("", f"{info.st_size:,} bytes: a suite file is at most {MAX_SUITE_BYTES:,}")])
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         problem = f"no such suite file (packaged suites: {', '.join(packaged_suites()) or 'none'})"
