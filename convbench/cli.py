@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -190,6 +193,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     fleet = _connect_fleet(args) if getattr(args, "cluster", None) else None
     spec = None  # the cpus pinning spec of a new run
+    if args.resume and (args.filter or args.preset or args.suite):
+        given = ", ".join(n for n, v in (("SUITE", args.suite), ("--filter", args.filter), ("--preset", args.preset)) if v)
+        raise UsageError(f"--resume {args.resume} finishes the cases that run planned; it takes no {given} (start a new run to choose others)")
     if args.resume:
         try:
             folder = RunFolder.open(Path(args.resume))
@@ -227,13 +233,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             folder = RunFolder.create(out, meta)
         except ResultsError as exc:
             raise UsageError(str(exc)) from None
+        except OSError as exc:  # --out is a file, a read-only folder, a full disk...
+            raise UsageError(f"--out {out}: cannot create the run folder: {exc.strerror or exc}") from None
     if fleet:
         fleet["placement"] = fleet["placement"] or (folder.meta.get("fleet") or {}).get("placement") or []
         recorded = (folder.meta["options"].get("cpus") or {}).get("spec")
         fleet["cpus"] = str(spec) if spec else recorded
         folder.meta["fleet"] = fleet
         folder.save_meta()
-    completed = _execute(folder, cases, options, folder.meta["suite"], fleet)
+    try:
+        completed = _execute(folder, cases, options, folder.meta["suite"], fleet)
+    except OSError as exc:  # the disk filled up, or the folder went away: what was written stays
+        with contextlib.suppress(OSError):
+            folder.finish("interrupted")
+        err_console.print(f"[bold red]error[/]: writing to {escape(str(folder.path))} failed: {escape(exc.strerror or str(exc))}")
+        err_console.print(f"The cases finished before it are kept. Make room, then: [bold]convbench run --resume {escape(str(folder.path))}[/]")
+        return EXIT_FAIL
     frame = folder.frame()
     if not completed:
         folder.finish("interrupted")
@@ -502,8 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (a CI timeout, ``kill``) ends a run as Ctrl-C does: finished cases kept,
+    the folder marked interrupted, the resume command printed."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except UsageError as exc:

@@ -116,7 +116,7 @@ def _wait_for_rows(run: Path, n: int, proc: subprocess.Popen, timeout: float = 1
     raise AssertionError("the run produced no rows in time")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "sigterm", "kill-9"])
 def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path: Path, sig: int) -> None:
     # Each case samples for max_time: after the 2nd row the run has 4 x 1 s left.
     workloads = [f"w{i}" for i in range(6)]
@@ -138,7 +138,7 @@ def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path: Path, 
     before = cases_of(out)
     assert 2 <= len(before) < len(workloads)
     meta = json.loads((out / "run.json").read_text())
-    if sig == signal.SIGINT:
+    if sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM (a CI timeout, kill) ends a run as Ctrl-C does
         assert proc.returncode == 130
         assert f"convbench run --resume {out}" in stderr.replace("\n", "")
         assert meta["status"] == "interrupted"
