@@ -93,7 +93,7 @@ class TorchPrepared(Prepared):
         if "kernel" in case.variant.split("+"):
             from convbench_torch.kernels.variant import install
 
-            self._details.update(install(self.module, graph, training=self.training, channels_last=self.channels_last))
+            self._details.update(install(self.module, graph, training=self.training, channels_last=self.channels_last, device=self.device))
         self.inputs = [self._convert(tensors[name]) for name in self.lowered.input_names]
         self.cotangents = [self._convert(cotangents[name]) for name in self.lowered.output_names]
         rotate = int(self.options["rotate_inputs"])

@@ -26,6 +26,16 @@ source position (masked to zero outside the plane or block); grid
 ``ceil(N*C*H*W / BLOCK)``. BLOCK is 1024 on a GPU and up to 8192 in the interpreter
 (fewest programs). This module imports torch and triton (set ``TRITON_INTERPRET`` before
 importing it to run on a CPU).
+
+Offset tables: :func:`shift` and :func:`address_shift` take Python offsets and build
+their int64 device tables on every call (a host-to-device copy, and for the address
+adjoint a ``torch.unique``, each a stream synchronize on CUDA). Timed code must not:
+:func:`shift_tables` / :func:`address_tables` build the tables once (the ``kernel``
+variant does so at install, :mod:`convbench_torch.kernels.variant`) and
+:func:`shift_with_tables` / :func:`address_shift_with_tables` only launch kernels.
+What has been checked on a CPU (Triton's interpreter, tests/backends/torch) is that a
+step with prebuilt tables calls neither ``torch.as_tensor`` nor ``torch.unique``; that
+the launches then never synchronize on a real GPU has not been measured on one.
 """
 
 from __future__ import annotations
@@ -169,9 +179,9 @@ def _launch_address(x: torch.Tensor, a: torch.Tensor, bound: str) -> torch.Tenso
     return y
 
 
-def _launch_address_adjoint(g: torch.Tensor, a: torch.Tensor, bound: str) -> torch.Tensor:
+def _launch_address_adjoint(g: torch.Tensor, a: torch.Tensor, bound: str, offs: torch.Tensor | None = None) -> torch.Tensor:
     _, c, h, w = g.shape
-    offs = torch.unique(a).contiguous()
+    offs = torch.unique(a).contiguous() if offs is None else offs  # unique synchronizes: prebuild
     gx = _like(g)
     total = g.numel()
     block = _block(total)
@@ -184,43 +194,76 @@ def _launch_address_adjoint(g: torch.Tensor, a: torch.Tensor, bound: str) -> tor
 
 class _Shift(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(dy, dx)
+    def forward(
+        ctx: Any, x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, ndy: torch.Tensor, ndx: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(ndy, ndx)
         return _launch_shift(x, dy, dx)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        dy, dx = ctx.saved_tensors
-        gx = _launch_shift(grad_out, -dy, -dx) if ctx.needs_input_grad[0] else None
-        return gx, None, None
+        ndy, ndx = ctx.saved_tensors
+        gx = _launch_shift(grad_out, ndy, ndx) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None, None
 
 
 class _AddressShift(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, bound: str) -> torch.Tensor:
-        ctx.save_for_backward(a)
+    def forward(ctx: Any, x: torch.Tensor, a: torch.Tensor, offs: torch.Tensor, bound: str) -> torch.Tensor:
+        ctx.save_for_backward(a, offs)
         ctx.bound = bound
         return _launch_address(x, a, bound)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        (a,) = ctx.saved_tensors
-        gx = _launch_address_adjoint(grad_out, a, ctx.bound) if ctx.needs_input_grad[0] else None
-        return gx, None, None
+        a, offs = ctx.saved_tensors
+        gx = _launch_address_adjoint(grad_out, a, ctx.bound, offs) if ctx.needs_input_grad[0] else None
+        return gx, None, None, None
 
 
-def shift(x: torch.Tensor, offsets: Any) -> torch.Tensor:
-    """The IR's ``shift``: channel c moved by ``offsets[c] = (dy, dx)``, zero fill; differentiable."""
+def shift_tables(offsets: Any, channels: int, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """The int64 tables (dy, dx, -dy, -dx) of a ``shift`` on ``device``: build them once."""
+    table = torch.as_tensor([tuple(o) for o in offsets], dtype=torch.int64).reshape(-1, 2)
+    if table.shape[0] != channels:
+        raise ValueError(f"shift: want one (dy, dx) per channel ({channels}), got {table.shape[0]}")
+    return tuple(t.contiguous().to(device) for t in (table[:, 0], table[:, 1], -table[:, 0], -table[:, 1]))
+
+
+def address_tables(offsets: Any, channels: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The int64 tables (per-channel offsets, their distinct values) of an address shift."""
+    a = _per_channel(offsets, channels, torch.device("cpu"), "address_shift offsets")
+    return a.to(device), torch.unique(a).contiguous().to(device)
+
+
+def shift_with_tables(
+    x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, ndy: torch.Tensor, ndx: torch.Tensor
+) -> torch.Tensor:
+    """The IR's ``shift`` from prebuilt tables (:func:`shift_tables`): kernel launches only."""
     _check(x, "shift")
-    table = torch.as_tensor([tuple(o) for o in offsets], dtype=torch.int64, device=x.device).reshape(-1, 2)
-    if table.shape[0] != x.shape[1]:
-        raise ValueError(f"shift: want one (dy, dx) per channel ({x.shape[1]}), got {table.shape[0]}")
-    return _Shift.apply(x, table[:, 0].contiguous(), table[:, 1].contiguous())
+    return _Shift.apply(x, dy, dx, ndy, ndx)
 
 
-def address_shift(x: torch.Tensor, offsets: Any, bound: str = "plane") -> torch.Tensor:
-    """Address shift: channel c reads ``offsets[c]`` elements further on, within ``bound``."""
+def address_shift_with_tables(x: torch.Tensor, a: torch.Tensor, offs: torch.Tensor, bound: str = "plane") -> torch.Tensor:
+    """Address shift from prebuilt tables (:func:`address_tables`): kernel launches only."""
     _check(x, "address_shift")
     if bound not in BOUNDS:
         raise ValueError(f"address_shift: bound {bound!r} (known: {', '.join(BOUNDS)})")
-    return _AddressShift.apply(x, _per_channel(offsets, x.shape[1], x.device, "address_shift offsets"), bound)
+    return _AddressShift.apply(x, a, offs, bound)
+
+
+def shift(x: torch.Tensor, offsets: Any) -> torch.Tensor:
+    """The IR's ``shift``: channel c moved by ``offsets[c] = (dy, dx)``, zero fill; differentiable.
+
+    Builds its tables on every call (host-to-device copies): untimed use only."""
+    _check(x, "shift")
+    return shift_with_tables(x, *shift_tables(offsets, x.shape[1], x.device))
+
+
+def address_shift(x: torch.Tensor, offsets: Any, bound: str = "plane") -> torch.Tensor:
+    """Address shift: channel c reads ``offsets[c]`` elements further on, within ``bound``.
+
+    Builds its tables on every call (host-to-device copies): untimed use only."""
+    _check(x, "address_shift")
+    if bound not in BOUNDS:
+        raise ValueError(f"address_shift: bound {bound!r} (known: {', '.join(BOUNDS)})")
+    return address_shift_with_tables(x, *address_tables(offsets, x.shape[1], x.device), bound)

@@ -18,14 +18,23 @@ from torch import fx
 from convbench.backend import UnsupportedCase
 from convbench.graph import Graph
 from convbench.variants import is_depthwise
-from convbench_torch.fxnodes import op_nodes
+from convbench_torch.fxnodes import _ident, op_nodes
 from convbench_torch.kernels import INTERPRETER_PROGRAM_LIMIT, depthwise
 from convbench_torch.kernels import shift as shift_kernels
 
 
-def install(module: fx.GraphModule, graph: Graph, *, training: bool, channels_last: bool) -> dict[str, Any]:
-    """Swap in the kernels; returns the details to record. UnsupportedCase if none applies."""
+def install(
+    module: fx.GraphModule, graph: Graph, *, training: bool, channels_last: bool, device: Any = None
+) -> dict[str, Any]:
+    """Swap in the kernels; returns the details to record. UnsupportedCase if none applies.
+
+    ``device``: where the shift nodes' offset tables live (default: the module's first
+    parameter or buffer, else the CPU)."""
+    import torch
     import triton
+
+    if device is None:
+        device = next((t.device for t in (*module.parameters(), *module.buffers())), torch.device("cpu"))
 
     interpreted = depthwise.interpreted()
     kernel_nodes: list[str] = []
@@ -46,8 +55,17 @@ def install(module: fx.GraphModule, graph: Graph, *, training: bool, channels_la
             )  # fmt: skip
             kernel_nodes.append(node.name)
         elif node.op == "shift":
-            call.target = shift_kernels.shift
-            call.args = (call.args[0], tuple(tuple(int(v) for v in o) for o in node.attrs["offsets"]))
+            tables = shift_kernels.shift_tables(node.attrs["offsets"], graph.shape(node.inputs[0])[1], device)
+            names = []
+            for part, table in zip(("dy", "dx", "ndy", "ndx"), tables, strict=True):
+                attr = f"_kernel_shift_{_ident(node.name)}_{part}"
+                module.register_buffer(attr, table, persistent=False)
+                names.append(attr)
+            with module.graph.inserting_before(call):
+                getters = [module.graph.get_attr(attr) for attr in names]
+            call.target = shift_kernels.shift_with_tables
+            call.args = (call.args[0], *getters)
+            call.kwargs = {}
             block = 8192 if interpreted else 1024  # as kernels.shift chooses
             programs += (2 if training else 1) * -(-graph[node.name].size // block)
             kernel_nodes.append(node.name)
@@ -63,6 +81,7 @@ def install(module: fx.GraphModule, graph: Graph, *, training: bool, channels_la
     module.recompile()
     return {
         "kernel": "triton (convbench_torch.kernels): depthwise conv fwd/dgrad/wgrad, shift",
+        "kernel_tables": "shift offset tables built once at install (module buffers)",
         "kernel_nodes": kernel_nodes,
         "kernel_native_nodes": native,
         "triton": str(triton.__version__),

@@ -327,3 +327,39 @@ def test_kernel_cases_through_the_worker_run_interpreted_and_skip_without_it(tmp
         else:
             assert kernel["status"] == "skipped" and "TRITON_INTERPRET=1" in kernel["reason"]
         assert rows[("torch", "native")]["status"] == "ok"
+
+
+def test_kernel_variant_builds_the_shift_tables_once_never_in_a_step(monkeypatch) -> None:  # noqa: ANN001
+    """Fix for host-to-device copies in the timed step: the offset tables are module
+    buffers built at install; a step (forward and backward) calls neither as_tensor nor
+    unique (each a copy and a stream synchronize on CUDA)."""
+    case, graph, tensors, cot = kernel_case("shift", {"channels": 9, "size": 5}, "training")
+    prepared = TorchBackend().prepare(case, graph, tensors, cot)
+    try:
+        want = run_reference(graph, tensors, cot, "training")
+        assert verify(prepared.check(), want, DEFAULT_TOLERANCE["float32"]).ok
+        tables = [n for n, _ in prepared.module.named_buffers() if n.startswith("_kernel_shift_")]
+        assert len(tables) == 4 and not any(k.startswith("_kernel_shift_") for k in prepared.module.state_dict())
+        calls: list[str] = []
+        for name in ("as_tensor", "tensor", "unique"):
+            real = getattr(torch, name)
+            monkeypatch.setattr(torch, name, lambda *a, _n=name, _r=real, **k: calls.append(_n) or _r(*a, **k))
+        prepared.step()
+        prepared.step()
+        assert calls == []
+        assert verify(prepared.check(), want, DEFAULT_TOLERANCE["float32"]).ok
+    finally:
+        prepared.close()
+
+
+def test_address_shift_with_prebuilt_tables_matches_the_per_call_form() -> None:
+    x = torch.randn(2, 5, 4, 3, requires_grad=True)
+    offsets = [3, 1, 0, -1, -3]
+    a, offs = shift.address_tables(offsets, 5, "cpu")
+    y = shift.address_shift_with_tables(x, a, offs, "plane")
+    y.sum().backward()
+    g1 = x.grad.clone()
+    x.grad = None
+    y2 = shift.address_shift(x, offsets, "plane")
+    y2.sum().backward()
+    assert torch.equal(y, y2) and torch.equal(g1, x.grad)
