@@ -11,6 +11,7 @@ import pytest
 
 from convbench.cli import main
 from convbench.results import RunFolder
+from tests.conftest import ROOT
 from tests.test_end_to_end import cases_of, write_suite
 
 
@@ -50,3 +51,15 @@ def test_a_full_disk_ends_the_run_with_the_resume_command(tmp_path: Path, monkey
     monkeypatch.setattr(RunFolder, "add", real_add)
     assert main(["run", "--resume", str(out)]) == 0
     assert sorted(cases_of(out).workload) == ["a", "b", "c"]
+
+
+def test_report_and_merge_into_a_file_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    published = sorted((ROOT / "results" / "published").glob("*/run.json"))[:1]
+    assert published, "results/published holds runs"
+    run = str(published[0].parent)
+    assert main(["report", run, "-o", str(blocker / "site")]) == 2
+    assert "cannot write the site" in capsys.readouterr().err
+    assert main(["merge", run, "-o", str(blocker / "merged")]) == 2
+    assert "cannot create the merged run folder" in capsys.readouterr().err

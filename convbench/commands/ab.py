@@ -62,6 +62,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
         folder = RunFolder.create(out, meta)
     except ResultsError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create the run folder: {exc.strerror or exc}") from None
     completed = cli._execute(
         folder, cases, options, f"ab {suite.name}", runner=lambda on_result: AbRunner(folder, options, pythons, on_result, args.seed),
         total=2 * len(cases),

@@ -20,6 +20,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         folder = merge_runs(args.runs, args.out, on_duplicate=args.on_duplicate)
     except ResultsError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"-o {args.out}: cannot create the merged run folder: {exc.strerror or exc}") from None
     hosts = folder.meta["environment"]["hosts"]
     sources = folder.meta["merged_from"]
     console.print(

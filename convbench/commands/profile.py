@@ -89,6 +89,8 @@ def _profile(args: argparse.Namespace) -> int:
             RunFolder.create(out, meta)
         except ResultsError as exc:
             raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot create the run folder: {exc.strerror or exc}") from None
 
     def progress(row: dict[str, Any]) -> None:
         err_console.print(f"profiled {row['case_id']}: {row['status']}", highlight=False, markup=False)

@@ -43,6 +43,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         pages = render_site(args.runs, args.out, compare=compare, threshold=args.threshold, alpha=args.alpha)
     except ReportError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # -o is a file, a read-only folder, a full disk...
+        raise UsageError(f"-o {args.out}: cannot write the site: {exc.strerror or exc}") from None
     index = Path(args.out) / "index.html"
     console.print(f"{len(pages)} pages written to {args.out}; open {index}", highlight=False, markup=False)
     return EXIT_OK
