@@ -72,6 +72,12 @@ CASE_COLUMNS = (
     + ["contended", "contention", "foreign_cpu", "steal", "cpu_pressure", "dropped", "quiet_wait", "threads_all_cores"]
     + ["side"]  # `convbench ab`: base or new (None in a plain run)
     + ["page_faults"]  # median page faults per iteration (convbench.allocator)
+    # GPU cases (convbench.worker, docs/gpu.md): host wall time beside device events, the
+    # launch-bound flag, clocks/temperature/throttling (convbench.gpuclocks), which peak
+    # the roofline used and whether the timing was warm or cold cache (convbench.peaks)
+    + ["host_median", "host_ci_low", "host_ci_high", "device_median", "host_device_ratio", "launch_bound"]
+    + ["gpu_sm_clock_mhz", "gpu_mem_clock_mhz", "gpu_temperature_c", "gpu_power_w", "gpu_throttled", "gpu_throttle_reasons"]
+    + ["roofline_peak", "cache_state"]
 )
 
 SAMPLE_COLUMNS = [
@@ -80,6 +86,7 @@ SAMPLE_COLUMNS = [
     # its wall and own CPU seconds, and the machine's load (convbench.contention.Load)
     "kept", "contended", "wall", "cpu", "foreign_cpu", "steal", "cpu_pressure", "runnable", "freq_mhz",
     "page_faults",  # per iteration of the sample
+    "host_seconds",  # per iteration, host wall clock, of a device-timed sample (else None)
 ]  # fmt: skip
 
 #: Fingerprint of the result schema: a worker says it in its hello, and a runner refuses

@@ -57,6 +57,7 @@ __all__ = [
     "SamplerError",
     "Stats",
     "TimingConfig",
+    "DeviceTimed",
     "host_sampler",
     "measure",
     "measure_interleaved",
@@ -199,6 +200,37 @@ def host_sampler(
         return clock() - t0
 
     return sample
+
+
+class DeviceTimed:
+    """A device-event sampler that also records the host wall seconds of every call.
+
+    ``device(n)`` runs ``n`` iterations and returns their device seconds (events around
+    them, the last one waited for); this wrapper reads the host clock before it and
+    after it returns, so each call yields both. The host seconds span the first launch
+    to the end of the last iteration: the timer a host-timed backend reports, and well
+    above the device seconds when the step is launch-bound (the device waits for the
+    host between kernels). :meth:`host_samples` gives the host seconds of the calls
+    the statistics saw. Used by the worker for every CUDA case with device events
+    (tests: fakes only; it has not run on a GPU).
+    """
+
+    def __init__(self, device: Sampler, clock: Clock = time.perf_counter) -> None:
+        self.device = device
+        self.clock = clock
+        self.calls: list[tuple[int, float]] = []  #: (n, host seconds) of every call
+
+    def __call__(self, n: int) -> float:
+        t0 = self.clock()
+        seconds = self.device(n)
+        self.calls.append((n, self.clock() - t0))
+        return seconds
+
+    def host_samples(self, count: int) -> list[float]:
+        """Per-iteration host seconds of the last ``count`` calls (the samples: warm-up
+        and calibration come first); fewer if fewer calls were made."""
+        tail = self.calls[-count:] if count > 0 else []
+        return [seconds / n for n, seconds in tail]
 
 
 # --------------------------------------------------------------------------- statistics

@@ -27,6 +27,15 @@ A ``run`` message may carry ``"peaks"``, the device peaks the run already knows;
 worker measures the ones it lacks (once per dtype, see :mod:`convbench.peaks`) before
 timing and reports each as ``{"event": "peaks", "key", "peaks"}``.
 
+Timers: a case whose backend offers a device sampler (torch on CUDA: CUDA events) is
+timed by it, and the host wall clock is read around the same calls
+(:class:`~convbench.timing.DeviceTimed`): ``median`` is device time (the headline,
+``timer = device_events``), ``host_median`` the host wall time of the same samples, and
+``launch_bound`` flags a host time at least :data:`LAUNCH_BOUND_RATIO` times the device
+time. Every other case is host-timed and its ``host_median`` equals ``median``, so
+``host_median`` compares all backends on one timer. The CUDA paths have run only against
+fakes on a CPU (tests/backends/torch/test_torch_gpu_paths.py), never on a GPU.
+
 The protocol uses a private duplicate of stdout; the real stdout is redirected to
 stderr, so whatever a framework prints never corrupts the protocol.
 """
@@ -56,18 +65,24 @@ from convbench.peaks import case_work, measure_peaks, peak_key, peak_timing, roo
 from convbench.results import SCHEMA_ID, empty_row, now_iso
 from convbench.rows import rates, sample_rows, threads_all_cores, timing_fields
 from convbench.timing import (
+    DeviceTimed,
     Guard,
     Measurement,
     TimingConfig,
     host_sampler,
     measure,
     measure_interleaved,
+    summarize,
 )
 from convbench.variants import BACKEND_VARIANTS, parse_variant
 from convbench.verify import verify
 from convbench.workloads import build_graph
 
 REFERENCE_CACHE_SIZE = 2
+#: A device-timed case is flagged ``launch_bound`` when its host wall time per iteration
+#: is at least this many times its device time: the device idles between kernels,
+#: waiting for the host to launch them (small layers, eager training steps).
+LAUNCH_BOUND_RATIO = 1.5
 
 
 class Protocol:
@@ -186,7 +201,8 @@ class CaseRunner:
             flush = p.cache_flusher() if timing.cold_cache and device is None else None
             if timing.cold_cache and device is None:
                 rows[cid]["details"] = {**(rows[cid]["details"] or {}), "cold_cache_host": "flushed before each iteration" if flush else "not supported by this backend: timed warm"}
-            samplers[cid] = device or host_sampler(p.step, p.sync, before=flush)
+            # device events and, around the same calls, host wall time (DeviceTimed)
+            samplers[cid] = DeviceTimed(device) if device else host_sampler(p.step, p.sync, before=flush)
             timers[cid] = "device_events" if device else "host_wall_sync"
         order = [c.case_id for c in cases if c.case_id in ready]
         if timing.roofline:
@@ -205,22 +221,29 @@ class CaseRunner:
                 if cid in result.ratio_stats:
                     rs = result.ratio_stats[cid]
                     extra.update(ratio=rs.median, ratio_ci_low=rs.ci_low, ratio_ci_high=rs.ci_high)
-                self.record_timing(rows[cid], ready[cid], result.members[cid], timers[cid], extra, ratios)
+                self.record_timing(rows[cid], ready[cid], result.members[cid], timers[cid], extra, ratios, samplers[cid])
         else:
             for cid in order:
                 m = measure(samplers[cid], timing, guard=guard)
-                self.record_timing(rows[cid], ready[cid], m, timers[cid], {}, None)
+                self.record_timing(rows[cid], ready[cid], m, timers[cid], {}, None, samplers[cid])
 
-    def record_timing(self, row: dict, prepared: Prepared, m: Measurement, timer: str, extra: dict, ratios: list[float] | None) -> None:
+    def record_timing(
+        self, row: dict, prepared: Prepared, m: Measurement, timer: str, extra: dict, ratios: list[float] | None,
+        sampler: Any = None,
+    ) -> None:  # fmt: skip
         row.update(timing_fields(m, timer), peak_memory=prepared.peak_memory_bytes(), **extra)
         row.update(rates(row))
+        host = host_fields(row, m, sampler)
         median = row["median"]
         if median and median > 0:
             key = peak_key(row["dtype"], row["device"], row["threads"])
             bound = roofline(*self._work.get(row["case_id"], (0.0, 0.0)), self.peaks.get(key))
             if bound is not None:
                 row.update(roofline_bound=bound[0], roofline_limit=bound[1], roofline_fraction=bound[0] / median)
-        self.finish(row, sample_rows(row["case_id"], m, ratios))
+        samples = sample_rows(row["case_id"], m, ratios)
+        for sample, seconds in zip(samples, host, strict=False):
+            sample["host_seconds"] = seconds
+        self.finish(row, samples)
 
     def ensure_peaks(self, case: Case, timing: TimingConfig) -> None:
         """Measure the device's peaks for ``case``'s dtype (and threads) unless known."""
@@ -310,6 +333,33 @@ class CaseRunner:
     def finish(self, row: dict[str, Any], samples: list[dict[str, Any]]) -> None:
         row["finished_at"] = now_iso()
         self.protocol.send("result", row=row, samples=samples)
+
+
+def host_fields(row: dict[str, Any], m: Measurement, sampler: Any) -> list[float | None]:
+    """Fill ``row``'s host-time columns; return the host seconds per sample (or Nones).
+
+    A device-timed case (``sampler`` a :class:`~convbench.timing.DeviceTimed`) gets the
+    host wall time of the very calls its device samples came from: ``host_median`` and
+    its CI over the same samples the statistics used, ``device_median`` (= ``median``,
+    the headline: ``timer`` says ``device_events``), their ratio, and ``launch_bound``
+    when the host takes at least :data:`LAUNCH_BOUND_RATIO` times the device time. A
+    host-timed case has ``host_median`` = ``median`` (so ``host_median`` compares every
+    backend on one timer) and no device columns.
+    """
+    if not isinstance(sampler, DeviceTimed):
+        row.update(host_median=row["median"], host_ci_low=row["ci_low"], host_ci_high=row["ci_high"])
+        return []
+    host = sampler.host_samples(len(m.samples))
+    if len(host) != len(m.samples):  # an interrupted round: no honest pairing
+        return []
+    used = [i for i, k in enumerate(m.kept) if k] if m.kept and sum(m.kept) >= 3 else list(range(len(host)))
+    stats = summarize([host[i] for i in used])
+    ratio = stats.median / row["median"] if row["median"] else None
+    row.update(
+        host_median=stats.median, host_ci_low=stats.ci_low, host_ci_high=stats.ci_high, device_median=row["median"],
+        host_device_ratio=ratio, launch_bound=None if ratio is None else bool(ratio >= LAUNCH_BOUND_RATIO),
+    )  # fmt: skip
+    return list(host)
 
 
 def make_tensors_keys(graph) -> list[str]:  # noqa: ANN001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
@@ -21,15 +22,23 @@ class TorchBackend(Backend):
     name = "torch"
     install_hint = INSTALL_HINT
     variants = frozenset({"kernel"})  # Triton kernels: convbench_torch.kernels
-    executions = {"eager": "eager", "compiled": "compiled"}  # compiled: torch.compile
+    #: compiled: torch.compile; cudagraph: the eager step captured as a CUDA graph, replayed
+    executions = {"eager": "eager", "compiled": "compiled", "cudagraph": "cudagraph"}
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
         self._options: dict[str, Any] = {}
 
     def configure(self, timing: TimingConfig) -> None:
-        """autotune (cudnn.benchmark), cold_cache and rotate_inputs, for the next cases."""
+        """autotune (cudnn.benchmark), cold_cache and rotate_inputs, for the next cases.
+
+        The worker calls this at the start of every case group: it is also where
+        ``torch._dynamo.reset()`` runs (if dynamo is loaded), once per group, so that the
+        compiled cases of one interleaved group keep each other's code."""
         self._options = {k: getattr(timing, k) for k in ("autotune", "cold_cache", "rotate_inputs")}
+        dynamo = sys.modules.get("torch._dynamo")
+        if dynamo is not None:
+            dynamo.reset()
 
     def peak_work(self, device: str, dtype: str) -> PeakWork | None:
         """torch.mm of two n x n matrices and a device-to-device Tensor.copy_."""
@@ -90,6 +99,8 @@ class TorchBackend(Backend):
                 return reason
             if case.execution == "compiled" and case.device == "cpu":
                 return "kernel variant on cpu: Triton's interpreter cannot run under torch.compile"
+        if case.execution == "cudagraph" and case.device != "cuda":
+            return "cudagraph execution: CUDA graphs need a CUDA device"
         if case.dtype != "float32":
             reason = probe.dtype_reason(case.device, case.dtype)
             if reason is not None:

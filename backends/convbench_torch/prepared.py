@@ -7,15 +7,27 @@ is verified is exactly what is timed:
 * training: ``zero_grad(set_to_none=True)``, forward, loss = sum(out * cotangent),
   backward, ``torch.optim.SGD(lr=0.01, foreach=True).step()``.
 
+Execution ``cudagraph`` (CUDA only): the eager step captured once as a CUDA graph and
+replayed by step() (:meth:`TorchPrepared._capture`), the standard remedy for a
+launch-bound step; check() verifies a replay.
+
 Timing options (``options``, from :meth:`TorchBackend.configure`), recorded in details:
 ``autotune`` sets ``torch.backends.cudnn.benchmark`` on CUDA (check() and the warm-up run
 the autotuning before any timing); ``cold_cache`` makes the CUDA event sampler overwrite a
 buffer twice the L2 before every iteration and time iterations one by one (on a CPU
 :meth:`cache_flusher` serves the host sampler); ``rotate_inputs`` = R keeps R copies of
 the inputs and uses the next one in each iteration. The ``kernel`` variant swaps in the
-Triton kernels (:mod:`convbench_torch.kernels.variant`). Peak memory (CUDA) is measured
-in check(): the case's resident tensors (weights, statistics, inputs, cotangents) plus
-the most one step allocates on top of them.
+Triton kernels (:mod:`convbench_torch.kernels.variant`). Peak memory (CUDA) is the case's
+resident tensors (weights, statistics, inputs, cotangents) plus the most one step
+allocates on top of them, measured on a step run when :meth:`peak_memory_bytes` is first
+asked, which the worker does after the case's warm-up and timing: a first call's
+cuDNN autotuning workspaces and compilation are not counted (the first call's figure
+is kept in ``details["peak_memory_first_call"]``). The CUDA memory calls have run only
+against fakes (tests/backends/torch), never on a GPU.
+
+``torch._dynamo.reset()`` runs once per case group (:meth:`TorchBackend.configure`, at the
+start of every group), not per case: the cases of an interleaved group keep each
+other's compiled code, so none recompiles during another's warm-up.
 
 This module imports torch; :mod:`convbench_torch.backend` imports it lazily.
 """
@@ -123,8 +135,13 @@ class TorchPrepared(Prepared):
         self._forward: Callable[..., Any] = self.module
         self._train_inner: Callable[[], Sequence[torch.Tensor]] = self._train_body
         self._last_outputs: list[torch.Tensor] = []
+        self._graph: Any = None  #: the captured CUDA graph (execution cudagraph)
+        self._capture_bytes: int | None = None  #: what the capture allocated (its pool)
+        self._static_outs: Sequence[torch.Tensor] = []
         if case.execution == "compiled":
             self._compile()
+        if case.execution == "cudagraph":
+            self._capture()
 
     # -- conversion --------------------------------------------------------------------
     def _convert(self, array: np.ndarray) -> torch.Tensor:
@@ -149,6 +166,12 @@ class TorchPrepared(Prepared):
 
     def _run(self) -> Sequence[torch.Tensor]:
         """One iteration, as timed; returns the outputs."""
+        if self._graph is not None:  # cudagraph: the captured step, replayed
+            self._graph.replay()
+            return self._static_outs
+        return self._eager_run()
+
+    def _eager_run(self) -> Sequence[torch.Tensor]:
         if len(self._input_sets) > 1:
             self._turn = (self._turn + 1) % len(self._input_sets)
             self.inputs = self._input_sets[self._turn]
@@ -168,10 +191,7 @@ class TorchPrepared(Prepared):
     # -- compilation -----------------------------------------------------------------------
     def _compile(self) -> None:
         """torch.compile the training step (or the forward), then warm up outside timing."""
-        import torch._dynamo
-
-        torch._dynamo.reset()  # every case is a fresh module: start from an empty cache
-        graphs, breaks = _dynamo_counts()
+        graphs, breaks = _dynamo_counts()  # dynamo's cache is reset per group, not here
         if self.training:
             self._train_inner = torch.compile(self._train_body, dynamic=False)
             target = "training step: forward, loss, backward, SGD update (zero_grad eager)"
@@ -187,7 +207,6 @@ class TorchPrepared(Prepared):
             # Fall back to compiling the module only: AOTAutograd still compiles its
             # backward; the optimizer step stays eager.
             self._restore_initial()
-            torch._dynamo.reset()
             self._details["compile_fallback_reason"] = f"{type(exc).__name__}: {exc}"[:500]
             self._train_inner = self._train_body
             self._forward = torch.compile(self.module, dynamic=False)
@@ -197,10 +216,63 @@ class TorchPrepared(Prepared):
         self._details["compiled"] = target
         self._details["compile_seconds"] = round(time.perf_counter() - start, 3)
         self._details["compile_mode"] = "default"
+        self._details["dynamo_reset"] = "once per case group (the group's cases keep each other's code)"
         graphs_after, breaks_after = _dynamo_counts()
         if graphs_after >= 0:
             self._details["dynamo_graphs"] = graphs_after - graphs
             self._details["dynamo_graph_breaks"] = breaks_after - breaks
+
+    # -- CUDA graph -------------------------------------------------------------------------
+    def _capture(self) -> None:
+        """Capture one step as a CUDA graph (execution ``cudagraph``); step() replays it.
+
+        As torch's documentation prescribes: a few eager steps on a side stream first
+        (lazy initialisation, cuDNN autotuning, allocator warm-up), the gradients set to
+        None, then one step captured, whose outputs and gradients are the graph's static
+        tensors: every replay overwrites them in place (backward writes, not accumulates,
+        into gradients that did not exist when capture began). Inputs are static: with
+        ``rotate_inputs`` > 1 the copies are not used (details say so). Training restores
+        the initial weights afterwards, so check() verifies a replay from them. Written
+        for CUDA and exercised on a CPU only with a fake graph (tests/backends/torch/
+        test_torch_gpu_paths.py): it has not run on a GPU.
+        """
+        if self.device.type != "cuda":
+            raise RuntimeError("cudagraph execution needs a CUDA device")
+        if len(self._input_sets) > 1:
+            self._input_sets = [self.inputs]
+            self._details["rotate_inputs"] = "ignored: a CUDA graph reads the inputs it was captured with"
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._eager_run()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self.sync()
+        if self.training:
+            self._restore_initial()
+        self._clear_grads()
+        base = self._memory_baseline()
+        self._graph, self._static_outs = capture_graph(self._captured_body, self.device)
+        self.sync()
+        if base is not None:  # the graph's private pool holds what one step allocates
+            self._capture_bytes = int(torch.cuda.max_memory_allocated(self.device)) - base
+        if self.training:
+            self._restore_initial()  # capture ran the step once for real: undo its update
+        self._details["cudagraph"] = "one step captured after 3 eager warm-up steps on a side stream; step() = replay()"
+
+    def _captured_body(self) -> Sequence[torch.Tensor]:
+        """The step as captured: no zero_grad (the replay overwrites the gradients)."""
+        if not self.training:
+            with torch.inference_mode():
+                return self._forward(*self.inputs)
+        with torch.enable_grad():
+            return self._train_inner()
+
+    def _clear_grads(self) -> None:
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        for x in self.inputs:
+            x.grad = None
 
     def _warm_up(self, iterations: int = 2) -> None:
         for _ in range(max(iterations, len(self._input_sets) + 1)):  # every input copy seen
@@ -216,8 +288,9 @@ class TorchPrepared(Prepared):
         base = self._memory_baseline()
         outs = self._run()
         self.sync()
-        if base is not None:
-            self._peak_memory = int(torch.cuda.max_memory_allocated(self.device)) - base + self._resident_bytes()
+        if base is not None and "peak_memory_first_call" not in self._details:
+            first = int(torch.cuda.max_memory_allocated(self.device)) - base + self._resident_bytes()
+            self._details["peak_memory_first_call"] = first
         result = {
             name: to_numpy(t) for name, t in zip(self.lowered.output_names, outs, strict=True)
         }
@@ -274,16 +347,27 @@ class TorchPrepared(Prepared):
         return lambda: dev.flush(buffer)
 
     def peak_memory_bytes(self) -> int | None:
+        """Peak device memory of one step (CUDA), measured on a step run at the first call.
+
+        The worker asks after warm-up and timing, so autotuning workspaces and first-call
+        allocations are left out; None on a CPU."""
+        if self._peak_memory is None and self._capture_bytes is not None:
+            self._peak_memory = self._capture_bytes + self._resident_bytes()
+        if self._peak_memory is None:
+            base = self._memory_baseline()
+            if base is None:
+                return None
+            self._run()
+            self.sync()
+            self._peak_memory = int(torch.cuda.max_memory_allocated(self.device)) - base + self._resident_bytes()
         return self._peak_memory
 
     def _memory_baseline(self) -> int | None:
         """Device memory allocated before a measured step, its gradients freed (CUDA only)."""
         if self.device.type != "cuda":
             return None
-        if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-        for x in self.inputs:
-            x.grad = None
+        if self._graph is None:  # a captured graph's gradients are its own static tensors
+            self._clear_grads()
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         return int(torch.cuda.memory_allocated(self.device))
@@ -337,18 +421,24 @@ class TorchPrepared(Prepared):
         return [t.detach() for t in outs], formats
 
     def close(self) -> None:
+        self._graph = None
+        self._static_outs = []
         self._last_outputs = []
         self.inputs = []
         self._input_sets = [[]]
         self._flush = None
         self.cotangents = []
         self.optimizer = None
-        if self.case.execution == "compiled":
-            import torch._dynamo
-
-            torch._dynamo.reset()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def capture_graph(body: Callable[[], Sequence[torch.Tensor]], device: torch.device) -> tuple[Any, Sequence[torch.Tensor]]:
+    """(``torch.cuda.CUDAGraph`` of one call of ``body``, its static outputs)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = body()
+    return graph, outs
 
 
 def _dynamo_counts() -> tuple[int, int]:
