@@ -54,7 +54,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from convbench import __version__
+from convbench import __version__, gpuclocks
 from convbench.allocator import describe as describe_allocator
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase, load_backend
 from convbench.cases import DEFAULT_TOLERANCE, ITEMSIZE, Case
@@ -234,6 +234,8 @@ class CaseRunner:
         row.update(timing_fields(m, timer), peak_memory=prepared.peak_memory_bytes(), **extra)
         row.update(rates(row))
         host = host_fields(row, m, sampler)
+        if gpuclocks.wanted(row["device"]):  # clocks, temperature, throttling (nvidia-smi)
+            row.update(gpuclocks.read(_gpu_index(row["device"])))
         median = row["median"]
         if median and median > 0:
             key = peak_key(row["dtype"], row["device"], row["threads"])
@@ -360,6 +362,12 @@ def host_fields(row: dict[str, Any], m: Measurement, sampler: Any) -> list[float
         host_device_ratio=ratio, launch_bound=None if ratio is None else bool(ratio >= LAUNCH_BOUND_RATIO),
     )  # fmt: skip
     return list(host)
+
+
+def _gpu_index(device: str) -> int:
+    """The GPU nvidia-smi should report on: CUDA_VISIBLE_DEVICES' first entry, else 0."""
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return int(first) if first.isdigit() else 0
 
 
 def make_tensors_keys(graph) -> list[str]:  # noqa: ANN001
