@@ -24,6 +24,24 @@ Roofline bound
       MACs; bytes = the forward's, plus per op a backward that reads its output gradient
       and its inputs once and writes one gradient per input ((out + 2 x inputs) elements),
       plus the update (read parameter and gradient, write parameter: 3 x parameters).
+
+Which FLOP/s peak (``roofline_peak``)
+    The matmul peak is what a dense GEMM reaches: on a GPU in float16/bfloat16 that is
+    the tensor cores, which a depthwise (or other grouped) conv never uses. So a backend
+    may report ``fma_flops_per_s`` beside its peaks (torch on CUDA: the CUDA-core FMA
+    peak, SMs x FP32 lanes per SM x 2 x the max SM clock, float16 at twice the rate where
+    the architecture has packed half FMAs; theoretical, not measured, see
+    :mod:`convbench_torch.device`), and :func:`roofline_split` then bounds the FLOPs of
+    depthwise/grouped convs by it and those of dense convs and linears by the matmul
+    peak: ``roofline_peak`` says ``matmul``, ``fma`` or ``matmul+fma``.
+
+Warm cache (``cache_state``)
+    A warm-cache timing (the default) of a case whose bytes fit in the device's last
+    level cache (``l2_bytes`` in the peaks, when the backend knows it) can beat the DRAM
+    copy peak, so its ``roofline_fraction`` may exceed 1: such rows say
+    ``cache_state = warm_fits_l2``; others ``warm`` or ``cold`` (``timing.cold_cache``,
+    which flushes the cache before every iteration as ``triton.testing.do_bench`` does).
+    None of this has been measured on a GPU yet (docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -32,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from convbench.graph import SOURCE_OPS, Graph
+from convbench.graph import SOURCE_OPS, Graph, node_macs
 from convbench.timing import Sampler, TimingConfig, measure
 
 #: How peaks are timed: a few samples of big work, a second or so each.
@@ -106,3 +124,37 @@ def roofline(flops: float, nbytes: float, peaks: dict[str, Any] | None) -> tuple
     compute = flops / peaks["flops_per_s"]
     memory = nbytes / peaks["bytes_per_s"]
     return (compute, "compute") if compute >= memory else (memory, "memory")
+
+
+def case_work_split(graph: Graph, mode: str, itemsize: int) -> tuple[float, float, float]:
+    """(FLOPs, of which FMA-only FLOPs, bytes) of one iteration: the FMA-only ones are
+    those of grouped convs (depthwise included), which cannot use tensor cores."""
+    flops, moved = case_work(graph, mode, itemsize)
+    grouped = 2.0 * sum(node_macs(graph, n) for n in graph.ops if n.op == "conv2d" and int(n.attrs.get("groups", 1)) > 1)
+    return flops, (3.0 if mode == "training" else 1.0) * grouped, moved
+
+
+def roofline_split(flops: float, fma_flops: float, nbytes: float, peaks: dict[str, Any] | None) -> tuple[float, str, str] | None:
+    """(bound in seconds, ``compute`` or ``memory``, the FLOP/s peak used), or None.
+
+    With an ``fma_flops_per_s`` peak the ``fma_flops`` are bounded by it and the rest
+    by the matmul peak; without, all by the matmul peak (as :func:`roofline`)."""
+    base = roofline(flops, nbytes, peaks)
+    if base is None:
+        return None
+    fma_peak = (peaks or {}).get("fma_flops_per_s")
+    if not fma_peak or fma_flops <= 0:
+        return (*base, "matmul")
+    rest = max(flops - fma_flops, 0.0)
+    compute = rest / peaks["flops_per_s"] + fma_flops / fma_peak
+    memory = nbytes / peaks["bytes_per_s"]
+    used = "fma" if rest == 0 else "matmul+fma"
+    return (compute, "compute", used) if compute >= memory else (memory, "memory", used)
+
+
+def cache_state(cold: bool, nbytes: float, peaks: dict[str, Any] | None) -> str:
+    """``cold``, ``warm`` or ``warm_fits_l2`` (see the module docstring)."""
+    if cold:
+        return "cold"
+    l2 = (peaks or {}).get("l2_bytes")
+    return "warm_fits_l2" if l2 and nbytes <= l2 else "warm"

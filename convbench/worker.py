@@ -61,7 +61,14 @@ from convbench.cases import DEFAULT_TOLERANCE, ITEMSIZE, Case
 from convbench.contention import Monitor, Reader, own_faults
 from convbench.cpu_topology import format_cpu_list
 from convbench.data import make_cotangents, make_tensors
-from convbench.peaks import case_work, measure_peaks, peak_key, peak_timing, roofline
+from convbench.peaks import (
+    cache_state,
+    case_work_split,
+    measure_peaks,
+    peak_key,
+    peak_timing,
+    roofline_split,
+)
 from convbench.results import SCHEMA_ID, empty_row, now_iso
 from convbench.rows import rates, sample_rows, threads_all_cores, timing_fields
 from convbench.timing import (
@@ -111,7 +118,8 @@ class CaseRunner:
         self.backend = backend
         self.protocol = protocol
         self._reference: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
-        self._work: dict[str, tuple[float, float]] = {}  #: case_id -> roofline (FLOPs, bytes)
+        self._work: dict[str, tuple[float, float, float]] = {}  #: case_id -> (FLOPs, FMA-only FLOPs, bytes)
+        self._cold = False  #: the current group's timing.cold_cache
         self.peaks: dict[str, dict[str, Any] | None] = {}  #: peak_key -> measured peaks
         self.reader = Reader()  #: this process's CPU time and the machine's counters
         self.held: dict[str, tuple[Prepared, Any]] = {}  #: case_id -> (prepared, sampler), for `prepare`
@@ -166,7 +174,7 @@ class CaseRunner:
             return None
         executed = variant.apply(graph)
         row["executed_macs"] = executed.macs()
-        self._work[case.case_id] = case_work(graph, case.mode, itemsize)
+        self._work[case.case_id] = case_work_split(graph, case.mode, itemsize)
         own = (set(variant.name.split("+")) & BACKEND_VARIANTS) - set(self.backend.variants)
         reason = f"{self.backend.name}: no {'/'.join(sorted(own))} variant in this backend" if own else None
         reason = reason or self.backend.skip_reason(case)
@@ -196,6 +204,7 @@ class CaseRunner:
 
     def time_cases(self, cases: list[Case], rows: dict[str, dict], ready: dict[str, Prepared], timing: TimingConfig) -> None:
         samplers, timers = {}, {}
+        self._cold = bool(timing.cold_cache)
         for cid, p in ready.items():
             device = p.device_sampler()
             flush = p.cache_flusher() if timing.cold_cache and device is None else None
@@ -239,9 +248,11 @@ class CaseRunner:
         median = row["median"]
         if median and median > 0:
             key = peak_key(row["dtype"], row["device"], row["threads"])
-            bound = roofline(*self._work.get(row["case_id"], (0.0, 0.0)), self.peaks.get(key))
+            work = self._work.get(row["case_id"], (0.0, 0.0, 0.0))
+            bound = roofline_split(*work, self.peaks.get(key))
             if bound is not None:
-                row.update(roofline_bound=bound[0], roofline_limit=bound[1], roofline_fraction=bound[0] / median)
+                row.update(roofline_bound=bound[0], roofline_limit=bound[1], roofline_fraction=bound[0] / median, roofline_peak=bound[2])
+            row["cache_state"] = cache_state(self._cold, work[2], self.peaks.get(key))
         samples = sample_rows(row["case_id"], m, ratios)
         for sample, seconds in zip(samples, host, strict=False):
             sample["host_seconds"] = seconds

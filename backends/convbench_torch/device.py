@@ -74,6 +74,55 @@ def _matmul_side(device: torch.device, dtype: torch.dtype) -> int:
     return n
 
 
+#: FP32 FMA lanes (CUDA cores) per SM, by compute capability major version (minor where
+#: it differs); from NVIDIA's CUDA programming guide's arithmetic-throughput table.
+FP32_LANES = {(6, 0): 64, (7, 0): 64, (7, 5): 64, (8, 0): 64, 8: 128, 9: 128, 10: 128, 12: 128}
+#: Architectures whose CUDA cores run half-precision FMAs at twice the FP32 rate (half2).
+HALF_DOUBLE_RATE = {(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)}
+
+
+def fma_peak(major: int, minor: int, sms: int, sm_clock_mhz: float, dtype_name: str) -> float | None:
+    """Theoretical CUDA-core FMA peak in FLOP/s (2 per FMA), or None for an unknown GPU."""
+    lanes = FP32_LANES.get((major, minor), FP32_LANES.get(major))
+    if lanes is None or sms <= 0 or sm_clock_mhz <= 0:
+        return None
+    rate = 2 if dtype_name in ("float16", "bfloat16") and (major, minor) in HALF_DOUBLE_RATE else 1
+    return 2.0 * sms * lanes * rate * sm_clock_mhz * 1e6
+
+
+def _max_sm_clock_mhz(index: int) -> float:
+    """The GPU's max SM clock from nvidia-smi (0 when it does not answer)."""
+    import subprocess
+
+    from convbench.gpuclocks import program
+
+    prog = program()
+    if prog is None:
+        return 0.0
+    try:
+        out = subprocess.run([prog, f"--id={index}", "--query-gpu=clocks.max.sm", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout  # fmt: skip
+        return float(out.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return 0.0
+
+
+def cuda_core_peaks(device: torch.device, dtype_name: str) -> dict[str, object]:
+    """``fma_flops_per_s`` (theoretical), ``l2_bytes`` and how they were found (CUDA only).
+
+    Not measured: a depthwise conv's FLOPs run on CUDA cores, not tensor cores, and this
+    is their ceiling. Has not run on a GPU (tests stub the device properties)."""
+    props = torch.cuda.get_device_properties(device)
+    clock = _max_sm_clock_mhz(device.index or 0)
+    peak = fma_peak(props.major, props.minor, props.multi_processor_count, clock, dtype_name)
+    return {
+        "fma_flops_per_s": peak,
+        "fma": f"theoretical: {props.multi_processor_count} SMs x FP32 lanes of sm_{props.major}{props.minor} x 2 x "
+        f"{clock:g} MHz max SM clock (nvidia-smi){' x 2 (half2)' if peak and dtype_name != 'float32' and (props.major, props.minor) in HALF_DOUBLE_RATE else ''}",
+        "l2_bytes": int(getattr(props, "L2_cache_size", 0) or 0) or None,
+    }
+
+
 def peak_work(device_name: str, dtype_name: str) -> PeakWork:
     """An n x n matmul (2 n^3 FLOPs) and a copy of COPY_BYTES (2 x COPY_BYTES moved)."""
     device = torch.device(device_name)
@@ -117,6 +166,7 @@ def peak_work(device_name: str, dtype_name: str) -> PeakWork:
             "timer": timer,
             "torch": str(torch.__version__),
             "threads": torch.get_num_threads(),
+            **(cuda_core_peaks(device, dtype_name) if device.type == "cuda" else {}),
         },
         close=close,
     )

@@ -129,3 +129,13 @@ def test_device_sampler_times_with_events_and_the_worker_reads_host_time_too(mon
     timed = DeviceTimed(prepared.device_sampler())
     assert timed(2) > 0 and timed.calls[0][0] == 2 and timed.calls[0][1] >= 0
     prepared.close()
+
+
+def test_cuda_core_fma_peak_of_known_gpus() -> None:
+    from convbench_torch.device import fma_peak
+
+    h100 = fma_peak(9, 0, 132, 1980, "float32")
+    assert h100 == pytest.approx(66.9e12, rel=0.01)  # NVIDIA's H100 SXM FP32 figure: 67 TFLOP/s
+    assert fma_peak(9, 0, 132, 1980, "float16") == 2 * h100
+    assert fma_peak(8, 6, 84, 1860, "float16") == fma_peak(8, 6, 84, 1860, "float32")
+    assert fma_peak(3, 0, 10, 1000, "float32") is None and fma_peak(9, 0, 132, 0, "float32") is None
