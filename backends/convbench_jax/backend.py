@@ -20,6 +20,11 @@ from convbench.cases import Case
 from convbench.data import Tensors
 from convbench.graph import Graph
 
+#: XLA's GPU client preallocates 75% of the device's memory at start unless told not to:
+#: convbench turns it off (set before jax creates its client, in the worker process),
+#: unless the environment already says otherwise; the value is recorded in the environment.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 INSTALL_HINT = "pip install 'convbench[jax]' (on a CUDA machine: pip install 'jax[cuda12]')"
 EXECUTIONS = {"eager": "eager", "jit": "jit", "compiled": "jit"}
 DTYPES = ("float32", "float16", "bfloat16")
@@ -87,6 +92,7 @@ class JaxBackend(Backend):
             "jaxlib": jaxlib.__version__,
             "cuda_plugin": plugin,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "xla_python_client_preallocate": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"),
             "cpu_cores": os.cpu_count(),
         }
         self._info = BackendInfo(self.name, True, version=jax.__version__, devices=["cpu"] + (["cuda"] if plugin else []), environment=env)

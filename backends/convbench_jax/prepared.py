@@ -10,6 +10,13 @@ Execution: ``eager`` dispatches op by op (JAX's default without ``jit``); ``jit`
 ``compiled``, its alias) is ``jax.jit`` of the whole step (one XLA program). Steps are dispatched asynchronously;
 :meth:`JaxPrepared.sync` blocks until the last one is done.
 
+Timing on a GPU: JAX has no device-event timer, so every case is timed by the host
+wall clock around ``jax.block_until_ready`` (the core's host protocol, the same as every
+host-timed backend; ``host_median`` = ``median``). Peak memory: XLA's ``peak_bytes_in_use``
+is process-wide and cannot be reset, so a case reports it only when the peak rose while
+it ran (it set the peak); otherwise None, with the reason in details. GPU preallocation
+is off (:mod:`convbench_jax.backend`). None of the CUDA paths has run on a GPU.
+
 This module imports jax; :mod:`convbench_jax.backend` imports it lazily.
 """
 
@@ -45,6 +52,7 @@ class JaxPrepared(Prepared):
         self.graph = graph
         self.training = case.mode == "training"
         self.device = device
+        self._peak_before = _peak_in_use(device)
         self.dtype = DTYPES[case.dtype]
         self.jit = case.execution in ("compiled", "jit")
         self.plan = plan_layouts(graph, NHWC if case.layout == "nhwc" else None, None)
@@ -147,11 +155,14 @@ class JaxPrepared(Prepared):
         return to_logical(np.asarray(value, dtype=np.float64), self.plan.perms[name])
 
     def peak_memory_bytes(self) -> int | None:
-        try:
-            stats = self.device.memory_stats()
-        except Exception:
+        """XLA's process-wide peak, when this case raised it (see the module docstring)."""
+        peak = _peak_in_use(self.device)
+        if peak is None:
             return None
-        return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+        if self._peak_before is not None and peak <= self._peak_before:
+            self._details["peak_memory"] = "not measured: an earlier case set the process-wide peak (JAX cannot reset it)"
+            return None
+        return peak
 
     def note_threads(self, threads: int | None, xla_flags: str) -> None:
         """Record the CPU threads the runtime started with, and its XLA_FLAGS."""
@@ -164,3 +175,12 @@ class JaxPrepared(Prepared):
         self._last = None
         self._fn = None  # type: ignore[assignment]
         self.params, self.stats, self.inputs, self.consts = {}, {}, {}, {}
+
+
+def _peak_in_use(device: Any) -> int | None:
+    """``device.memory_stats()["peak_bytes_in_use"]``, or None where XLA does not say."""
+    try:
+        stats = device.memory_stats()
+    except Exception:
+        return None
+    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
