@@ -402,9 +402,13 @@ class RunFolder:
         self._synced()
 
     def finish(self, status: str) -> None:
-        self.compact()
-        self.meta.update(status=status, finished=now_iso())
-        self.save_meta()
+        """Compact the tables, then record ``status`` in run.json (recorded even when the
+        compaction fails, e.g. on a full disk: the journal keeps the cases then)."""
+        try:
+            self.compact()
+        finally:
+            self.meta.update(status=status, finished=now_iso())
+            self.save_meta()
 
     def frame(self) -> pd.DataFrame:
         return _cases_frame(self.rows)

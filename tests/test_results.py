@@ -299,3 +299,20 @@ def test_write_tables_copies_a_compacted_run_and_writes_one_in_progress(tmp_path
     (tmp_path / "b").mkdir()
     results.write_tables(run, tmp_path / "b")
     assert (tmp_path / "b" / "cases.parquet").read_bytes() == (run / "cases.parquet").read_bytes()
+
+
+def test_a_compaction_that_fails_still_records_the_status_and_keeps_the_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    folder, _ = a_run(run, 2)
+    write = results._atomic_write
+
+    def full(path: Path, fn) -> None:  # noqa: ANN001
+        if path.suffix == ".parquet":
+            raise OSError(28, "No space left on device")
+        write(path, fn)
+
+    monkeypatch.setattr(results, "_atomic_write", full)
+    with pytest.raises(OSError, match="No space"):
+        folder.finish("interrupted")
+    assert results.read_meta(run)["status"] == "interrupted"
+    assert (run / JOURNAL).exists() and len(load(run)) == 2
