@@ -79,3 +79,18 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) $(VENV_MXNET) build *.egg-info
+
+# GPU evidence (docs/gpu.md). `make gpu-wheels` (here, with network): the wheels the GPU
+# machine lacks (scripts/gpu/requirements.txt) for CPython 3.12 manylinux x86_64.
+# `make gpu-evidence`: the one command for the GPU machine. `make gpu-rehearsal`: the same
+# script on a CPU (tiny suite, TRITON_INTERPRET=1, fake nvidia-smi); not part of `make test`.
+.PHONY: gpu-wheels gpu-evidence gpu-rehearsal
+gpu-wheels:
+	$(BIN)/pip download -q --dest scripts/gpu/wheelhouse --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	  -r scripts/gpu/requirements.txt
+	du -sh scripts/gpu/wheelhouse
+gpu-evidence:
+	scripts/gpu/evidence.sh
+gpu-rehearsal: venv
+	PYTHON=$(BIN)/python scripts/gpu/evidence.sh --rehearsal
