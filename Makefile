@@ -76,6 +76,7 @@ lint: venv
 	$(BIN)/ruff check convbench backends tests
 	$(BIN)/ruff format --check convbench backends tests
 	$(BIN)/zizmor --offline .github/workflows
+	PYTHONPATH=backends $(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) $(VENV_MXNET) build *.egg-info

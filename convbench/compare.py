@@ -618,21 +618,6 @@ class Comparison:
             lines.append(f"suite: {self.suite.get('reason')}")
         return lines
 
-    def to_markdown(self, **kw: Any) -> str:
-        from convbench.compare_render import comparison_markdown
-
-        return comparison_markdown(self, **kw)
-
-    def to_rich(self, **kw: Any) -> Any:
-        from convbench.compare_render import comparison_rich
-
-        return comparison_rich(self, **kw)
-
-    def to_json(self) -> str:
-        from convbench.compare_render import comparison_json
-
-        return comparison_json(self)
-
     def to_csv(self) -> str:
         return self.table.to_csv(index=False)
 

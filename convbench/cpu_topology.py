@@ -94,7 +94,7 @@ def _code(text: str | None) -> int | None:
 
 def core_name(implementer: str | None, part: str | None) -> str | None:
     """A core's name from its cpuinfo codes (``0x41``, ``0xd0b`` -> ``Cortex-A76``)."""
-    from convbench.environment import ARM_PARTS
+    from convbench.arm_parts import ARM_PARTS
 
     impl, code = _code(implementer), _code(part)
     if code is None:

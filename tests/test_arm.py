@@ -332,7 +332,7 @@ def test_unknown_cluster_is_a_usage_error_naming_the_option(tmp_path: Path) -> N
     assert "--cpus little: this machine has a single cluster" in done.stderr
     suite.write_text(SUITE + "cpus: 0-99\n")
     done = run_cli("run", str(suite), "--dry-run")
-    assert done.returncode == 2 and "suite field cpus: 0-99: CPU(s)" in done.stderr
+    assert done.returncode == 2 and "pinned.yaml:6: cpus: 0-99: CPU(s)" in done.stderr
     suite.write_text(SUITE + "cpus: medium\n")
     done = run_cli("run", str(suite), "--dry-run")
     assert done.returncode == 2 and "cpus: expected a string matching" in done.stderr

@@ -27,6 +27,7 @@ from convbench.compare import (
     threshold_for,
     within_run,
 )
+from convbench.compare_render import comparison_json, comparison_markdown, comparison_rich
 from convbench.results import RunFolder, empty_row
 from tests.conftest import ROOT, run_cli
 
@@ -324,7 +325,7 @@ def regression_comparison() -> Any:
 
 
 def test_markdown_headline_regressions_first_details_for_the_rest() -> None:
-    md = regression_comparison().to_markdown()
+    md = comparison_markdown(regression_comparison())
     assert md.startswith("## convbench compare: regression")
     assert "**1 slower, 0 failed, 0 inconclusive, 0 faster, 3 same, 0 added, 0 removed**" in md
     assert md.index("### Regressions (1)") < md.index("<details><summary>3 same</summary>")
@@ -338,7 +339,7 @@ def test_markdown_headline_regressions_first_details_for_the_rest() -> None:
 
 def test_json_and_csv() -> None:
     cmp = regression_comparison()
-    doc = json.loads(cmp.to_json())
+    doc = json.loads(comparison_json(cmp))
     assert doc["counts"]["slower"] == 1 and doc["exit_code"] == 1 and len(doc["cases"]) == 4
     assert doc["environment_diff"][0]["field"] == "torch:cpu.version"
     assert doc["cases"][0]["verdict"] == "slower" and doc["cases"][-1]["p_value"] is not None
@@ -349,7 +350,7 @@ def test_json_and_csv() -> None:
 def test_rich_rendering(capsys: pytest.CaptureFixture[str]) -> None:
     from rich.console import Console
 
-    Console(width=250).print(regression_comparison().to_rich())
+    Console(width=250).print(comparison_rich(regression_comparison()))
     out = capsys.readouterr().out
     grid = out[out.index("convbench compare:") :]
     assert "1 slower" in out and "torch:cpu.version" in out and grid.index("│ slower") < grid.index("│ same")

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from convbench.cli import UsageError
+from convbench.commands.common import UsageError
 from convbench.commands.onnx_export import _resolve
 from convbench.workloads import WORKLOADS
 

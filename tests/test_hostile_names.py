@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import convbench
-from convbench.cli import _default_out, slug
+from convbench.commands.common import default_out, slug
 from convbench.compare_render import _md
 from tests.conftest import run_cli
 
@@ -44,7 +44,7 @@ def test_markup_and_paths_in_a_suite_name_are_text(tmp_path: Path) -> None:
 
 def test_the_default_run_folder_stays_inside_results() -> None:
     for name in ("../../x", "/etc", "..", "[/]", "a/../../b", "C:\\\\win"):
-        out = _default_out(name)
+        out = default_out(name)
         assert out.parts[0] == "results" and len(out.parts) == 2 and not out.parts[1].startswith(".")
     assert slug("../../x") == "x" and slug("[/]") == "run" and slug("depthwise") == "depthwise"
     assert len(slug("y" * 500)) <= 60

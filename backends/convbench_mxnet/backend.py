@@ -18,6 +18,7 @@ from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
 from convbench.cases import Case
 from convbench.data import Tensors
 from convbench.graph import Graph
+from convbench_mxnet.threads import record_threads
 
 INSTALL_HINT = "make mxnet-venv (scripts/setup-mxnet.sh: Python 3.11, mxnet==1.9.1, numpy==1.23.5)"
 EXECUTIONS = {"eager": "eager", "hybridized": "hybridized", "compiled": "hybridized"}
@@ -40,13 +41,6 @@ def dtype_reason(device: str, dtype: str) -> str | None:
     if dtype == "float16":
         return FLOAT16_CPU_REASON if device == "cpu" else FLOAT16_CUDA_REASON
     return None if dtype in DTYPES else f"mxnet: only {', '.join(DTYPES)} is implemented in this backend (asked {dtype})"
-_THREADS: list[int] = []  # the OpenMP thread count last set in this process
-
-
-def current_threads() -> int | None:
-    return _THREADS[-1] if _THREADS else None
-
-
 @functools.cache
 def import_error() -> str | None:
     """Why ``import mxnet`` fails here, or None."""
@@ -98,7 +92,7 @@ class MxnetBackend(Backend):
         import mxnet as mx
 
         mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(int(threads)))
-        _THREADS.append(int(threads))
+        record_threads(threads)
 
     def skip_reason(self, case: Case) -> str | None:
         reason = super().skip_reason(case)

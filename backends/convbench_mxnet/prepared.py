@@ -156,7 +156,7 @@ class MxnetPrepared(Prepared):
 
 def _omp_threads() -> int | None:
     try:
-        from convbench_mxnet.backend import current_threads
+        from convbench_mxnet.threads import current_threads
 
         return current_threads()
     except Exception:

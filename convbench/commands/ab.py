@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from convbench.commands.compare import add_verdict_arguments, verdict_options
+from convbench.commands.verdicts import add_verdict_arguments, verdict_options
 
 
 def _comparison(folder: Any, args: argparse.Namespace, verdicts: tuple[float, float, list[tuple[str, float]], list[str]]) -> Any:
@@ -35,14 +35,15 @@ def _comparison(folder: Any, args: argparse.Namespace, verdicts: tuple[float, fl
 def cmd_ab(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from convbench import cli
     from convbench.ab import SIDES, AbError, AbRunner, probe, resolve_python
-    from convbench.commands.compare import _render
+    from convbench.commands import common
+    from convbench.commands.verdicts import render
+    from convbench.compare_render import comparison_json, comparison_markdown
     from convbench.results import ResultsError, RunFolder, write_json
 
-    UsageError = cli.UsageError
+    UsageError = common.UsageError
     verdicts = verdict_options(args)  # bad options fail before anything runs
-    suite, cases, resolved = cli._load_cases(args)
+    suite, cases, resolved = common.load_cases(args)
     if not cases:
         raise UsageError(f"{args.suite}: the filter and preset leave no case to run")
     try:
@@ -51,11 +52,11 @@ def cmd_ab(args: argparse.Namespace) -> int:
     except AbError as exc:
         raise UsageError(str(exc)) from None
     for side in SIDES:
-        cli.err_console.print(f"{side}: starts workers with {pythons[side]} (convbench {hellos[side].get('convbench')})", highlight=False, markup=False)
-    options = cli._options_from(resolved)
-    pinning = cli._pinning(resolved)
-    out = Path(args.out) if args.out else cli._default_out(f"{suite.name}-ab")
-    meta = cli.run_meta(args, suite, cases, options, pinning, getattr(resolved, "cpus", None))
+        common.err_console.print(f"{side}: starts workers with {pythons[side]} (convbench {hellos[side].get('convbench')})", highlight=False, markup=False)
+    options = common.options_from(resolved)
+    pinning = common.pinning_for(resolved)
+    out = Path(args.out) if args.out else common.default_out(f"{suite.name}-ab")
+    meta = common.run_meta(args, suite, cases, options, pinning, getattr(resolved, "cpus", None))
     meta["ab"] = {side: pythons[side] for side in SIDES}
     meta["ab"]["convbench"] = {side: hellos[side].get("convbench") for side in SIDES}
     try:
@@ -64,20 +65,20 @@ def cmd_ab(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot create the run folder: {exc.strerror or exc}") from None
-    completed = cli._execute(
+    completed = common.execute(
         folder, cases, options, f"ab {suite.name}", runner=lambda on_result: AbRunner(folder, options, pythons, on_result, args.seed),
         total=2 * len(cases),
     )  # fmt: skip
     if not completed:
         folder.finish("interrupted")
-        cli.err_console.print(f"\n[bold yellow]Interrupted[/]: {len(folder.rows)} rows kept in {escape(str(folder.path))} (ab runs do not resume)")
-        return cli.EXIT_INTERRUPTED
+        common.err_console.print(f"\n[bold yellow]Interrupted[/]: {len(folder.rows)} rows kept in {escape(str(folder.path))} (ab runs do not resume)")
+        return common.EXIT_INTERRUPTED
     folder.finish("complete")
     cmp = _comparison(folder, args, verdicts)
-    write_json(folder.path / "ab.json", json.loads(cmp.to_json()))
-    (folder.path / "ab.md").write_text(cmp.to_markdown())
-    _render(cmp, args)
-    cli.err_console.print(f"Both sides in {folder.path} (ab.md, ab.json: the verdicts)", highlight=False, markup=False)
+    write_json(folder.path / "ab.json", json.loads(comparison_json(cmp)))
+    (folder.path / "ab.md").write_text(comparison_markdown(cmp))
+    render(cmp, args)
+    common.err_console.print(f"Both sides in {folder.path} (ab.md, ab.json: the verdicts)", highlight=False, markup=False)
     return cmp.exit_code
 
 

@@ -15,111 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
-FORMATS = ("table", "md", "json", "csv")
-
-
-def parse_fraction(text: str, what: str = "threshold") -> float:
-    """``5%`` or ``0.05`` -> 0.05; anything else (or a bare number >= 1) is a UsageError."""
-    from convbench.cli import UsageError
-
-    raw = text.strip()
-    try:
-        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise UsageError(f"{what} {text!r}: expected a percentage like 5% or a fraction like 0.05") from None
-    if not raw.endswith("%") and value >= 1:
-        raise UsageError(f"{what} {text!r}: a fraction must be below 1; write {text}% for a percentage")
-    if value < 0:
-        raise UsageError(f"{what} {text!r}: must not be negative")
-    return value
-
-
-def parse_threshold_for(items: list[str]) -> list[tuple[str, float]]:
-    """``PATTERN=VALUE`` items -> (pattern, fraction) pairs."""
-    from convbench.cli import UsageError
-
-    out = []
-    for item in items:
-        pattern, sep, value = item.rpartition("=")
-        if not sep or not pattern:
-            raise UsageError(f"--threshold-for {item!r}: expected PATTERN=VALUE, e.g. 'mobilenet*=10%'")
-        out.append((pattern, parse_fraction(value, f"--threshold-for {item!r}")))
-    return out
-
-
-def read_thresholds(path: str) -> list[tuple[str, float]]:
-    """A YAML or JSON mapping ``{pattern: threshold}`` (in file order; first match wins)."""
-    import yaml
-
-    from convbench.cli import UsageError
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: cannot read thresholds ({exc})") from None
-    if not isinstance(data, dict) or not data:
-        raise UsageError(f"{path}: expected a mapping of case-id or suite patterns to thresholds, e.g. 'smoke: 20%'")
-    return [(str(k), parse_fraction(str(v), f"{path}: threshold of {k!r}")) for k, v in data.items()]
-
-
-def verdict_options(args: argparse.Namespace) -> tuple[float, float, list[tuple[str, float]], list[str]]:
-    """``(threshold, alpha, thresholds, fail_on)`` from the options compare and ab share;
-    bad values are a UsageError."""
-    from convbench.cli import UsageError
-    from convbench.compare import VERDICTS
-
-    threshold = parse_fraction(args.threshold)
-    alpha = parse_fraction(args.alpha, "alpha")
-    if not 0 < alpha < 1:
-        raise UsageError(f"alpha {args.alpha!r}: must be between 0 and 1")
-    thresholds = parse_threshold_for(args.threshold_for or [])
-    if args.thresholds:
-        thresholds += read_thresholds(args.thresholds)
-    fail_on = [v.strip() for v in args.fail_on.split(",") if v.strip()]
-    unknown = [v for v in fail_on if v not in VERDICTS]
-    if unknown:
-        raise UsageError(f"--fail-on {args.fail_on!r}: unknown verdicts {unknown}; expected some of {', '.join(VERDICTS)}")
-    return threshold, alpha, thresholds, fail_on
-
-
-def add_verdict_arguments(p: argparse.ArgumentParser, test: str) -> None:
-    """The options compare and ab share: thresholds, significance, what fails, outputs."""
-    p.add_argument("--threshold", default="5%", help="smallest change that counts, e.g. 5%% or 0.05 (default 5%%)")
-    p.add_argument("--threshold-for", action="append", metavar="PATTERN=VALUE", help="threshold for cases whose id or suite matches the fnmatch PATTERN, e.g. '*|cuda|*=10%%' (repeatable; first match wins)")
-    p.add_argument("--thresholds", metavar="FILE", help="YAML/JSON mapping of PATTERN: threshold (after --threshold-for; first match wins)")
-    p.add_argument("--alpha", default="0.01", help=f"significance level of the {test} (default 0.01)")
-    p.add_argument("--fail-on", default="slower,failed", help="verdicts that make the exit code 1 (default slower,failed; add removed to fail when cases disappear)")
-    p.add_argument("--inconclusive-ok", action="store_true", help="exit 0 instead of 3 when nothing regressed but cases were inconclusive (too few samples, contended, or the machine changed speed)")
-    p.add_argument("--format", choices=FORMATS, default="table", help="table (rich), md (GitHub step summary), json or csv")
-    p.add_argument("-o", "--output", metavar="FILE", help="write there instead of stdout")
-    p.add_argument("--only-changes", action="store_true", help="table format: leave out the cases whose verdict is same")
-
-
-def _emit(text: str, out: str | None) -> None:
-    if out:
-        Path(out).write_text(text)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
-def _print_rich(renderable: Any, out: str | None) -> None:
-    from rich.console import Console
-
-    from convbench.cli import console
-
-    if out:
-        with open(out, "w") as f:
-            Console(file=f, width=200, no_color=True).print(renderable)
-    else:
-        console.print(renderable)
+from convbench.commands.verdicts import (
+    add_verdict_arguments,
+    emit,
+    print_rich,
+    render,
+    verdict_options,
+)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from convbench.cli import UsageError
+    from convbench.commands.common import UsageError
     from convbench.results import ResultsError
 
     paths = list(args.paths or [])
@@ -152,7 +60,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ResultsError as exc:
         raise UsageError(str(exc)) from None
-    _render(cmp, args)
+    render(cmp, args)
     return cmp.exit_code
 
 
@@ -169,7 +77,7 @@ def _ab_verdicts(args: argparse.Namespace, path: str) -> int:
     import pandas as pd
 
     from convbench.ab import ab_comparison
-    from convbench.cli import UsageError
+    from convbench.commands.common import UsageError
     from convbench.results import ResultsError, load, read_meta
 
     try:
@@ -183,23 +91,12 @@ def _ab_verdicts(args: argparse.Namespace, path: str) -> int:
         cases, samples if len(samples) else pd.DataFrame(columns=["case_id", "side", "ratio", "kept"]),
         threshold=threshold, alpha=alpha, thresholds=thresholds, fail_on=fail_on, inconclusive_ok=args.inconclusive_ok, meta=meta,
     )  # fmt: skip
-    _render(cmp, args)
+    render(cmp, args)
     return cmp.exit_code
 
 
-def _render(cmp: Any, args: argparse.Namespace) -> None:
-    if args.format == "md":
-        _emit(cmp.to_markdown(), args.output)
-    elif args.format == "json":
-        _emit(cmp.to_json(), args.output)
-    elif args.format == "csv":
-        _emit(cmp.to_csv(), args.output)
-    else:
-        _print_rich(cmp.to_rich(only_changes=args.only_changes), args.output)
-
-
 def _within(args: argparse.Namespace, paths: list[str]) -> int:
-    from convbench.cli import UsageError
+    from convbench.commands.common import UsageError
     from convbench.compare import load_side, to_jsonable, within_run
     from convbench.compare_render import within_markdown, within_rich
 
@@ -215,13 +112,13 @@ def _within(args: argparse.Namespace, paths: list[str]) -> int:
         raise UsageError(f"--baseline {baseline!r}: no case has {args.by} {baseline!r}; the runs have {', '.join(sorted(values))}")
     frame = within_run(side.cases, by=args.by, baseline=baseline, samples=side.samples, seed=args.seed)
     if args.format == "md":
-        _emit(within_markdown(frame, args.by, baseline), args.output)
+        emit(within_markdown(frame, args.by, baseline), args.output)
     elif args.format == "json":
-        _emit(json.dumps(to_jsonable(frame), indent=2), args.output)
+        emit(json.dumps(to_jsonable(frame), indent=2), args.output)
     elif args.format == "csv":
-        _emit(frame.to_csv(index=False), args.output)
+        emit(frame.to_csv(index=False), args.output)
     else:
-        _print_rich(within_rich(frame, args.by, baseline), args.output)
+        print_rich(within_rich(frame, args.by, baseline), args.output)
     return 0
 
 

@@ -14,7 +14,7 @@ import json
 
 
 def cmd_node_resources(args: argparse.Namespace) -> int:
-    from convbench.cli import UsageError
+    from convbench.commands.common import UsageError
     from convbench.fleet import FleetError, node_resources, parse_labels
 
     try:
@@ -27,7 +27,7 @@ def cmd_node_resources(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    from convbench.cli import UsageError, console
+    from convbench.commands.common import UsageError, console
     from convbench.fleet import FleetError, connect, device_resources, import_ray
 
     try:

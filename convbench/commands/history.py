@@ -61,8 +61,8 @@ def runs_table(hist: Any) -> Any:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from convbench.cli import UsageError, console
-    from convbench.commands.compare import parse_fraction, parse_threshold_for
+    from convbench.commands.common import UsageError, console
+    from convbench.commands.verdicts import parse_fraction, parse_threshold_for
     from convbench.history import history_paths
     from convbench.results import ResultsError
 

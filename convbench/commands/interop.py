@@ -10,7 +10,7 @@ import argparse
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from convbench.cli import UsageError, console
+    from convbench.commands.common import UsageError, console
     from convbench.interop import import_pytest_benchmark
     from convbench.results import ResultsError
 
@@ -29,7 +29,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from convbench.cli import UsageError, console
+    from convbench.commands.common import UsageError, console
     from convbench.interop import export_pytest_benchmark
     from convbench.results import ResultsError
 

@@ -12,7 +12,7 @@ import argparse
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from convbench.cli import UsageError, console
+    from convbench.commands.common import UsageError, console
     from convbench.merge import merge_runs
     from convbench.results import ResultsError
 

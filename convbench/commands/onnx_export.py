@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _parse_params(items: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` items as strings: the kind's model converts each to its parameter's
     type (``width=0.5`` stays the string "0.5" where width is a choice of strings)."""
-    from convbench.cli import UsageError
+    from convbench.commands.common import UsageError
 
     params: dict[str, str] = {}
     for item in items:
@@ -70,7 +70,7 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
     """(workload id, kind, normalised params) from WORKLOAD and --param."""
     from pydantic import ValidationError
 
-    from convbench.cli import UsageError
+    from convbench.commands.common import UsageError
     from convbench.suite import SuiteError, load_suite
     from convbench.workloads import WORKLOADS
 
@@ -105,7 +105,7 @@ def _resolve(args: argparse.Namespace) -> tuple[str, str, dict[str, Any]]:
 def cmd_export(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from convbench.cli import UsageError, console, err_console
+    from convbench.commands.common import UsageError, console, err_console
     from convbench.runner import interpreter_for
     from convbench.variants import parse_variant
 

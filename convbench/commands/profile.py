@@ -29,28 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    """Bad input: one message, exit code 2 (caught here: under ``python -m convbench.cli``
-    the UsageError that cli.main catches is __main__'s, not the one imported below)."""
-    from convbench.cli import EXIT_USAGE, UsageError, err_console
-
-    try:
-        return _profile(args)
-    except UsageError as exc:
-        err_console.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False)
-        return EXIT_USAGE
-
-
-def _profile(args: argparse.Namespace) -> int:
     from convbench import __version__
-    from convbench.cli import (
+    from convbench.commands.common import (
         EXIT_FAIL,
         EXIT_OK,
         UsageError,
-        _default_out,
-        _load_cases,
-        _options_from,
         console,
+        default_out,
         err_console,
+        load_cases,
+        options_from,
     )
     from convbench.environment import capture
     from convbench.profile import profile_cases
@@ -58,12 +46,12 @@ def _profile(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise UsageError(f"--steps {args.steps}: expected a positive number of steps")
-    suite, cases, resolved = _load_cases(args)
+    suite, cases, resolved = load_cases(args)
     if not cases:
         raise UsageError(f"{args.suite}: the filter and preset leave no case to profile")
-    options = _options_from(resolved)
+    options = options_from(resolved)
     record = {"steps": args.steps, "preset": args.preset, "filter": args.filter, "suite_path": str(args.suite), "started": now_iso()}
-    out = Path(args.out) if args.out else _default_out(f"{suite.name}-profile")
+    out = Path(args.out) if args.out else default_out(f"{suite.name}-profile")
     if (out / "run.json").exists():
         try:
             meta = read_meta(out)

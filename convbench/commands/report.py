@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from convbench.cli import EXIT_OK, UsageError, console
+    from convbench.commands.common import EXIT_OK, UsageError, console
     from convbench.report import ReportError, render_site
 
     if not 0 < args.alpha < 1:
