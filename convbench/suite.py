@@ -60,6 +60,9 @@ API:
 * :func:`expand` (suite, preset) -> list of :class:`~convbench.cases.Case`.
 * :func:`filter_cases` (cases, expr): ``--filter``, a condition (:mod:`convbench.case_filter`) over
   :data:`FILTER_COLUMNS`; a bad expression raises :class:`FilterError`.
+
+Reading the YAML safely is :mod:`convbench.suite_yaml`; locating each problem (file,
+line, field) and wording it is :mod:`convbench.suite_errors`.
 """
 
 from __future__ import annotations
@@ -68,14 +71,12 @@ import itertools
 import os
 import shutil
 import stat
-import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any
 
 import pandas as pd
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -92,7 +93,7 @@ from pydantic import (
 )
 
 from convbench.backend import backend_names
-from convbench.case_filter import FilterSyntaxError, compile_filter, did_you_mean
+from convbench.case_filter import FilterSyntaxError, compile_filter
 from convbench.cases import (
     DEFAULT_TOLERANCE,
     EXECUTIONS,
@@ -104,11 +105,22 @@ from convbench.cases import (
     Layout,
     Mode,
 )
+from convbench.suite_errors import (
+    FilterError,
+    Issue,
+    Loc,
+    Locator,
+    SuiteError,
+    format_loc,
+    show_value,
+    unknown_value,
+    validation_issues,
+    validation_message,
+)
+from convbench.suite_yaml import MAX_SUITE_BYTES, parse_yaml
 from convbench.timing import TimingConfig
 from convbench.variants import parse_variant
 from convbench.workloads import WORKLOADS
-
-Loc = tuple[str | int, ...]
 
 #: Columns a ``--filter`` expression can use (``threads`` is NaN for the machine's cores).
 FILTER_COLUMNS = (
@@ -132,47 +144,6 @@ MATRIX_AXES = KEY_FIELDS
 FULL_PRESET = "full"
 
 
-# -- errors ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Issue:
-    """One problem in a suite file: where (1-based line and column) and what."""
-
-    field: str  #: path of the offending value, e.g. ``workloads[0].params.channels``
-    message: str
-    line: int | None = None
-    column: int | None = None
-
-    def format(self, file: str) -> str:
-        where = file
-        if self.line is not None:
-            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
-        return f"{where}: {self.field + ': ' if self.field else ''}{self.message}"
-
-
-class SuiteError(Exception):
-    """Bad suite input. ``str()`` is one line per problem, ``file:line:col: field: what``."""
-
-    def __init__(self, message: str, issues: Sequence[Issue] = (), file: str | None = None):
-        super().__init__(message)
-        self.issues = list(issues)
-        self.file = file
-
-    @classmethod
-    def from_issues(cls, file: str, issues: Iterable[Issue]) -> SuiteError:
-        unique = list(dict.fromkeys(issues))
-        unique.sort(key=lambda i: (i.line is None, i.line or 0, i.column or 0))
-        return cls("\n".join(i.format(file) for i in unique), unique, file)
-
-
-class FilterError(SuiteError):
-    """A ``--filter`` expression that cannot be evaluated as a condition over the cases."""
-
-
-def _unknown(what: str, value: object, known: Iterable[str]) -> str:
-    known = list(known)
-    return f"unknown {what} {_show(value)}{did_you_mean(value, known)} (known: {', '.join(known) or 'none'})"
-
-
 # -- field types -----------------------------------------------------------------------
 def _as_list(value: Any) -> Any:
     """A scalar stands for a one-element list."""
@@ -184,7 +155,7 @@ def _as_matrix_list(value: Any) -> Any:
         return [value]
     if isinstance(value, list):
         return value
-    raise ValueError(f"expected a mapping or a list of mappings, got {_show(value)}")
+    raise ValueError(f"expected a mapping or a list of mappings, got {show_value(value)}")
 
 
 def _canonical_variant(label: str) -> str:
@@ -194,20 +165,20 @@ def _canonical_variant(label: str) -> str:
 def _check_backend(name: str, info: ValidationInfo) -> str:
     known = (info.context or {}).get("backends") or backend_names()
     if name not in known:
-        raise ValueError(_unknown("backend", name, known))
+        raise ValueError(unknown_value("backend", name, known))
     return name
 
 
 def _check_execution(name: Any) -> Any:
     """A name of the execution vocabulary (which backends run it is theirs to say)."""
     if isinstance(name, str) and name not in EXECUTIONS:
-        raise ValueError(_unknown("execution", name, EXECUTIONS))
+        raise ValueError(unknown_value("execution", name, EXECUTIONS))
     return name
 
 
 def _check_kind(name: str) -> str:
     if name not in WORKLOADS:
-        raise ValueError(_unknown("workload kind", name, WORKLOADS))
+        raise ValueError(unknown_value("workload kind", name, WORKLOADS))
     return name
 
 
@@ -349,7 +320,7 @@ class Suite(_Model):
         if name is None or (name == FULL_PRESET and name not in self.presets):
             return Preset()
         if name not in self.presets:
-            raise SuiteError(f"{self._file}: {_unknown('preset', name, self.preset_names)}")
+            raise SuiteError(f"{self._file}: {unknown_value('preset', name, self.preset_names)}")
         return self.presets[name]
 
     def resolved(self, preset: str | None = None) -> ResolvedSuite:
@@ -450,326 +421,7 @@ def resolve_interpreter(value: str) -> str:
     return shutil.which(value) or value
 
 
-# -- YAML locations --------------------------------------------------------------------
-def _format_loc(loc: Loc) -> str:
-    out = ""
-    for step in loc:
-        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
-    return out
-
-
-class _Locator:
-    """Maps a validation location (a pydantic ``loc``) to a field path and a YAML mark."""
-
-    def __init__(self, root: yaml.Node | None) -> None:
-        self.root = root
-
-    def locate(self, loc: Loc, kind: str = "") -> tuple[str, yaml.Mark | None]:
-        node = self.root
-        mark = node.start_mark if node is not None else None
-        path: list[str | int] = []
-        for i, step in enumerate(loc):
-            last = i == len(loc) - 1
-            if isinstance(node, yaml.MappingNode):
-                pair = next(
-                    (
-                        (k, v)
-                        for k, v in node.value
-                        if isinstance(k, yaml.ScalarNode) and k.value == str(step)
-                    ),
-                    None,
-                )
-                if pair is not None:
-                    key, node = pair
-                    path.append(str(step))
-                    on_key = (
-                        (last and kind == "extra_forbidden")
-                        or loc[i + 1 : i + 2] == ("[key]",)
-                        or node.start_mark.line != key.start_mark.line
-                    )
-                    mark = key.start_mark if on_key else node.start_mark
-                    continue
-            elif (
-                isinstance(node, yaml.SequenceNode)
-                and isinstance(step, int)
-                and 0 <= step < len(node.value)
-            ):
-                node = node.value[step]
-                path.append(step)
-                mark = node.start_mark
-                continue
-            # Not in the YAML: a list index the validator added to a scalar or mapping, a
-            # union tag, or a missing field (the only step worth naming).
-            if last and kind == "missing":
-                path.append(step)
-        return _format_loc(tuple(path)), mark
-
-    def issue(self, loc: Loc, message: str, kind: str = "") -> Issue:
-        path, mark = self.locate(loc, kind)
-        if mark is None:
-            return Issue(path, message)
-        return Issue(path, message, mark.line + 1, mark.column + 1)
-
-
-#: Bounds on a suite file: what a person writes is far inside them, and past them a
-#: file would take minutes or gigabytes to read (a 1 KB "billion laughs" of aliases).
-MAX_SUITE_BYTES = 1 << 20
-MAX_YAML_DEPTH = 64
-MAX_YAML_VALUES = 200_000  #: values the document holds with every alias expanded
-MAX_EXCLUDE_RULES = 10_000
-#: Cases one suite (or preset) may expand to; CONVBENCH_MAX_CASES raises it.
-MAX_CASES = 100_000
-MAX_CASES_ENV = "CONVBENCH_MAX_CASES"
-
-
-def _children(node: yaml.Node) -> list[tuple[str | int, yaml.Node]]:
-    if isinstance(node, yaml.MappingNode):
-        out: list[tuple[str | int, yaml.Node]] = []
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
-            out += [(name, key), (name, value)]
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return list(enumerate(node.value))
-    return []
-
-
-def _check_graph(root: yaml.Node) -> Issue | None:
-    """The first problem of the composed document's shape, walking each node once
-    (iteratively: no recursion limit to hit): nesting deeper than MAX_YAML_DEPTH, an
-    alias inside its own anchor (a recursive document), or more than MAX_YAML_VALUES
-    values once aliases are expanded."""
-
-    def at(node: yaml.Node, message: str) -> Issue:
-        return Issue("", message, node.start_mark.line + 1, node.start_mark.column + 1)
-
-    size: dict[int, int] = {}  # id(node) -> values below it, aliases expanded
-    on_path: set[int] = set()
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
-    while stack:
-        node, depth, done = stack.pop()
-        if done:
-            on_path.discard(id(node))
-            size[id(node)] = 1 + sum(size[id(c)] for _, c in _children(node))
-            if size[id(node)] > MAX_YAML_VALUES:
-                return at(node, f"expands to more than {MAX_YAML_VALUES:,} values (aliases repeated inside aliases)")
-            continue
-        if id(node) in size:
-            continue  # an alias of a node already measured
-        if depth > MAX_YAML_DEPTH:
-            return at(node, f"nested more than {MAX_YAML_DEPTH} levels deep")
-        on_path.add(id(node))
-        stack.append((node, depth, True))
-        for _, child in _children(node):
-            if id(child) in on_path:
-                return at(child, "an alias refers to a value that contains it (a recursive document)")
-            if id(child) not in size:
-                stack.append((child, depth + 1, False))
-    return None
-
-
-def _duplicate_keys(root: yaml.Node | None) -> list[tuple[Loc, yaml.Mark, str]]:
-    """Keys given twice in one mapping (PyYAML silently keeps the last), each mapping
-    looked at once (aliases are not walked again). Keys a merge (``<<``) brings in may
-    be overridden: that is what merging is for. Call it before constructing, which
-    rewrites merged mappings in place."""
-    found: list[tuple[Loc, yaml.Mark, str]] = []
-    seen_nodes: set[int] = set()
-    stack: list[tuple[yaml.Node, Loc]] = [(root, ())] if root is not None else []
-    while stack:
-        node, loc = stack.pop()
-        if id(node) in seen_nodes:
-            continue
-        seen_nodes.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, yaml.Mark] = {}
-            for key, value in node.value:
-                name = key.value if isinstance(key, yaml.ScalarNode) else None
-                if name is not None and name != "<<":
-                    if name in seen:
-                        first = seen[name].line + 1
-                        message = f"given twice (also on line {first}); YAML would keep only this one"
-                        found.append(((*loc, name), key.start_mark, message))
-                    seen.setdefault(name, key.start_mark)
-                stack.append((value, (*loc, name if name is not None else "?")))
-        elif isinstance(node, yaml.SequenceNode):
-            stack += [(item, (*loc, i)) for i, item in enumerate(node.value)]
-    return sorted(found, key=lambda f: (f[1].line, f[1].column))
-
-
-# -- pydantic errors -> issues ---------------------------------------------------------
-def _show(value: Any, limit: int = 60) -> str:
-    """A value as the user wrote it in YAML, shortened."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _unwrap(tp: Any) -> Any:
-    """Strip Annotated and Optional from a type annotation."""
-    while True:
-        if get_origin(tp) is Annotated:
-            tp = get_args(tp)[0]
-            continue
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if get_origin(tp) in (Union, types.UnionType) and len(args) == 1:
-            tp = args[0]
-            continue
-        return tp
-
-
-def _type_at(model: Any, loc: Loc) -> Any:
-    """The annotation at ``loc`` inside ``model`` (best effort; None when unknown)."""
-    tp: Any = model
-    for step in loc:
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            if not isinstance(step, str) or step not in tp.model_fields:
-                return None
-            tp = tp.model_fields[step].annotation
-        elif get_origin(tp) in (list, tuple, set) and isinstance(step, int):
-            tp = get_args(tp)[0]
-        elif get_origin(tp) is dict:
-            tp = get_args(tp)[1]
-        else:
-            return None
-    return _unwrap(tp)
-
-
-def _noun(tp: Any) -> str:
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is str:
-        return "a string"
-    if get_origin(tp) in (list, tuple):
-        return "a list"
-    if get_origin(tp) is dict or (isinstance(tp, type) and issubclass(tp, BaseModel)):
-        return "a mapping"
-    return "a value"
-
-
-_EXPECTED = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "finite_number": "a finite number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "tuple_type": "a list",
-    "set_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-}
-
-_BOUNDS = {
-    "greater_than": (">", "gt"),
-    "greater_than_equal": (">=", "ge"),
-    "less_than": ("<", "lt"),
-    "less_than_equal": ("<=", "le"),
-}
-
-
-def _message(err: dict[str, Any], model: Any) -> str:
-    """What a pydantic error means, in the suite's terms."""
-    kind, ctx, loc = err["type"], err.get("ctx") or {}, tuple(err["loc"])
-    value = err.get("input")
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "extra_forbidden":
-        parent = _type_at(model, loc[:-1])
-        is_model = isinstance(parent, type) and issubclass(parent, BaseModel)
-        allowed = list(parent.model_fields) if is_model else []
-        hint = did_you_mean(loc[-1], allowed) + (f" (allowed: {', '.join(allowed)})" if allowed else "")
-        return f"unknown field {loc[-1]!r}{hint}"
-    if kind == "invalid_key":
-        return f"expected a string key, got {_show(value)}"
-    if kind in ("value_error", "assertion_error") and "error" in ctx:
-        return str(ctx["error"])
-    if kind in _BOUNDS:
-        op, key = _BOUNDS[kind]
-        bound = ctx.get(key)
-        bound = f"{bound:g}" if isinstance(bound, float) else bound
-        expected = f"{_noun(_type_at(model, loc))} {op} {bound}"
-    elif kind in _EXPECTED:
-        expected = _EXPECTED[kind]
-    elif kind in ("literal_error", "enum"):
-        expected = ctx.get("expected", "one of the allowed values")
-    elif kind == "string_pattern_mismatch":
-        expected = f"a string matching {ctx.get('pattern')}"
-    elif kind == "string_too_short":
-        expected = "a non-empty string"
-    elif kind == "too_short":
-        n = ctx.get("min_length", 1)
-        expected = "a non-empty list" if n == 1 else f"a list of at least {n} items"
-    elif kind == "too_long":
-        expected = f"a list of at most {ctx.get('max_length')} items"
-    else:
-        return f"{err['msg']}, got {_show(value)}"
-    return f"expected {expected}, got {_show(value)}"
-
-
-def _issues(exc: ValidationError, model: Any, prefix: Loc, locator: _Locator) -> list[Issue]:
-    """One issue per offending field (the first error of a union is kept)."""
-    issues: dict[str, Issue] = {}
-    for err in exc.errors(include_url=False):
-        issue = locator.issue((*prefix, *err["loc"]), _message(err, model), err["type"])
-        issues.setdefault(issue.field, issue)
-    return list(issues.values())
-
-
-# -- loading ---------------------------------------------------------------------------
-def _yaml_error(file: str, exc: yaml.YAMLError, text: str = "") -> SuiteError:
-    if isinstance(exc, yaml.reader.ReaderError):  # a control character: its line, not its offset
-        before = text[: exc.position]
-        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
-        what = f"character {exc.character!r}" if isinstance(exc.character, str) else f"byte {exc.character!r}"
-        return SuiteError.from_issues(file, [Issue("", f"invalid YAML: {what} is not allowed in YAML text", line, column)])
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    problem = problem.removeprefix("but ")
-    context = getattr(exc, "context", None)
-    context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None:
-        context += f", line {context_mark.line + 1}"
-    text = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
-    issue = Issue("", text, mark.line + 1, mark.column + 1) if mark else Issue("", text)
-    return SuiteError.from_issues(file, [issue])
-
-
-def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None, list[tuple[Loc, yaml.Mark, str]]]:
-    """(data, composed root, duplicate keys) of ``text``; bounded in depth and size."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(file, exc, text) from None
-    except RecursionError:  # PyYAML composes recursively: nesting this deep has no line
-        raise SuiteError.from_issues(file, [Issue("", f"invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep")]) from None
-    if root is None:
-        return None, None, []
-    problem = _check_graph(root)
-    if problem is not None:
-        raise SuiteError.from_issues(file, [problem])
-    duplicates = _duplicate_keys(root)
-    try:
-        data = yaml.SafeLoader("").construct_document(root)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(file, exc, text) from None
-    return data, root, duplicates
-
-
-def _check_params(raw: Any, locator: _Locator) -> tuple[dict[int, dict[str, Any]], list[Issue]]:
+def _check_params(raw: Any, locator: Locator) -> tuple[dict[int, dict[str, Any]], list[Issue]]:
     """Validate each workload's params with its kind's model and build its graph once."""
     normalised: dict[int, dict[str, Any]] = {}
     issues: list[Issue] = []
@@ -785,12 +437,12 @@ def _check_params(raw: Any, locator: _Locator) -> tuple[dict[int, dict[str, Any]
         loc: Loc = ("workloads", i, "params")
         huge = [k for k, v in params.items() if type(v) is int and abs(v) > MAX_PARAM_INT]
         if huge:
-            issues += [locator.issue((*loc, k), f"expected at most {MAX_PARAM_INT:,}, got {_show(params[k])}") for k in huge]
+            issues += [locator.issue((*loc, k), f"expected at most {MAX_PARAM_INT:,}, got {show_value(params[k])}") for k in huge]
             continue
         try:
             model = kind.params_model.model_validate(params, strict=True)  # channels: true or "32" is a mistake
         except ValidationError as exc:
-            issues += _issues(exc, kind.params_model, loc, locator)
+            issues += validation_issues(exc, kind.params_model, loc, locator)
             continue
         try:
             kind.build(model, 1)
@@ -801,7 +453,7 @@ def _check_params(raw: Any, locator: _Locator) -> tuple[dict[int, dict[str, Any]
     return normalised, issues
 
 
-def _check_references(suite: Suite, raw: dict[str, Any], locator: _Locator) -> list[Issue]:
+def _check_references(suite: Suite, raw: dict[str, Any], locator: Locator) -> list[Issue]:
     """Duplicate workload ids, references to unknown ids, presets' merged timing."""
     issues: list[Issue] = []
     ids: dict[str, int] = {}
@@ -819,7 +471,7 @@ def _check_references(suite: Suite, raw: dict[str, Any], locator: _Locator) -> l
     def refs(loc: Loc, names: Sequence[str] | None) -> None:
         for j, name in enumerate(names or []):
             if name not in ids:
-                issues.append(locator.issue((*loc, j), _unknown("workload id", name, ids)))
+                issues.append(locator.issue((*loc, j), unknown_value("workload id", name, ids)))
 
     def matrix_refs(loc: Loc, matrices: Sequence[Matrix], rules: Sequence[ExcludeRule]) -> None:
         for k, m in enumerate(matrices):
@@ -841,7 +493,7 @@ def _check_references(suite: Suite, raw: dict[str, Any], locator: _Locator) -> l
                     own = not err["loc"] or err["loc"][0] in preset.timing
                     at: Loc = (*loc, "timing") if own else ("timing",)
                     issues.append(
-                        locator.issue((*at, *err["loc"]), _message(err, TimingConfig), err["type"])
+                        locator.issue((*at, *err["loc"]), validation_message(err, TimingConfig), err["type"])
                     )
     return issues
 
@@ -852,7 +504,7 @@ def max_cases() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else MAX_CASES
 
 
-def _check_sizes(suite: Suite, locator: _Locator) -> list[Issue]:
+def _check_sizes(suite: Suite, locator: Locator) -> list[Issue]:
     """Matrices that expand past :func:`max_cases` (counted before exclusions, without
     expanding them) and more than MAX_EXCLUDE_RULES exclude rules."""
     issues: list[Issue] = []
@@ -884,21 +536,21 @@ def _check_sizes(suite: Suite, locator: _Locator) -> list[Issue]:
 def loads_suite(text: str, path: str | os.PathLike[str] = "<suite>") -> Suite:
     """Parse and validate suite ``text``; ``path`` names it in errors and gives its name."""
     file = str(path)
-    data, root, duplicates = _parse_yaml(text, file)
-    locator = _Locator(root)
+    data, root, duplicates = parse_yaml(text, file)
+    locator = Locator(root)
     if not isinstance(data, dict):
-        got = "an empty file" if root is None else _show(data)
+        got = "an empty file" if root is None else show_value(data)
         raise SuiteError.from_issues(
             file, [locator.issue((), f"expected a mapping with a 'workloads' list, got {got}")]
         )
-    issues = [Issue(_format_loc(loc), msg, m.line + 1, m.column + 1) for loc, m, msg in duplicates]
+    issues = [Issue(format_loc(loc), msg, m.line + 1, m.column + 1) for loc, m, msg in duplicates]
     params, param_issues = _check_params(data.get("workloads"), locator)
     issues += param_issues
     context = {"stem": Path(file).stem, "backends": backend_names()}
     try:
         suite = Suite.model_validate(data, context=context)
     except ValidationError as exc:
-        raise SuiteError.from_issues(file, issues + _issues(exc, Suite, (), locator)) from None
+        raise SuiteError.from_issues(file, issues + validation_issues(exc, Suite, (), locator)) from None
     issues += _check_references(suite, data, locator)
     issues += _check_sizes(suite, locator)
     if issues:
@@ -907,8 +559,15 @@ def loads_suite(text: str, path: str | os.PathLike[str] = "<suite>") -> Suite:
     suite = suite.model_copy(update={"workloads": workloads})
     suite._path = Path(path) if file != "<suite>" else None
     fields: list[Loc] = [("matrix",), ("cpus",)] + [("presets", n, f) for n in suite.presets for f in ("matrix", "cpus")]
-    suite._lines = {_format_loc(loc): locator.issue(loc, "").line for loc in fields}
+    suite._lines = {format_loc(loc): locator.issue(loc, "").line for loc in fields}
     return suite
+
+
+#: Bounds on what a suite expands to (suite files themselves: convbench.suite_yaml).
+MAX_EXCLUDE_RULES = 10_000
+#: Cases one suite (or preset) may expand to; CONVBENCH_MAX_CASES raises it.
+MAX_CASES = 100_000
+MAX_CASES_ENV = "CONVBENCH_MAX_CASES"
 
 
 #: The suites installed with convbench (``convbench list --suites``).
