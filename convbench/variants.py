@@ -26,7 +26,7 @@ The rewrites (``native`` changes nothing):
 * ``onehot`` (``shift``): a depthwise conv (stride 1, padding p = the largest |offset|,
   kernel 2p + 1) with a fixed one-hot weight: channel c's kernel is 1 at (p - dy_c,
   p - dx_c). It counts the multiply-adds it executes, C * H * W * (2p + 1)^2 per sample.
-* ``kernel`` (depthwise convs and ``shift``): a *backend-implemented* variant. Its graph
+* ``kernel`` (depthwise convs, ``shift`` and address shifts): a *backend-implemented* variant. Its graph
   rewrite is the identity; the backend runs its own hand-written kernels for the nodes
   it names (the torch backend: Triton, :mod:`convbench_torch.kernels`) and records in
   the case's details which nodes ran them. A backend without such kernels skips it.
@@ -299,10 +299,17 @@ VARIANTS: dict[str, VariantKind] = {
         "kernel",
         lambda g, _: g,
         {},
-        "hand-written kernels for depthwise convs and shifts (backend-implemented)",
-        lambda node, graph: is_depthwise(node, graph) or node.op == "shift",
+        "hand-written kernels for depthwise convs, shifts and address shifts (backend-implemented)",
+        lambda node, graph: is_depthwise(node, graph) or node.op == "shift" or _is_address_shift(node, graph),
     ),
 }
+
+def _is_address_shift(node: Node, graph: Graph) -> bool:
+    """The end of an address shift's slices and concat (convbench.workloads.shift)."""
+    from convbench.workloads.shift import is_address_shift
+
+    return node.op == "reshape" and is_address_shift(node, graph)
+
 
 #: Variants a backend implements itself: their rewrite is the identity, and a backend that
 #: has no implementation skips their cases (see each backend's ``skip_reason``).

@@ -35,9 +35,11 @@ paper's section 3; a framework that copies computes the same values):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import Field, model_validator
 
-from convbench.graph import Graph, GraphBuilder, shift_offsets
+from convbench.graph import Graph, GraphBuilder, Node, shift_offsets
 from convbench.workloads import WorkloadKind, register
 from convbench.workloads.layers import _Params
 
@@ -127,6 +129,79 @@ def address_shift(b: GraphBuilder, x: str, name: str | None = None) -> str:
         start = stop
     joined = b.add("concat", parts, name=f"{name}.joined", axis=1)
     return b.reshape(joined, (n, c, h, w), name=name)
+
+
+@dataclass(frozen=True)
+class AddressShiftMatch:
+    """An address shift found in a graph (:func:`match_address_shift`)."""
+
+    source: str  #: the (N, C, H, W) value shifted
+    offsets: tuple[int, ...]  #: a_c per channel: ``out_flat[n, c, i] = x_flat[n, c, i + a_c]``
+    nodes: tuple[str, ...]  #: the pattern's nodes in graph order, the final reshape last
+
+
+def match_address_shift(node: Node, graph: Graph) -> AddressShiftMatch | None:
+    """The address shift that ``node`` ends, or None.
+
+    Recognises the IR form :func:`address_shift` builds, by structure (not by names):
+    ``reshape`` (N, C, H, W) -> (N, C, H*W); slices along the channels that partition
+    them in order, each either alone (a = 0) or followed by a ``slice`` of the flat plane
+    and a ``pad`` of it that together move it by a within the plane with zero fill;
+    a ``concat`` of them along the channels; ``node``, the ``reshape`` back to
+    (N, C, H, W). A backend with a kernel for the whole pattern (the torch ``kernel``
+    variant: ``convbench_torch.kernels.shift.address_shift_with_tables``) replaces it."""
+    if node.op != "reshape" or len(node.inputs) != 1:
+        return None
+    joined = graph[node.inputs[0]]
+    if joined.op != "concat" or joined.attrs.get("axis") != 1 or not joined.inputs:
+        return None
+    offsets: list[int] = []
+    inner: list[str] = []
+    flat_name: str | None = None
+    for part in joined.inputs:
+        p = graph[part]
+        a, chain = 0, []
+        if p.op == "pad":
+            pads = tuple(tuple(int(v) for v in pair) for pair in p.attrs["pads"])
+            crop = graph[p.inputs[0]]
+            if len(pads) != 3 or pads[0] != (0, 0) or pads[1] != (0, 0) or crop.op != "slice" or crop.attrs.get("axis") != 2:
+                return None
+            hw = graph.shape(crop.inputs[0])[2]
+            left, right = pads[2]
+            start, stop = int(crop.attrs["start"]), int(crop.attrs["stop"])
+            a = start - left
+            if left != max(0, -a) or right != max(0, a) or start != max(0, a) or stop != hw + min(0, a) or a == 0:
+                return None
+            chain = [crop.name, p.name]
+            p = graph[crop.inputs[0]]
+        if p.op != "slice" or p.attrs.get("axis") != 1:
+            return None
+        if flat_name is None:
+            flat_name = p.inputs[0]
+        elif p.inputs[0] != flat_name:
+            return None
+        begin, end = int(p.attrs["start"]), int(p.attrs["stop"])
+        if begin != len(offsets) or end <= begin:
+            return None
+        offsets += [a] * (end - begin)
+        inner += [p.name, *chain]
+    assert flat_name is not None
+    flat = graph[flat_name]
+    if flat.op != "reshape" or len(flat.inputs) != 1:
+        return None
+    source = flat.inputs[0]
+    shape = graph.shape(source)
+    if len(shape) != 4 or tuple(graph.shape(node.name)) != tuple(shape):
+        return None
+    n, c, h, w = shape
+    if tuple(graph.shape(flat_name)) != (n, c, h * w) or len(offsets) != c:
+        return None
+    return AddressShiftMatch(source=source, offsets=tuple(offsets), nodes=(flat_name, *inner, joined.name, node.name))
+
+
+def is_address_shift(node: Node, graph: Graph) -> bool:
+    """Whether ``node`` ends an address shift (:func:`match_address_shift`)."""
+    return match_address_shift(node, graph) is not None
 
 
 def shortcut_shift(b: GraphBuilder, x: str, branch: str, name: str | None = None) -> str:

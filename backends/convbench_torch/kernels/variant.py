@@ -3,8 +3,12 @@
 The variant's graph rewrite is the identity (:mod:`convbench.variants`); the backend
 lowers the graph as usual and then :func:`install` swaps the function of every
 depthwise ``conv2d`` node the kernels support for :func:`~convbench_torch.kernels.
-depthwise.conv2d` and of every ``shift`` node for :func:`~convbench_torch.kernels.shift.
-shift`. Nodes the kernels do not support keep torch's function and are listed, with the
+depthwise.conv2d`, of every ``shift`` node for :func:`~convbench_torch.kernels.shift.
+shift`, and replaces every address shift (the IR's reshape, slices, pads, concat and
+reshape: :func:`convbench.workloads.shift.match_address_shift`) by one call of
+:func:`~convbench_torch.kernels.shift.address_shift_with_tables` (bound ``plane``, the
+workload's definition) on the pattern's input; the pattern's other nodes are elided
+(their calls become :func:`_elided`, a no-op, so every graph op keeps its fx node). Nodes the kernels do not support keep torch's function and are listed, with the
 reason, in the case's details. On a CPU (the interpreter) a step may launch at most
 :data:`~convbench_torch.kernels.INTERPRETER_PROGRAM_LIMIT` program instances.
 """
@@ -18,6 +22,7 @@ from torch import fx
 from convbench.backend import UnsupportedCase
 from convbench.graph import Graph
 from convbench.variants import is_depthwise
+from convbench.workloads.shift import AddressShiftMatch, match_address_shift
 from convbench_torch.fxnodes import _ident, op_nodes
 from convbench_torch.kernels import INTERPRETER_PROGRAM_LIMIT, depthwise
 from convbench_torch.kernels import shift as shift_kernels
@@ -40,8 +45,13 @@ def install(
     kernel_nodes: list[str] = []
     native: dict[str, str] = {}
     programs = 0
-    for node, call in op_nodes(module, graph):
-        if is_depthwise(node, graph):
+    pairs = op_nodes(module, graph)
+    calls = {node.name: call for node, call in pairs}
+    for node, call in pairs:
+        if node.op == "reshape" and (match := match_address_shift(node, graph)) is not None:
+            programs += _install_address_shift(module, graph, match, calls, device, training)
+            kernel_nodes.append(node.name)
+        elif is_depthwise(node, graph):
             a = node.attrs
             x_shape, w_shape = graph.shape(node.inputs[0]), graph.shape(node.inputs[1])
             reason = depthwise.supports(x_shape, w_shape, a["stride"], a["padding"], a["dilation"], a["groups"])
@@ -70,7 +80,7 @@ def install(
             programs += (2 if training else 1) * -(-graph[node.name].size // block)
             kernel_nodes.append(node.name)
     if not kernel_nodes:
-        why = "; ".join(f"{k}: {v}" for k, v in native.items()) or "no depthwise conv2d or shift node"
+        why = "; ".join(f"{k}: {v}" for k, v in native.items()) or "no depthwise conv2d, shift or address shift"
         raise UnsupportedCase(f"kernel variant: nothing the Triton kernels support ({why})")
     if interpreted and programs > INTERPRETER_PROGRAM_LIMIT:
         raise UnsupportedCase(
@@ -80,11 +90,42 @@ def install(
         )
     module.recompile()
     return {
-        "kernel": "triton (convbench_torch.kernels): depthwise conv fwd/dgrad/wgrad, shift",
-        "kernel_tables": "shift offset tables built once at install (module buffers)",
+        "kernel": "triton (convbench_torch.kernels): depthwise conv fwd/dgrad/wgrad, shift, address shift",
+        "kernel_tables": "shift and address-shift offset tables built once at install (module buffers)",
         "kernel_nodes": kernel_nodes,
         "kernel_native_nodes": native,
         "triton": str(triton.__version__),
         "triton_interpret": interpreted,
         "kernel_programs_per_step": programs,
     }
+
+
+def _elided() -> None:
+    """What an elided node of a replaced pattern computes: nothing."""
+    return None
+
+
+def _install_address_shift(
+    module: fx.GraphModule, graph: Graph, match: AddressShiftMatch, calls: dict[str, fx.Node], device: Any, training: bool
+) -> int:
+    """Replace the pattern ending at ``match.nodes[-1]`` by the address-shift kernel;
+    returns the Triton programs one step launches for it."""
+    final = calls[match.nodes[-1]]
+    source = calls[match.nodes[0]].args[0]  # the first reshape's input: x, (N, C, H, W)
+    a, offs = shift_kernels.address_tables(list(match.offsets), graph.shape(match.source)[1], device)
+    names = []
+    for part, table in (("a", a), ("offs", offs)):
+        attr = f"_kernel_address_{_ident(match.nodes[-1])}_{part}"
+        module.register_buffer(attr, table, persistent=False)
+        names.append(attr)
+    with module.graph.inserting_before(final):
+        getters = [module.graph.get_attr(attr) for attr in names]
+    final.target = shift_kernels.address_shift_with_tables
+    final.args = (source, *getters, "plane")
+    final.kwargs = {}
+    for name in reversed(match.nodes[:-1]):  # consumers first: elide what nothing reads now
+        call = calls[name]
+        if not call.users:
+            call.target, call.args, call.kwargs = _elided, (), {}
+    block = 8192 if depthwise.interpreted() else 1024  # as kernels.shift chooses
+    return (2 if training else 1) * -(-graph[match.source].size // block)

@@ -363,3 +363,58 @@ def test_address_shift_with_prebuilt_tables_matches_the_per_call_form() -> None:
     y2 = shift.address_shift(x, offsets, "plane")
     y2.sum().backward()
     assert torch.equal(y, y2) and torch.equal(g1, x.grad)
+
+
+@pytest.mark.parametrize(("mode", "layout"), [("inference", "nhwc"), ("training", "nchw")])
+def test_kernel_variant_replaces_the_address_shift_pattern_by_the_kernel(monkeypatch, mode: str, layout: str) -> None:  # noqa: ANN001
+    """Fix 6 of the GPU issue: the IR's address shift (reshape, slices, pads, concat,
+    reshape) runs as one address-shift kernel call in the ``kernel`` variant, verified
+    against the float64 reference; the pattern's other nodes are elided and a step calls
+    no torch.cat, F.pad or torch.narrow."""
+    from convbench.variants import parse_variant
+    from convbench.workloads.shift import address_offsets, match_address_shift
+
+    params = {"channels": 7, "size": 5}
+    case, graph, tensors, cot = kernel_case("address_shift", params, mode, layout)
+    assert parse_variant("kernel").applies(graph)
+    match = match_address_shift(graph["address_shift"], graph)
+    assert match is not None and match.source == "x" and list(match.offsets) == address_offsets(7, 5)
+    assert [n.name for n in graph.ops if match_address_shift(n, graph)] == ["address_shift"]
+    prepared = TorchBackend().prepare(case, graph, tensors, cot)
+    try:
+        want = run_reference(graph, tensors, cot, mode)
+        assert verify(prepared.check(), want, DEFAULT_TOLERANCE["float32"]).ok
+        details = prepared.details()
+        assert details["kernel_nodes"] == ["address_shift"]
+        targets = {n.target for n in prepared.module.graph.nodes if n.op == "call_function"}
+        assert shift.address_shift_with_tables in targets
+        calls: list[str] = []
+        for owner, name in ((torch, "cat"), (torch, "narrow"), (torch.nn.functional, "pad"), (torch, "unique")):
+            real = getattr(owner, name)
+            monkeypatch.setattr(owner, name, lambda *a, _n=name, _r=real, **k: calls.append(_n) or _r(*a, **k))
+        prepared.module.recompile()
+        prepared.step()
+        assert calls == []
+        assert verify(prepared.check(), want, DEFAULT_TOLERANCE["float32"]).ok
+    finally:
+        prepared.close()
+
+
+def test_address_shift_matcher_refuses_other_slice_and_concat_patterns() -> None:
+    from convbench.workloads.shift import match_address_shift
+
+    for kind, params in (("channel_shift", {"channels": 6, "size": 4, "shift": 2}),
+                         ("shortcut_shift", {"channels": 6, "size": 4, "branch_channels": 2}),
+                         ("shift", {"channels": 9, "size": 5})):  # fmt: skip
+        graph = build_graph(kind, params, 1)
+        assert not any(match_address_shift(n, graph) for n in graph.nodes), kind
+    b = GraphBuilder()  # a reshape after a concat that is not an address shift
+    x = b.input("x", (1, 2, 3, 3))
+    flat = b.reshape(x, (1, 2, 9), name="flat")
+    part = b.add("slice", [flat], name="p", axis=1, start=0, stop=2)
+    crop = b.add("slice", [part], name="crop", axis=2, start=1, stop=8)
+    padded = b.pad(crop, ((0, 0), (0, 0), (1, 1)), name="pad")  # both ends zeroed: no move
+    joined = b.add("concat", [padded], name="j", axis=1)
+    y = b.reshape(joined, (1, 2, 3, 3), name="y")
+    graph = b.build([y])
+    assert match_address_shift(graph["y"], graph) is None
