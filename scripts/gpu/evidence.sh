@@ -40,35 +40,42 @@ STEPS=$OUT/steps.tsv
 printf 'step\tstatus\tseconds\n' > "$STEPS"
 CB="$PY -m convbench"
 
-step() {  # step NAME MIN_SECONDS CMD...: run CMD within what is left, unless under MIN_SECONDS left
-  local name=$1 need=$2; shift 2
+step() {  # step NAME MIN_SECONDS MAX_SECONDS CMD...: run CMD for at most MAX_SECONDS of what is
+  # left, unless under MIN_SECONDS are left (the caps keep time for the later steps)
+  local name=$1 need=$2 cap=$3; shift 3
   local t0 rc=0 remaining
   remaining=$(left)
   if [ "$remaining" -lt "$need" ]; then printf '%s\tskipped: %ss left\t0\n' "$name" "$remaining" >> "$STEPS"; return; fi
+  [ "$remaining" -gt "$cap" ] && remaining=$cap
   t0=$(date +%s)
-  echo "== $name ($remaining s left)" >&2
+  echo "== $name (up to $remaining s)" >&2
   timeout --signal=INT --kill-after=10 "$remaining" "$@" || rc=$?
   printf '%s\t%s\t%s\n' "$name" "$([ $rc = 0 ] && echo ok || echo "rc=$rc")" $(( $(date +%s) - t0 )) >> "$STEPS"
 }
 
+# The GPU command's suites and filters (tests/test_gpu_command.py dry-runs each of them
+# against the suites: every one must parse and select cases). Caps sum to 460 of 480 s.
+FIDELITY="$PY scripts/gpu/fidelity.py"
 if [ $REHEARSAL = 1 ]; then
   T=scripts/gpu/rehearsal/tiny.yaml
-  step depthwise 5 $CB run $T --out "$OUT/depthwise"
-  step paper 5 $CB run $T --filter "variant in ['native', 'diagonalwise']" --out "$OUT/paper"
-  step kernels 5 $CB run $T --filter "variant == 'kernel'" --out "$OUT/kernels"
-  step profile 5 $CB profile $T --filter "mode == 'training' and variant == 'native'" --steps 2 --out "$OUT/profile"
+  step depthwise 5 120 $CB run $T --out "$OUT/depthwise"
+  step fidelity 5 60 $FIDELITY --cpu-stand-in --suite $T --filter "variant == 'native' and mode == 'inference'" --rounds 2 --out "$OUT/fidelity"
+  step kernels 5 110 $CB run $T --filter "variant == 'kernel'" --out "$OUT/kernels"
+  step shift 5 90 $CB run suites/shift.yaml --filter "device == 'cpu' and workload == 'addrshift_tiny'" --out "$OUT/shift"
+  step paper 5 80 $CB run $T --filter "variant in ['native', 'diagonalwise']" --out "$OUT/paper"
+  step profile 5 40 $CB profile $T --filter "mode == 'training' and variant == 'native'" --steps 2 --out "$OUT/profile"
 else
-  step depthwise 60 $CB run suites/depthwise.yaml --filter "device == 'cuda' and batch == 64" --out "$OUT/depthwise"
-  step paper 60 $CB run suites/paper.yaml --filter "device == 'cuda' and backend in ['torch', 'jax']" --out "$OUT/paper"
-  step kernels 40 $CB run suites/kernels.yaml --filter "device == 'cuda'" --out "$OUT/kernels"
-  step profile 30 $CB profile suites/networks.yaml --filter "device == 'cuda' and mode == 'training' and workload.str.contains('mobilenet')" --steps 10 --out "$OUT/profile"
+  step depthwise 60 120 $CB run suites/depthwise.yaml --filter "device == 'cuda' and batch == 64" --out "$OUT/depthwise"
+  step fidelity 30 60 $FIDELITY --suite suites/depthwise.yaml --out "$OUT/fidelity"
+  step kernels 40 110 $CB run suites/kernels.yaml --preset quick --filter "device == 'cuda'" --out "$OUT/kernels"
+  step shift 15 30 $CB run suites/shift.yaml --filter "device == 'cuda' and workload.str.startswith('addrshift')" --out "$OUT/shift"
+  step paper 60 80 $CB run suites/paper.yaml --filter "device == 'cuda' and backend in ['torch', 'jax']" --out "$OUT/paper"
+  step profile 30 40 $CB profile suites/networks.yaml --filter "device == 'cuda' and mode == 'training' and workload == 'mobilenet_v1_1.0_224'" --steps 10 --out "$OUT/profile"
 fi
-# the fidelity check against triton.testing.do_bench is not written yet (docs/gpu.md)
-printf 'fidelity\tnot implemented\t0\n' >> "$STEPS"
 runs=()
-for d in depthwise paper kernels; do [ -d "$OUT/$d" ] && runs+=("$OUT/$d"); done
+for d in depthwise kernels shift paper; do [ -d "$OUT/$d" ] && runs+=("$OUT/$d"); done
 if [ ${#runs[@]} -gt 0 ]; then
-  step report 5 $CB report "${runs[@]}" -o "$OUT/report"
+  step report 5 60 $CB report "${runs[@]}" -o "$OUT/report"
 fi
 cat "$STEPS" >&2
 echo "$OUT"
