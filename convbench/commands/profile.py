@@ -29,7 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from convbench import __version__
     from convbench.commands.common import (
         EXIT_FAIL,
         EXIT_OK,
@@ -39,8 +38,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         err_console,
         load_cases,
         options_from,
+        run_meta,
     )
-    from convbench.environment import capture
     from convbench.profile import profile_cases
     from convbench.results import ResultsError, RunFolder, now_iso, read_meta, write_json
 
@@ -60,19 +59,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         meta["profile"] = record
         write_json(out / "run.json", meta)
     else:
-        meta = {
-            "kind": "profile",
-            "suite": suite.name,
-            "suite_path": str(args.suite),
-            "suite_text": Path(args.suite).read_text(),
-            "preset": args.preset,
-            "filter": args.filter,
-            "convbench_version": __version__,
-            "options": {"timing": options.timing.model_dump(), "timeout": options.timeout, "tolerance": options.tolerance},
-            "cases": [c.model_dump() for c in cases],
-            "environment": {"core": capture(), "backends": {}},
-            "profile": record,
-        }
+        meta = {"kind": "profile", **run_meta(args, suite, cases, options, None), "profile": record}
         try:
             RunFolder.create(out, meta)
         except ResultsError as exc:
