@@ -140,11 +140,22 @@ def status_lines(cases: pd.DataFrame) -> list[str]:
     return [f"{count} {status}: {reason}" for (status, reason), count in counts.sort_values(ascending=False, kind="stable").items()]
 
 
-def summary_table(cases: pd.DataFrame, title: str = "convbench summary") -> Table:
+#: Case groups the end-of-run table shows at most (a suite of thousands of cases is read
+#: in cases.parquet or the report, not in a terminal).
+MAX_SUMMARY_GROUPS = 200
+
+
+def summary_table(cases: pd.DataFrame, title: str = "convbench summary", limit: int = MAX_SUMMARY_GROUPS) -> Table:
     """A rich table: workload and case columns that vary, then variants, speedups, error.
 
-    Case groups that were skipped entirely are left out (see :func:`status_lines`)."""
+    Case groups that were skipped entirely are left out (see :func:`status_lines`); past
+    ``limit`` groups the rest are counted in the caption, not shown."""
     cases = without_skipped_groups(cases)
+    keys = cases[GROUP_COLUMNS].astype(str).apply(tuple, axis=1)
+    order = list(dict.fromkeys(keys))
+    hidden = max(0, len(order) - limit)
+    if hidden:
+        cases = cases[keys.isin(set(order[:limit])).to_numpy()]
     frame, variants = summary_frame(cases)
     varying = [c for c in GROUP_COLUMNS if c == "workload" or frame[c].astype(str).nunique() > 1]
     table = Table(title=title, title_justify="left")
@@ -165,4 +176,6 @@ def summary_table(cases: pd.DataFrame, title: str = "convbench summary") -> Tabl
         table.add_row(*[escape(str(r[c])) for c in varying], *[r[v] for v in variants], *speeds, err)
     legend = "; ".join(f"{mark} = {text}" for mark, text in MARKS.items())
     table.caption = f"time per iteration; {legend}; speedup = baseline / variant (>1: faster)"
+    if hidden:
+        table.caption += f"; {hidden:,} more case groups not shown (all are in cases.parquet and the report)"
     return table

@@ -70,3 +70,10 @@ def test_groups_skipped_entirely_are_one_line_not_rows() -> None:
     assert list(shown["device"]) == ["cpu", "cpu"]  # a group with one case run keeps its skipped case as a cell
     assert summary_table(cases).row_count == 1
     assert status_lines(cases) == ["2 skipped: CUDA is not available", "1 skipped: not on this backend"]
+
+
+def test_a_long_run_shows_its_first_groups_and_counts_the_rest() -> None:
+    cases = pd.DataFrame([{**_case("cpu", "native"), "workload": f"w{i}"} for i in range(12)])
+    table = summary_table(cases, limit=5)
+    assert table.row_count == 5 and "7 more case groups not shown" in str(table.caption)
+    assert summary_table(cases).row_count == 12
