@@ -33,14 +33,20 @@ from convbench.commands.common import (
 ORDER = 0
 
 
-def _matrix_table(cases: list[Case]) -> Table:
+#: Cases ``--dry-run`` lists at most (it always says how many there are).
+MAX_LISTED_CASES = 500
+
+
+def _matrix_table(cases: list[Case], limit: int = MAX_LISTED_CASES) -> Table:
     from convbench.cases import KEY_FIELDS
 
     table = Table(title=f"{len(cases)} cases")
     for f in KEY_FIELDS:
         table.add_column(f)
-    for c in cases:
+    for c in cases[:limit]:
         table.add_row(*[escape(str(getattr(c, f))) for f in KEY_FIELDS])
+    if len(cases) > limit:
+        table.caption = f"the first {limit:,} of {len(cases):,} cases (--filter narrows them)"
     return table
 
 
