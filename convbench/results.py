@@ -39,6 +39,7 @@ they always did.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -54,6 +55,7 @@ import pandas as pd
 import pyarrow as pa
 
 from convbench.cases import KEY_FIELDS, Case
+from convbench.run_record import SCHEMA_VERSION, ResultsError, RunRecord, parse, validate
 
 STATUSES = ("ok", "mismatch", "skipped", "error")
 
@@ -89,22 +91,71 @@ SAMPLE_COLUMNS = [
     "host_seconds",  # per iteration, host wall clock, of a device-timed sample (else None)
 ]  # fmt: skip
 
-#: Fingerprint of the result schema: a worker says it in its hello, and a runner refuses
-#: a worker whose rows it could not store (another convbench version in its interpreter).
-SCHEMA_ID = hashlib.sha256(" ".join([*CASE_COLUMNS, "|", *SAMPLE_COLUMNS]).encode()).hexdigest()[:12]
+#: Declared types of the columns of cases.parquet and samples.parquet (every other
+#: column of CASE_COLUMNS / SAMPLE_COLUMNS is a float64). Readers check a table against
+#: them by kind (see :func:`check_table`): an integer column read back as float64 (a
+#: missing value made pandas write it so) is fine, a string where numbers belong is not.
+_STRING_COLUMNS = frozenset(
+    ["case_id", "suite", "kind", "params", "workload", "variant", "backend", "device", "mode", "dtype", "layout", "execution"]
+    + ["status", "reason", "verify_worst", "timer", "baseline", "details", "finished_at", "roofline_limit"]
+    + ["host_id", "device_label", "attempts", "contention", "side", "gpu_throttle_reasons", "roofline_peak", "cache_state"]
+)
+_INT_COLUMNS = frozenset(
+    ["batch", "threads", "n", "inner", "warmup_iters", "rounds", "processes", "macs", "executed_macs", "flops", "bytes"]
+    + ["param_count", "worker_pid", "dropped", "index", "process", "runnable"]
+)
+_BOOL_COLUMNS = frozenset(["converged", "contended", "threads_all_cores", "launch_bound", "gpu_throttled", "kept"])
 
 
-class ResultsError(Exception):
-    """A results path is missing, unreadable or not a convbench run."""
+def _declared_type(column: str) -> pa.DataType:
+    if column in _STRING_COLUMNS:
+        return pa.large_string()
+    if column in _INT_COLUMNS:
+        return pa.int64()
+    if column in _BOOL_COLUMNS:
+        return pa.bool_()
+    return pa.float64()
+
+
+#: The declared pyarrow schemas of the two tables, built from CASE_COLUMNS and
+#: SAMPLE_COLUMNS (the one home of the columns).
+CASE_SCHEMA = pa.schema([pa.field(c, _declared_type(c)) for c in CASE_COLUMNS])
+SAMPLE_SCHEMA = pa.schema([pa.field(c, _declared_type(c)) for c in SAMPLE_COLUMNS])
+SCHEMAS = {"cases": CASE_SCHEMA, "samples": SAMPLE_SCHEMA}
+
+#: Fingerprint of the result schema (column names and declared types): a worker says it
+#: in its hello, and a runner refuses a worker whose rows it could not store (another
+#: convbench version in its interpreter).
+SCHEMA_ID = hashlib.sha256(
+    " ".join([*(f"{f.name}:{f.type}" for f in CASE_SCHEMA), "|", *(f"{f.name}:{f.type}" for f in SAMPLE_SCHEMA)]).encode()
+).hexdigest()[:12]
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc says it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path)
+    """Write ``path`` whole or not at all, with the mode a plain open() would give it
+    (0666 less the umask: mkstemp alone would make it 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -165,13 +216,95 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _read_parquet(file: Path) -> pd.DataFrame | None:
+def _kind_of(t: pa.DataType) -> str | None:
+    """``string``, ``number``, ``bool`` or ``null`` for the types a table may hold, else None."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_null(t):
+        return "null"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "number"
+    return None
+
+
+def _kind_wanted(t: pa.DataType) -> str:
+    return {pa.large_string(): "string", pa.bool_(): "bool"}.get(t, "number")
+
+
+#: Columns a table must have (older tables may lack any other; readers see them as null).
+REQUIRED = {"cases": ("case_id", "status"), "samples": ("case_id", "seconds")}
+
+
+def check_schema(arrow: pa.Table, table: str, file: Path) -> None:
+    """Raise ResultsError (naming ``file``) unless ``arrow`` is one of ``table``'s: the
+    required columns present and each declared column of its kind (a string column holds
+    strings, a numeric one numbers, a flag booleans; any may be all-null)."""
+    declared, schema = SCHEMAS[table], arrow.schema
+    missing = [c for c in REQUIRED[table] if c not in schema.names]
+    if missing:
+        raise ResultsError(f"{file}: not a convbench {table} table (no column {', '.join(missing)})")
+    if len(set(schema.names)) != len(schema.names):
+        raise ResultsError(f"{file}: a column appears twice")
+    for field in schema:
+        if field.name not in declared.names:
+            continue  # (a column a newer convbench added: kept as it is)
+        kind, wanted = _kind_of(field.type), _kind_wanted(declared.field(field.name).type)
+        if kind != "null" and kind != wanted and arrow.column(field.name).null_count < len(arrow):
+            raise ResultsError(f"{file}: column {field.name} holds {field.type}, expected {wanted}s")
+
+
+def check_values(frame: pd.DataFrame, table: str, file: Path) -> None:
+    """Raise ResultsError (naming ``file``) on values no reader can use: a row without a
+    case id, a case whose status is not one of STATUSES, two rows of one (case_id, side)."""
+    if not len(frame):
+        return
+    if frame["case_id"].isna().any():
+        raise ResultsError(f"{file}: a row has no case_id")
+    if table != "cases":
+        return
+    bad = frame["status"][~frame["status"].isin(STATUSES)]
+    if len(bad):
+        raise ResultsError(f"{file}: status {bad.iloc[0]!r} is not one of {', '.join(STATUSES)}")
+    side = frame["side"].map(_side) if "side" in frame else pd.Series([None] * len(frame), index=frame.index)
+    dup = pd.DataFrame({"case_id": frame["case_id"], "side": side.astype(object)}).duplicated()
+    if dup.any():
+        first = frame["case_id"][dup].iloc[0]
+        raise ResultsError(f"{file}: {int(dup.sum())} duplicated row(s) (case {first!r} appears twice)")
+
+
+def _with_declared_columns(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """``frame`` with every declared column (those an older table lacks, as nulls)."""
+    missing = [c for c in SCHEMAS[table].names if c not in frame.columns]
+    if not missing:
+        return frame
+    added = pa.Table.from_pydict({c: pa.nulls(len(frame), SCHEMAS[table].field(c).type) for c in missing}).to_pandas()
+    added.index = frame.index
+    return pd.concat([frame, added], axis=1)
+
+
+def _read_parquet(file: Path, table: str | None = None) -> pd.DataFrame | None:
+    """The table in ``file`` (None when there is no such file), checked against its
+    declared schema; ResultsError naming the file when it is unreadable or not one."""
     if not file.exists():
         return None
+    import pyarrow.parquet as pq
+
+    table = table or next(t for t, name in TABLES.items() if name == file.name)
     try:
-        return pd.read_parquet(file)
+        arrow = pq.read_table(file)
     except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise ResultsError(f"{file}: unreadable ({exc})") from exc
+        raise ResultsError(f"{file}: unreadable ({exc})") from None
+    check_schema(arrow, table, file)
+    try:
+        frame = arrow.to_pandas()
+    except Exception as exc:
+        raise ResultsError(f"{file}: unreadable ({exc})") from None
+    check_values(frame, table, file)
+    return frame
 
 
 def _records(frame: pd.DataFrame | None, nulls: bool) -> list[dict[str, Any]]:
@@ -248,32 +381,64 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return _replay(rows, samples, entries)
 
 
+def _arrow(frame: pd.DataFrame, table: str, file: Path) -> pa.Table:
+    """``frame`` (rows from a journal) through Arrow, checked as a table read from disk."""
+    try:
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        raise ResultsError(f"{file}: a row cannot be stored ({exc})") from None
+    check_schema(arrow, table, file)
+    return arrow
+
+
+def check_rows(rows: list[dict[str, Any]], samples: list[dict[str, Any]], where: Path | str) -> None:
+    """Raise ResultsError (naming ``where``) unless ``rows`` and ``samples`` can be stored
+    as the two tables (every value of its column's kind, int64 in range, statuses known,
+    no duplicated key): an importer calls it before it creates a folder."""
+    where = Path(where)
+    for table, frame in (("cases", _cases_frame(rows)), ("samples", _samples_frame(samples))):
+        arrow = _arrow(frame, table, where)
+        for field in SCHEMAS[table]:
+            if field.name in arrow.schema.names and field.type == pa.int64():
+                try:
+                    arrow.column(field.name).cast(pa.int64())
+                except (pa.ArrowException, ValueError) as exc:
+                    raise ResultsError(f"{where}: column {field.name} out of range ({exc})") from None
+        check_values(arrow.to_pandas(), table, where)
+
+
 def read_table(path: Path, table: str = "cases") -> pd.DataFrame | None:
     """One table of a run folder (``cases`` or ``samples``) in any state, as pandas reads
-    it from its parquet file; None when the folder holds no finished case.
+    it from its parquet file, with every declared column (columns an older table lacks
+    read as nulls); None when the folder holds no finished case.
 
     The one reader of a run folder's tables: :func:`load`, :meth:`RunFolder.open`,
-    compare, merge and the report go through it. Raises ResultsError on a corrupt file.
+    compare, merge and the report go through it. Raises ResultsError naming the file on
+    a corrupt file, a table of the wrong schema (a missing key column, strings where
+    numbers belong), unknown statuses or duplicated rows.
     """
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r} (expected one of {', '.join(TABLES)})")
     path = Path(path)
     file = path / TABLES[table]
     if not (path / JOURNAL).exists():
-        frame = _read_parquet(file)
+        frame = _read_parquet(file, table)
         if frame is not None or not (path / JOURNAL).exists():  # (or compacted meanwhile)
-            return frame
+            return None if frame is None else _with_declared_columns(frame, table)
     entries = read_journal(path)
     if not entries:  # an empty journal, or one only a cut-short line
-        return _read_parquet(file)
+        frame = _read_parquet(file, table)
+        return None if frame is None else _with_declared_columns(frame, table)
     if table == "cases":
-        rows, _ = _replay(_records(_read_parquet(file), nulls=True), [], entries)
+        rows, _ = _replay(_records(_read_parquet(file, table), nulls=True), [], entries)
         frame = _cases_frame(rows)
     else:
-        _, samples = _replay([], _records(_read_parquet(file), nulls=False), entries)
+        _, samples = _replay([], _records(_read_parquet(file, table), nulls=False), entries)
         frame = _samples_frame(samples)
     # through Arrow, as to_parquet and read_parquet would: the same dtypes as compacted
-    return pa.Table.from_pandas(frame, preserve_index=False).to_pandas()
+    frame = _arrow(frame, table, path / JOURNAL).to_pandas()
+    check_values(frame, table, path / JOURNAL)
+    return frame
 
 
 def write_tables(path: Path, dest: Path) -> list[str]:
@@ -309,28 +474,83 @@ class RunFolder:
         self.meta = meta
         self.rows: list[dict[str, Any]] = []
         self.samples: list[dict[str, Any]] = []
+        self._lock: tuple[int, int] | None = None
         self._synced()
 
     # -- creation and reopening -------------------------------------------------------
+    def _take_lock(self) -> None:
+        """Hold an exclusive lock on the folder while this object lives (flock on the
+        directory itself: no file is added, and the lock goes with the process)."""
+        self._lock = lock_folder(self.path)
+
+    def close(self) -> None:
+        """Release the folder's lock (also released when the process ends)."""
+        if self._lock is not None:
+            unlock_folder(self._lock)
+            self._lock = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    @property
+    def record(self) -> RunRecord:
+        """run.json as a typed record (what the folder would write now)."""
+        return parse(self.meta)
+
     @classmethod
     def create(cls, path: Path, meta: dict[str, Any]) -> RunFolder:
+        """A new run folder at ``path`` (created if need be). Atomic: of two processes
+        creating one folder at once, exactly one succeeds; the other, and any later
+        create of a folder that holds a run, raises ResultsError."""
         path = Path(path)
+        meta = {"schema_version": SCHEMA_VERSION, **meta, "status": "running", "started": now_iso()}
+        validate(meta)
         if (path / "run.json").exists():
             raise ResultsError(f"{path}: already holds a run; use --resume {path} to finish it")
-        (path / "logs").mkdir(parents=True, exist_ok=True)
-        folder = cls(path, {**meta, "status": "running", "started": now_iso()})
-        folder.save_meta()
+        path.mkdir(parents=True, exist_ok=True)
+        folder = cls(path, meta)
+        folder._take_lock()  # (a second creator fails here, or sees run.json below)
+        try:
+            if (path / "run.json").exists():
+                raise ResultsError(f"{path}: already holds a run; use --resume {path} to finish it")
+            (path / "logs").mkdir(exist_ok=True)
+            folder.save_meta()
+        except BaseException:
+            folder.close()
+            raise
         return folder
 
     @classmethod
-    def open(cls, path: Path) -> RunFolder:
+    def open(cls, path: Path, resume: bool = False) -> RunFolder:
         """Reopen a run folder to resume it: keeps every finished case. The journal is
         folded into the tables first (dropping a line a kill cut short), and temporary
-        files of a write interrupted by a kill are removed."""
+        files of a write interrupted by a kill are removed.
+
+        Everything is read and checked before anything is changed: a folder that cannot
+        be reopened (a bad run.json or table, another process holding it; with
+        ``resume``, a plan or options a runner cannot use) raises ResultsError naming the
+        file and is left as it was."""
         path = Path(path)
-        meta = read_meta(path)
-        folder = cls(path, meta)
-        folder.rows, folder.samples = read_records(path)
+        read_run(path)  # (before the lock: "not a run folder" beats "cannot lock")
+        folder = cls(path, {})
+        folder._take_lock()
+        try:
+            record = read_run(path)  # (again, under the lock)
+            try:
+                record.planned_cases()
+                if resume:
+                    record.check_resumable()
+            except ResultsError as exc:
+                raise ResultsError(f"{path / 'run.json'}: {exc}") from None
+            folder.meta = record.to_dict()
+            rows, samples = read_records(path)
+            _arrow(_cases_frame(rows), "cases", path / JOURNAL)  # (what compact will write)
+            _arrow(_samples_frame(samples), "samples", path / JOURNAL)
+        except BaseException:
+            folder.close()
+            raise
+        folder.rows, folder.samples = rows, samples
         for name in (*TABLES.values(), "run.json"):
             for tmp in path.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
@@ -342,6 +562,7 @@ class RunFolder:
 
     # -- writing ----------------------------------------------------------------------
     def save_meta(self) -> None:
+        validate(self.meta)  # (a writer's bug is caught here, not by the next reader)
         write_json(self.path / "run.json", self.meta)
 
     def finished_ids(self) -> set[str]:
@@ -414,6 +635,45 @@ class RunFolder:
         return _cases_frame(self.rows)
 
 
+#: Folders this process holds locked: ``{(device, inode): [fd, holders]}`` (a process may
+#: hold one folder through several RunFolder objects: a test reopening what it created).
+_HELD: dict[tuple[int, int], list[int]] = {}
+
+
+def lock_folder(path: Path) -> tuple[int, int]:
+    """An exclusive lock on the folder ``path`` against other processes, held until
+    :func:`unlock_folder`; returns its key. ResultsError when another process holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    if key in _HELD:
+        os.close(fd)
+        _HELD[key][1] += 1
+        return key
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ResultsError(f"{path}: in use by another convbench process (it holds the folder's lock)") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    _HELD[key] = [fd, 1]
+    return key
+
+
+def unlock_folder(key: tuple[int, int]) -> None:
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[key]
+        os.close(held[0])
+
+
 def _append(file: Path, data: bytes) -> None:
     """Append ``data`` to ``file`` whole or not at all (a failed write is truncated away;
     only a kill mid-write leaves a partial last line, which readers leave out)."""
@@ -431,14 +691,42 @@ def _append(file: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def read_meta(path: Path) -> dict[str, Any]:
+def read_run(path: Path) -> RunRecord:
+    """The run record (run.json) of the run folder ``path``: read, migrated from an older
+    schema version and validated (see :mod:`convbench.run_record`). The one reader of
+    run.json; ResultsError naming the file and what is wrong when it is not a record."""
     meta_path = Path(path) / "run.json"
-    if not meta_path.exists():
-        raise ResultsError(f"{path}: not a convbench run folder (no run.json)")
     try:
-        return json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{meta_path}: unreadable run.json ({exc})") from exc
+        data = meta_path.read_bytes()
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: not a convbench run folder (no run.json)") from None
+    except OSError as exc:
+        raise ResultsError(f"{meta_path}: unreadable run.json ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{meta_path}: unreadable run.json (not UTF-8: {exc.reason} at byte {exc.start})") from None
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ResultsError(f"{meta_path}: unreadable run.json ({exc})") from None
+    try:
+        return parse(raw)
+    except ResultsError as exc:
+        raise ResultsError(f"{meta_path}: {exc}") from None
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """run.json of ``path`` as a dict, validated and migrated (see :func:`read_run`)."""
+    return read_run(path).to_dict()
+
+
+def warn_skipped(error: Exception | str) -> None:
+    """Say on stderr that a run was left out (``error`` names its file and what is wrong):
+    report and history skip a corrupted run among good ones and go on."""
+    import sys
+
+    print(f"convbench: warning: skipped a run: {error}", file=sys.stderr)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -468,20 +756,18 @@ def load(paths: str | Path | Iterable[str | Path], samples: bool = False) -> pd.
         paths = [paths]
     frames = []
     for run in find_runs(paths):
-        meta = read_meta(run)
+        record = read_run(run)
         frame = read_table(run, "samples" if samples else "cases")
         if frame is None:  # nothing finished yet
             continue
-        env = meta.get("environment", {}).get("core", {})
         frame.insert(0, "run", run.name)
         frame.insert(1, "run_dir", str(run))
-        frame["started"] = meta.get("started")
-        frame["host"] = env.get("hostname")
-        hosts = meta.get("environment", {}).get("hosts") or {}
-        if hosts and "host_id" in frame:  # fleet or merged run: each row's own machine
-            names = {h: (info or {}).get("core", {}).get("hostname") for h, info in hosts.items()}
+        frame["started"] = record.started
+        frame["host"] = record.hostname
+        names = record.host_names()
+        if names and "host_id" in frame:  # fleet or merged run: each row's own machine
             own = frame["host_id"].map(names)
-            frame["host"] = own.where(own.notna(), env.get("hostname"))
+            frame["host"] = own.where(own.notna(), record.hostname)
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["run", "run_dir", *(SAMPLE_COLUMNS if samples else CASE_COLUMNS)])

@@ -455,7 +455,7 @@ def test_cli_formats(runs: dict[str, Path], tmp_path: Path, capsys: pytest.Captu
         (["compare", "{corrupt}", "{same}"], "cases.parquet: unreadable"),
         (["compare", "{nojson}", "{same}"], "unreadable run.json"),
         (["compare", "{empty}", "{same}"], "no finished case"),
-        (["compare", "{oldschema}", "{same}"], "missing columns ['status']"),
+        (["compare", "{oldschema}", "{same}"], "cases.parquet: not a convbench cases table (no column status)"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_message(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:

@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--resume {args.resume} finishes the cases that run planned; it takes no {given} (start a new run to choose others)")
     if args.resume:
         try:
-            folder = RunFolder.open(Path(args.resume))
+            folder = RunFolder.open(Path(args.resume), resume=True)
         except ResultsError as exc:
             raise UsageError(str(exc)) from None
         meta = folder.meta
