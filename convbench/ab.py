@@ -52,6 +52,7 @@ from convbench.compare import (
 from convbench.contention import Monitor, Reader
 from convbench.results import SCHEMA_ID, RunFolder, empty_row, now_iso
 from convbench.rows import rates, sample_rows, timing_fields
+from convbench.run_record import as_record
 from convbench.runner import RunOptions, Worker, WorkerError, group_cases
 from convbench.timing import Guard, SamplerError, measure_interleaved, summarize
 
@@ -386,7 +387,7 @@ def ab_comparison(
     table = table.assign(_o=table["verdict"].map(order), _r=-table["ratio"].astype(float).fillna(1.0))
     table = table.sort_values(["_o", "_r", "case_id"], kind="stable").drop(columns=["_o", "_r"]).reset_index(drop=True)
     info = [run_info(meta)] if meta else []
-    sides = (meta or {}).get("ab") or {}
+    sides = (as_record(meta).ab if meta else None) or {}
     base_runs = [{**i, "name": f"{i.get('name') or 'ab'} base ({sides.get('base')})"} for i in info]
     new_runs = [{**i, "name": f"{i.get('name') or 'ab'} new ({sides.get('new')})"} for i in info]
     return Comparison(

@@ -79,6 +79,7 @@ from scipy.stats import mannwhitneyu, norm
 
 from convbench.cases import KEY_FIELDS
 from convbench.results import ResultsError, find_runs, read_meta
+from convbench.run_record import RunRecord, as_record
 
 __all__ = [
     "FAILED_STATUSES",
@@ -336,6 +337,8 @@ def _sample_groups(samples: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndar
     clean = samples[np.isfinite(samples["seconds"].astype(float)) & (samples["seconds"].astype(float) > 0)]
     if "kept" in clean.columns:  # samples the quiet guard dropped as contended are not evidence
         clean = clean[clean["kept"].map(lambda k: k is not False and k is not np.False_)]
+    if clean.empty:  # (no usable sample: empty labels below would not even concatenate)
+        return {}
     cols = _cluster_columns(clean)
     if cols:
         labels = clean[cols[0]].map(str)
@@ -386,17 +389,18 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def environment_facts(meta: dict[str, Any]) -> dict[str, str]:
+def environment_facts(meta: RunRecord | dict[str, Any]) -> dict[str, str]:
     """Flat ``{field: shown value}`` of what machine and software a run saw."""
-    env = meta.get("environment") or {}
-    core = env.get("core") or {}
-    facts = {f: _show(core.get(f)) for f in CORE_FIELDS if f in core}
-    for name, value in (core.get("thread_env") or {}).items():
+    record = as_record(meta)
+    core = record.core
+    recorded = core.model_fields_set | set(core.model_extra or {})
+    facts = {f: _show(core.get(f)) for f in CORE_FIELDS if f in recorded}
+    for name, value in (core.thread_env or {}).items():
         facts[f"env.{name}"] = _show(value)
-    if "gpus" in core:
-        gpus = core.get("gpus")
+    if "gpus" in recorded:
+        gpus = core.gpus
         facts["gpus"] = "none" if not gpus else "; ".join(f"{g.get('name')} (driver {g.get('driver_version')})" for g in gpus)
-    for key, info in sorted((env.get("backends") or {}).items()):
+    for key, info in sorted(record.environment.backends.items()):
         if not isinstance(info, dict):
             continue
         for f, value in info.items():
@@ -407,7 +411,7 @@ def environment_facts(meta: dict[str, Any]) -> dict[str, str]:
                     facts[f"{key}.{ef}"] = _show(ev)
             else:
                 facts[f"{key}.{f}"] = _show(value)
-    for f, value in ((meta.get("options") or {}).get("timing") or {}).items():
+    for f, value in record.timing.items():
         facts[f"timing.{f}"] = _show(value)
     return facts
 
@@ -437,17 +441,17 @@ def environment_diff(base_metas: Sequence[dict[str, Any]], new_metas: Sequence[d
     return rows
 
 
-def run_info(meta: dict[str, Any]) -> dict[str, Any]:
+def run_info(meta: RunRecord | dict[str, Any]) -> dict[str, Any]:
     """Name, folder, suite, start time and git revision of a run (for headers)."""
-    core = (meta.get("environment") or {}).get("core") or {}
+    record = as_record(meta)
     return {
-        "name": meta.get("_name"),
-        "dir": meta.get("_dir"),
-        "suite": meta.get("suite"),
-        "started": meta.get("started"),
-        "git_revision": core.get("git_revision"),
-        "git_dirty": core.get("git_dirty"),
-        "host": core.get("hostname"),
+        "name": record.get("_name"),
+        "dir": record.get("_dir"),
+        "suite": record.suite,
+        "started": record.started,
+        "git_revision": record.core.git_revision,
+        "git_dirty": record.core.git_dirty,
+        "host": record.core.hostname,
     }
 
 

@@ -300,7 +300,7 @@ def node_task(cases: list[dict[str, Any]], options: dict[str, Any]) -> Iterator[
         }
         yield {
             "event": "done",
-            "backends": folder.meta["environment"].get("backends", {}),
+            "backends": folder.record.environment.backends,
             "logs": logs,
         }
 

@@ -25,7 +25,7 @@ from convbench.results import (
     ResultsError,
     RunFolder,
     find_runs,
-    read_meta,
+    read_run,
     read_table,
 )
 
@@ -81,20 +81,16 @@ class _Source:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.meta = read_meta(path)
+        self.record = read_run(path)
         self.rows = _read_table(path, "cases", ["case_id", "status"])
         self.samples = _read_table(path, "samples", ["case_id", "seconds"])
-        env = self.meta.get("environment") or {}
-        hosts = env.get("hosts") or {}
-        self.own_host = (env.get("core") or {}).get("hostname") or path.name
-        self.fleet = bool(hosts)  # a fleet or merged run: its rows name their machines
-        if not self.fleet:
-            hosts = {
-                self.own_host: {
-                    "core": env.get("core") or {},
-                    "backends": env.get("backends") or {},
-                }
-            }
+        env = self.record.environment
+        self.own_host = env.core.hostname or path.name
+        self.fleet = bool(env.hosts)  # a fleet or merged run: its rows name their machines
+        if self.fleet:
+            hosts = {h: info.to_dict() for h, info in env.hosts.items()}
+        else:
+            hosts = {self.own_host: {"core": env.core.to_dict(), "backends": dict(env.backends)}}
         self.hosts: dict[str, dict[str, Any]] = hosts
         self.host_map: dict[str, str] = {}
         self.samples_of: dict[str, list[dict[str, Any]]] = {}
@@ -163,24 +159,23 @@ def merge_runs(
 
     rows = [row for row, _ in chosen.values()]
     samples = [s for row, src in chosen.values() for s in src.samples_of.get(row["case_id"], [])]
-    metas = [s.meta for s in sources]
-    suites = list(dict.fromkeys(str(m.get("suite")) for m in metas))
-    planned = list(
-        {json.dumps(c, sort_keys=True): c for m in metas for c in m.get("cases") or []}.values()
-    )
+    records = [s.record for s in sources]
+    suites = list(dict.fromkeys(str(r.suite) for r in records))
+    planned = list({json.dumps(c, sort_keys=True): c for r in records for c in r.cases}.values())
     backends: dict[str, Any] = {}
     for info in hosts.values():
         for key, value in (info.get("backends") or {}).items():
             backends.setdefault(key, value)
+    first = records[0]
     meta = {
         "suite": suites[0] if len(suites) == 1 else "merged",
         "suites": suites,
-        "suite_path": metas[0].get("suite_path") if len(suites) == 1 else None,
-        "suite_text": metas[0].get("suite_text") if len(suites) == 1 else None,
-        "preset": metas[0].get("preset") if len({m.get("preset") for m in metas}) == 1 else None,
+        "suite_path": first.suite_path if len(suites) == 1 else None,
+        "suite_text": first.suite_text if len(suites) == 1 else None,
+        "preset": first.preset if len({r.preset for r in records}) == 1 else None,
         "filter": None,
         "convbench_version": __version__,
-        "options": metas[0].get("options") or {},
+        "options": first.options.to_dict(),
         "cases": planned,
         "environment": {
             "core": _combined_core([h.get("core") or {} for h in hosts.values()]),
@@ -191,14 +186,14 @@ def merge_runs(
             {
                 "path": str(s.path),
                 "name": s.path.name,
-                "suite": s.meta.get("suite"),
-                "preset": s.meta.get("preset"),
-                "status": s.meta.get("status"),
-                "started": s.meta.get("started"),
-                "finished": s.meta.get("finished"),
+                "suite": s.record.suite,
+                "preset": s.record.preset,
+                "status": s.record.status,
+                "started": s.record.started,
+                "finished": s.record.finished,
                 "hosts": sorted(set(s.host_map.values())),
                 "cases": len(s.rows),
-                "options": s.meta.get("options"),
+                "options": s.record.options.to_dict() if "options" in s.record.model_fields_set else None,
             }  # fmt: skip
             for s in sources
         ],
@@ -209,11 +204,11 @@ def merge_runs(
     for src in sources:
         if (src.path / "logs").is_dir():
             shutil.copytree(src.path / "logs", out / "logs" / src.path.name, dirs_exist_ok=True)
-    starts = [m.get("started") for m in metas if m.get("started")]
-    ends = [m.get("finished") for m in metas if m.get("finished")]
+    starts = [r.started for r in records if r.started]
+    ends = [r.finished for r in records if r.finished]
     folder.meta.update(started=min(starts) if starts else folder.meta["started"])
     folder.meta["status"] = (
-        "complete" if all(m.get("status") == "complete" for m in metas) else "incomplete"
+        "complete" if all(r.status == "complete" for r in records) else "incomplete"
     )
     folder.meta["finished"] = max(ends) if ends else None
     folder.save_meta()

@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from convbench.compare import within_run
-from convbench.results import STATUSES, ResultsError, find_runs, load, read_meta
+from convbench.results import STATUSES, ResultsError, find_runs, load, read_run, warn_skipped
+from convbench.run_record import RunRecord, as_record
 
 #: Case key columns shown in the tables, in order (``variant`` follows ``workload``).
 KEY_COLUMNS = ["workload", "variant", "backend", "device", "mode", "batch", "dtype", "layout", "execution", "threads"]
@@ -38,6 +39,11 @@ class Run:
     cases: pd.DataFrame
     samples: pd.DataFrame
     order: dict[str, int] = field(default_factory=dict)  #: case_id -> planned position
+    record: RunRecord | None = None  #: run.json, typed (parsed from ``meta`` when not given)
+
+    def __post_init__(self) -> None:
+        if self.record is None:
+            self.record = as_record(self.meta)
 
     @property
     def baseline_variant(self) -> str:
@@ -47,11 +53,11 @@ class Run:
 
     @property
     def suite(self) -> str:
-        return str(self.meta.get("suite") or (self.cases["suite"].iloc[0] if len(self.cases) else "unnamed"))
+        return str(self.record.suite or (self.cases["suite"].iloc[0] if len(self.cases) else "unnamed"))
 
     @property
     def core_env(self) -> dict[str, Any]:
-        return (self.meta.get("environment") or {}).get("core") or {}
+        return self.record.core.to_dict()
 
     @property
     def emulated(self) -> bool:
@@ -68,7 +74,7 @@ class Run:
 
     @property
     def backend_envs(self) -> dict[str, dict[str, Any]]:
-        backends = (self.meta.get("environment") or {}).get("backends") or {}
+        backends = self.record.environment.backends
         return {k: backends[k] for k in sorted(backends)}
 
     @property
@@ -84,13 +90,13 @@ class Run:
     @property
     def canary(self) -> list[dict[str, Any]]:
         """The canary points of run.json (start, middle, end; empty before the canary)."""
-        return [e for e in self.meta.get("canary") or [] if isinstance(e, dict)]
+        return list(self.record.canary)
 
     def counts(self) -> dict[str, int]:
         """Cases per status (every status, zeros included) and ``planned``."""
         got = self.cases["status"].value_counts().to_dict() if len(self.cases) else {}
         out = {s: int(got.get(s, 0)) for s in STATUSES}
-        out["planned"] = len(self.meta.get("cases") or []) or len(self.cases)
+        out["planned"] = len(self.record.cases) or len(self.cases)
         out["unfinished"] = max(out["planned"] - len(self.cases), 0)
         return out
 
@@ -111,25 +117,38 @@ def slugify(text: str, taken: set[str]) -> str:
     return slug
 
 
-def load_runs(paths: Iterable[str | Path]) -> list[Run]:
+def load_runs(paths: Iterable[str | Path], skip_bad: bool = False) -> list[Run]:
     """Every run folder under ``paths`` (each once), in start-time order.
 
     Raises :class:`~convbench.results.ResultsError` for a missing path, a folder holding
-    no run, or unreadable files.
+    no run, or unreadable files; with ``skip_bad``, a run whose files are unreadable is
+    left out with a warning on stderr instead (unless every run is).
     """
     seen: dict[Path, Path] = {}
     for p in find_runs(paths):
         seen.setdefault(p.resolve(), p)
-    metas = {p: read_meta(p) for p in seen.values()}
-    ordered = sorted(seen.values(), key=lambda p: (str(metas[p].get("started") or ""), p.name, str(p)))
+    loaded: dict[Path, tuple[RunRecord, pd.DataFrame, pd.DataFrame]] = {}
+    errors: list[ResultsError] = []
+    for p in seen.values():
+        try:
+            loaded[p] = (read_run(p), load([p]), load([p], samples=True))
+        except ResultsError as exc:
+            if not skip_bad:
+                raise
+            errors.append(exc)
+    if errors and not loaded:
+        raise errors[0]
+    for exc in errors:
+        warn_skipped(exc)
+    ordered = sorted(loaded, key=lambda p: (str(loaded[p][0].started or ""), p.name, str(p)))
     taken: set[str] = set()
     names = _unique_names(ordered)
     runs = []
     for p in ordered:
-        order = {_case_id(c): i for i, c in enumerate(metas[p].get("cases") or [])}
-        cases, samples = load([p]), load([p], samples=True)
+        record, cases, samples = loaded[p]
+        order = {_case_id(c): i for i, c in enumerate(record.cases)}
         cases["run"], samples["run"] = names[p], names[p]
-        runs.append(Run(p, names[p], slugify(names[p], taken), metas[p], cases, samples, order))
+        runs.append(Run(p, names[p], slugify(names[p], taken), record.to_dict(), cases, samples, order, record))
     return runs
 
 

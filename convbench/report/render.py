@@ -34,6 +34,7 @@ from convbench.report import tables
 from convbench.report.data import Run, load_runs, run_peaks, slugify, suite_frame, suites_of
 from convbench.report.plots import Plot, absent_plots, suite_plots
 from convbench.results import ResultsError, write_tables
+from convbench.run_record import RunRecord, as_record
 
 #: Written at the root of every rendered site; its presence allows replacing the folder.
 MARKER = ".convbench-report"
@@ -94,7 +95,7 @@ def render_site(
         raise ReportError("no run to report: give one or more run folders, or --compare BASE NEW")
     _check_out(out)
     try:
-        runs = load_runs(paths)
+        runs = load_runs(paths, skip_bad=True)  # (a corrupted run among good ones: left out, with a warning)
         comparison = _comparison(compare, threshold, alpha) if compare else None
     except ResultsError as exc:
         raise ReportError(str(exc)) from None
@@ -173,7 +174,7 @@ def _write(site: Path, runs: list[Run], comparison: Any, compare: Any) -> list[s
         html = env.get_template("run.html.j2").render(
             **common, page=run_pages[run.name], title=f"Run {run.name}", run=run, counts=run.counts(),
             core=tables.env_rows(run.core_env), backends=[(k, tables.backend_rows(v)) for k, v in run.backend_envs.items()],
-            options=_options_rows(run.meta), data=data, reasons=tables.reasons(run.cases),
+            options=_options_rows(run.record), data=data, reasons=tables.reasons(run.cases),
             suite_page=suite_pages[run.suite], canary=tables.canary_table(run),
         )  # fmt: skip
         _write_text(site / run_pages[run.name], html)
@@ -196,7 +197,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def _suite_description(runs: list[Run]) -> str:
     for run in runs:
-        text = _yaml_description(run.meta.get("suite_text"))
+        text = _yaml_description(run.record.suite_text)
         if text:
             return text
     return ""
@@ -221,15 +222,16 @@ def _counts(frame: pd.DataFrame) -> dict[str, int]:
     return {s: int(got.get(s, 0)) for s in STATUSES}
 
 
-def _options_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
+def _options_rows(meta: RunRecord | dict[str, Any]) -> list[tuple[str, str]]:
     """(option, value) rows: suite file, preset, filter, timing, timeout, tolerance, interpreters."""
-    opts = meta.get("options") or {}
-    rows = [("suite file", meta.get("suite_path")), ("preset", meta.get("preset")), ("filter", meta.get("filter"))]
-    rows += [(f"timing.{k}", v) for k, v in (opts.get("timing") or {}).items()]
-    rows += [("timeout (s)", opts.get("timeout"))]
-    rows += [(f"tolerance.{k}", v) for k, v in (opts.get("tolerance") or {}).items()]
-    rows += [(f"interpreter.{k}", v) for k, v in (opts.get("interpreters") or {}).items()]
-    rows += [("status", meta.get("status")), ("started", meta.get("started")), ("finished", meta.get("finished"))]
+    record = as_record(meta)
+    opts = record.options
+    rows = [("suite file", record.suite_path), ("preset", record.preset), ("filter", record.filter)]
+    rows += [(f"timing.{k}", v) for k, v in opts.timing.items()]
+    rows += [("timeout (s)", opts.timeout)]
+    rows += [(f"tolerance.{k}", v) for k, v in (opts.tolerance or {}).items()]
+    rows += [(f"interpreter.{k}", v) for k, v in (opts.interpreters or {}).items()]
+    rows += [("status", record.status), ("started", record.started), ("finished", record.finished)]
     return [(k, "–" if v is None else str(v)) for k, v in rows]
 
 

@@ -256,7 +256,7 @@ def _software(run: Run) -> str:
     env = run.core_env
     parts = [f"Python {env.get('python_version') or '?'}", f"numpy {env.get('numpy_version') or '?'}"]
     rev = env.get("git_revision")
-    version = env.get("convbench_version") or run.meta.get("convbench_version") or "?"
+    version = env.get("convbench_version") or run.record.convbench_version or "?"
     parts.append(f"convbench {version}" + (f" ({str(rev)[:10]}{', dirty' if env.get('git_dirty') else ''})" if rev else ""))
     for key, info in run.backend_envs.items():
         parts.append(f"{key} {info.get('version') or ('unavailable' if not info.get('available') else '?')}")
@@ -294,10 +294,10 @@ def runs_table(runs: list[Run], run_pages: dict[str, str], suite_pages: dict[str
     canaries = any(run.canary for run in runs)
     if canaries:
         columns.append(Column("canary", "canary", True, "the canary's median time at the run's start, middle and end (same work on every machine)"))
-    table = Table("runs", columns, statuses=sorted({str(r.meta.get("status") or "unknown") for r in runs}), status_label="run status")
+    table = Table("runs", columns, statuses=sorted({str(r.record.status or "unknown") for r in runs}), status_label="run status")
     for run in runs:
         counts = run.counts()
-        status = str(run.meta.get("status") or "unknown")
+        status = str(run.record.status or "unknown")
         if counts["unfinished"]:
             status_title = f"{counts['unfinished']} of {counts['planned']} planned cases have no result"
         else:
@@ -305,8 +305,8 @@ def runs_table(runs: list[Run], run_pages: dict[str, str], suite_pages: dict[str
         table.rows.append([
             Cell(run.name, sort=run.name, href=run_pages[run.name], badges=run_badges(run)),
             Cell(run.suite, sort=run.suite, href=suite_pages[run.suite]),
-            text(run.meta.get("preset")),
-            started_cell(run.meta.get("started")),
+            text(run.record.preset),
+            started_cell(run.record.started),
             Cell(status, sort=status, cls=f"run-{status}", title=status_title),
             Cell(str(counts["planned"]), sort=str(counts["planned"])),
             *[Cell(str(counts[s]), sort=str(counts[s]), cls=f"count-{s}" if counts[s] and s != "ok" else "") for s in STATUSES],
