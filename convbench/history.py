@@ -21,7 +21,7 @@ import pandas as pd
 
 from convbench.cases import KEY_FIELDS
 from convbench.compare import DEFAULT_FAIL_ON, compare_runs, load_side, run_info
-from convbench.results import ResultsError, find_runs
+from convbench.results import ResultsError, find_runs, warn_skipped
 
 __all__ = ["CHANGE_VERDICTS", "History", "history", "history_paths"]
 
@@ -139,22 +139,29 @@ def history(
 
 def history_paths(paths: str | Path | Iterable[str | Path], **kw: Any) -> History:
     """:func:`history` of every run under ``paths`` (run folders or folders of runs);
-    raises ResultsError on a missing or unreadable run."""
+    raises ResultsError on a missing path. A run whose files are unreadable is left out
+    with a warning on stderr (ResultsError when every run is)."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     runs = list(dict.fromkeys(p.resolve() for p in find_runs(paths)))
     case_frames, sample_frames, metas = [], [], []
+    bad: list[ResultsError] = []
     for run in runs:
         try:
             side = load_side(run)
         except ResultsError as exc:
             if "no finished case" in str(exc):
                 continue  # a run that finished nothing has no place in the series
-            raise
+            bad.append(exc)  # a corrupted run: left out (with a warning), the others go on
+            continue
         case_frames.append(side.cases)
         if len(side.samples):
             sample_frames.append(side.samples)
         metas += side.metas
+    if bad and not case_frames:
+        raise bad[0]
+    for exc in bad:
+        warn_skipped(exc)
     if not case_frames:
         raise ResultsError(f"{', '.join(map(str, paths))}: no run with a finished case")
     cases = pd.concat(case_frames, ignore_index=True)

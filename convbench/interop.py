@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
@@ -44,7 +45,8 @@ import pandas as pd
 
 from convbench import __version__
 from convbench.cases import KEY_FIELDS, Case
-from convbench.results import ResultsError, RunFolder, empty_row, find_runs, read_meta
+from convbench.results import ResultsError, RunFolder, check_rows, empty_row, find_runs, read_run
+from convbench.run_record import RunRecord, validate
 from convbench.timing import summarize
 
 __all__ = ["InteropError", "export_pytest_benchmark", "import_pytest_benchmark", "pytest_benchmark_stats"]
@@ -140,18 +142,46 @@ def _check_bench(path: Path, i: int, bench: Any) -> dict[str, Any]:
     if not isinstance(stats, dict):
         raise InteropError(f"{where}: missing 'stats' object")
     for f in REQUIRED_STATS:
-        if not isinstance(stats.get(f), (int, float)) or isinstance(stats.get(f), bool):
-            raise InteropError(f"{where}.stats.{f}: expected a number, got {stats.get(f)!r}")
+        if not _is_number(stats.get(f)):
+            raise InteropError(f"{where}.stats.{f}: expected a finite number, got {_shown(stats.get(f))}")
+    for f in ("rounds", "iterations"):
+        v = stats.get(f)
+        if (f == "rounds" or v is not None) and not (_is_number(v) and float(v).is_integer() and 0 < v < 2**63):
+            raise InteropError(f"{where}.stats.{f}: expected a positive whole number below 2**63, got {_shown(v)}")
+    for f in ("q1", "q3", "iqr", "stddev"):
+        v = stats.get(f)
+        if v is not None and not _is_number(v):
+            raise InteropError(f"{where}.stats.{f}: expected a finite number or nothing, got {_shown(v)}")
     data = stats.get("data")
-    if data is not None and (not isinstance(data, list) or not all(isinstance(x, (int, float)) for x in data)):
-        raise InteropError(f"{where}.stats.data: expected a list of numbers (seconds per iteration)")
+    if data is not None and (not isinstance(data, list) or not all(_is_number(x) for x in data)):
+        raise InteropError(f"{where}.stats.data: expected a list of finite numbers (seconds per iteration)")
+    for f in ("options", "params", "extra_info"):
+        if bench.get(f) is not None and not isinstance(bench.get(f), dict):
+            raise InteropError(f"{where}.{f}: expected an object, got {_shown(bench.get(f))}")
+    for f in ("name", "fullname", "group", "param"):
+        if bench.get(f) is not None and not isinstance(bench.get(f), str):
+            raise InteropError(f"{where}.{f}: expected a string, got {_shown(bench.get(f))}")
     return bench
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _object(v: Any) -> dict[str, Any]:
+    """``v`` if it is a JSON object, else {} (a wrongly typed optional field)."""
+    return v if isinstance(v, dict) else {}
+
+
 def _core_environment(doc: dict[str, Any]) -> dict[str, Any]:
-    mi = doc.get("machine_info") or {}
-    ci = doc.get("commit_info") or {}
-    cpu = mi.get("cpu") or {}
+    mi = _object(doc.get("machine_info"))
+    ci = _object(doc.get("commit_info"))
+    cpu = _object(mi.get("cpu"))
     return {
         "timestamp": doc.get("datetime"),
         "hostname": mi.get("node"),
@@ -190,7 +220,7 @@ def import_pytest_benchmark(path: str | Path, out: str | Path, suite: str | None
         data = [float(x) for x in stats.get("data") or []]
         row = empty_row(case)
         row.update(
-            status="ok", timer=str((bench.get("options") or {}).get("timer") or "perf_counter"),
+            status="ok", timer=str(_object(bench.get("options")).get("timer") or "perf_counter"),
             median=float(stats["median"]), q1=_float(stats.get("q1")), q3=_float(stats.get("q3")), iqr=_float(stats.get("iqr")),
             mean=float(stats["mean"]), stdev=_float(stats.get("stddev")), min=float(stats["min"]), max=float(stats["max"]),
             n=int(stats["rounds"]), inner=_int(stats.get("iterations")), finished_at=started,
@@ -218,15 +248,27 @@ def import_pytest_benchmark(path: str | Path, out: str | Path, suite: str | None
     }
     if (out / "run.json").exists():
         raise InteropError(f"{out}: already holds a run; import into a new folder")
+    try:  # everything checked before the folder exists: a bad file leaves nothing behind
+        check_rows(rows, [s for group in samples for s in group], path)
+        validate(meta)
+    except (ResultsError, ValueError) as exc:
+        raise InteropError(f"{path}: cannot be stored as a run ({exc})") from None
+    existed = out.exists()
     folder = RunFolder.create(out, meta)
-    if started:
-        folder.meta["started"] = started
-    # One write of both tables: every row but the last in memory, then add() the last.
-    folder.rows = rows[:-1]
-    folder.samples = [s for group in samples[:-1] for s in group]
-    folder.add(rows[-1], samples[-1])
-    folder.meta.update(status="complete", finished=started or folder.meta["started"])
-    folder.save_meta()
+    try:
+        if started:
+            folder.meta["started"] = started
+        # One write of both tables: every row but the last in memory, then add() the last.
+        folder.rows = rows[:-1]
+        folder.samples = [s for group in samples[:-1] for s in group]
+        folder.add(rows[-1], samples[-1])
+        folder.meta.update(status="complete", finished=started or folder.meta["started"])
+        folder.save_meta()
+    except BaseException:
+        folder.close()
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return folder
 
 
@@ -263,11 +305,11 @@ def _bench_name(row: pd.Series) -> str:
     return f"{row['workload']}[{'-'.join(map(str, parts))}]"
 
 
-def _machine_info(meta: dict[str, Any]) -> dict[str, Any]:
-    stored = (meta.get("pytest_benchmark") or {}).get("machine_info")
+def _machine_info(record: RunRecord) -> dict[str, Any]:
+    stored = (record.pytest_benchmark or {}).get("machine_info")
     if stored:
         return stored
-    core = (meta.get("environment") or {}).get("core") or {}
+    core = record.core
     return {
         "node": core.get("hostname"),
         "processor": core.get("cpu") or "",
@@ -283,12 +325,12 @@ def _machine_info(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _commit_info(meta: dict[str, Any]) -> dict[str, Any]:
-    stored = (meta.get("pytest_benchmark") or {}).get("commit_info")
+def _commit_info(record: RunRecord) -> dict[str, Any]:
+    stored = (record.pytest_benchmark or {}).get("commit_info")
     if stored:
         return stored
-    core = (meta.get("environment") or {}).get("core") or {}
-    return {"id": core.get("git_revision") or "unversioned", "time": None, "author_time": None, "dirty": bool(core.get("git_dirty")), "project": "convbench", "branch": None}
+    core = record.core
+    return {"id": core.git_revision or "unversioned", "time": None, "author_time": None, "dirty": bool(core.git_dirty), "project": "convbench", "branch": None}
 
 
 def export_pytest_benchmark(run: str | Path, out: str | Path) -> tuple[Path, int, int]:
@@ -299,12 +341,12 @@ def export_pytest_benchmark(run: str | Path, out: str | Path) -> tuple[Path, int
     runs = find_runs([run])
     if len(runs) != 1:
         raise InteropError(f"{run}: holds {len(runs)} runs; export one run folder at a time")
-    meta = read_meta(runs[0])
+    record = read_run(runs[0])
     cases, samples = load(runs[0]), load(runs[0], samples=True)
     if cases.empty:
         raise InteropError(f"{run}: no finished case to export")
     by_case = {cid: g.sort_values("index")["seconds"].tolist() for cid, g in samples.groupby("case_id")} if len(samples) else {}
-    timing = (meta.get("options") or {}).get("timing") or {}
+    timing = record.timing
     benchmarks, left_out = [], 0
     for _, row in cases.iterrows():
         data = [float(x) for x in by_case.get(row["case_id"], []) if x == x and x > 0]
@@ -350,11 +392,11 @@ def export_pytest_benchmark(run: str | Path, out: str | Path) -> tuple[Path, int
     if not benchmarks:
         raise InteropError(f"{run}: no timed case to export ({left_out} cases were skipped, failed or not timed)")
     doc = {
-        "machine_info": _machine_info(meta),
-        "commit_info": _commit_info(meta),
+        "machine_info": _machine_info(record),
+        "commit_info": _commit_info(record),
         "benchmarks": benchmarks,
-        "datetime": (meta.get("pytest_benchmark") or {}).get("datetime") or meta.get("started"),
-        "version": (meta.get("pytest_benchmark") or {}).get("version") or FORMAT_VERSION,
+        "datetime": (record.pytest_benchmark or {}).get("datetime") or record.started,
+        "version": (record.pytest_benchmark or {}).get("version") or FORMAT_VERSION,
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

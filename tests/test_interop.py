@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import convbench
 from convbench.cli import main
 from convbench.interop import (
     export_pytest_benchmark,
@@ -174,9 +175,18 @@ def test_import_without_data_is_not_tested_by_compare(pb_json: Path, tmp_path: P
         ('{"benchmarks": {}}', "expected an object with a 'benchmarks' list"),
         ('{"benchmarks": []}', "'benchmarks' is empty"),
         ('{"benchmarks": [{"name": "a"}]}', "benchmarks[0]: missing 'stats' object"),
-        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "rounds": 1}}]}', "benchmarks[0].stats.median: expected a number"),
+        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "rounds": 1}}]}', "benchmarks[0].stats.median: expected a finite number"),
         ('{"benchmarks": [{"stats": {}}]}', "needs 'fullname' or 'name'"),
-        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 1, "data": ["x"]}}]}', "stats.data: expected a list of numbers"),
+        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 1, "data": ["x"]}}]}', "stats.data: expected a list of finite numbers"),
+        # wrongly typed fields, and numbers no table can hold: refused, nothing written
+        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 1000000000000000000000000000000}}]}', "stats.rounds: expected a positive whole number"),
+        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 2.5}}]}', "stats.rounds: expected a positive whole number"),
+        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": true, "median": 1, "rounds": 1}}]}', "stats.mean: expected a finite number"),
+        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 1, "iterations": "3"}}]}', "stats.iterations: expected a positive whole number"),
+        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 1, "q1": "x"}}]}', "stats.q1: expected a finite number or nothing"),
+        ('{"benchmarks": [{"name": "a", "options": [1], "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 1}}]}', "benchmarks[0].options: expected an object"),
+        ('{"benchmarks": [{"name": ["a"], "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 1}}]}', "benchmarks[0].name: expected a string"),
+        ('{"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 1, "data": [true]}}]}', "stats.data: expected a list of finite numbers"),
     ],
 )
 def test_bad_pytest_benchmark_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str) -> None:
@@ -214,3 +224,15 @@ def test_import_keeps_its_short_spelling_and_the_old_export_spelling_says_where_
     err = " ".join(capsys.readouterr().err.split())
     assert "convbench pytest-benchmark export RUN -o FILE" in err and "Traceback" not in err
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("field", ["machine_info", "commit_info", "datetime", "version"])
+@pytest.mark.parametrize("value", [[1], "x", 3, None])
+def test_wrongly_typed_optional_fields_are_read_as_absent(tmp_path: Path, field: str, value: object) -> None:
+    doc = {"benchmarks": [{"name": "a", "stats": {"min": 1, "max": 1, "mean": 1, "median": 1, "rounds": 1}}], field: value}
+    if field == "machine_info":
+        doc[field] = {"cpu": value, "node": "n"}  # (a nested field wrongly typed too)
+    src = tmp_path / "pb.json"
+    src.write_text(json.dumps(doc))
+    assert main(["import", "pytest-benchmark", str(src), "-o", str(tmp_path / "run")]) == 0
+    assert len(convbench.load(tmp_path / "run")) == 1

@@ -140,6 +140,12 @@ def _nice_step(rough: float) -> float:
     return max(m * power for m in (1, 2, 5) if m * power <= rough * (1 + 1e-9))
 
 
+def _over(a: Any, b: Any) -> str:
+    """``a / b`` for a hover text (``n/a`` where b is zero or either is missing)."""
+    x, y = num(a), num(b)
+    return f"{x / y:.3g}" if x is not None and y else "n/a"
+
+
 def log_axis(values: Iterable[Any]) -> dict[str, Any]:
     """A log axis over ``values`` (missing and non-positive ones ignored) whose labels are
     readable numbers at explicit ticks (``tickvals``/``ticktext``): decades (0.1, 1, 10)
@@ -318,7 +324,7 @@ def mode_figure(frame: pd.DataFrame, id_prefix: str) -> list[Plot]:
         hover = [
             case_hover(t.drop("_inference"), [esc(f"training {format_time(num(t['median']))}"),
                                                esc(f"inference {format_time(num(i['median']))}"),
-                                               esc(f"training / inference {num(t['median']) / num(i['median']):.3g}")])
+                                               esc(f"training / inference {_over(t['median'], i['median'])}")])
             for (_, t), i in zip(trace.iterrows(), trace["_inference"], strict=True)
         ]  # fmt: skip
         data.append({
@@ -376,7 +382,7 @@ def roofline_figure(frame: pd.DataFrame, id_prefix: str, peaks: Peaks | None = N
     under the roofs of the device peaks the runs measured (where they did)."""
     if frame.empty:
         return []
-    ok = (frame["status"] == "ok") & frame["median"].map(num).notna()
+    ok = (frame["status"] == "ok") & frame["median"].map(lambda v: (num(v) or 0) > 0)  # (a zero median has no rate)
     ok &= frame["flops"].map(lambda v: (num(v) or 0) > 0) & frame["bytes"].map(lambda v: (num(v) or 0) > 0)
     rows = frame[ok]
     if rows.empty:
