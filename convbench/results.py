@@ -35,6 +35,16 @@ that was in flight and is ignored), or a compaction interrupted between its step
 journal is replayed over the tables; replaying lines a table already holds changes
 nothing). Folders written before the journal existed (the two tables only) read as
 they always did.
+
+run.json is read by :func:`read_run` only: a typed, validated
+:class:`~convbench.run_record.RunRecord` (with the migration of older schema versions;
+:func:`read_meta` is the same record as a dict). The tables are checked against their
+declared schemas (:data:`CASE_SCHEMA`, :data:`SAMPLE_SCHEMA`, built from CASE_COLUMNS and
+SAMPLE_COLUMNS): a bad file, a missing key column, values of the wrong kind, unknown
+statuses or duplicated rows are a ResultsError naming the file. A :class:`RunFolder`
+holds a lock on its folder (flock on the directory) while it lives: two creators or two
+resumers of one folder cannot both proceed. Files are written with the mode a plain
+open() gives (0666 less the umask).
 """
 
 from __future__ import annotations
