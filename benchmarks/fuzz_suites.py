@@ -197,7 +197,7 @@ def write_table() -> None:
         "",
         "Written by `benchmarks/fuzz_suites.py` (its docstring says how inputs are made and judged).",
         "",
-        "| label | inputs | loaded | refused (file:line: field: what) | failures | slowest input | minutes |",
+        "| label | inputs | loaded | refused (a SuiteError that starts with the file name) | failures | slowest input | minutes |",
         "|---|--:|--:|--:|---|--:|--:|",
     ]
     for path in sorted(HERE.glob("fuzz_suites-*.json")):
