@@ -155,6 +155,8 @@ class RunRecord(_Record):
         cases and the options a runner needs (timing, timeout, tolerance, interpreters)."""
         if "cases" not in self.model_fields_set:
             raise ResultsError("no planned cases (cases): not a run that can be resumed")
+        if self.suite is None:
+            raise ResultsError("no suite name (suite): not a run that can be resumed")
         self.planned_cases()
         missing = [f for f in ("timeout", "tolerance", "interpreters") if getattr(self.options, f) is None]
         missing += [] if "timing" in self.options.model_fields_set else ["timing"]

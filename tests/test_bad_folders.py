@@ -140,14 +140,16 @@ def test_a_bad_journal_row_fails_the_resume_before_anything_changes(tmp_path: Pa
     assert digest(run) == before
 
 
-@pytest.mark.parametrize("plan", ["cases", "options"])
+@pytest.mark.parametrize("plan", ["cases", "options", "suite", "no cases"])
 def test_a_plan_that_cannot_resume_fails_before_the_journal_is_compacted(tmp_path: Path, plan: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     run = copy_of(tmp_path)
     meta = json.loads((run / "run.json").read_text())
     if plan == "cases":
         meta["cases"][0] = {"workload": 3}
-    else:
+    elif plan == "options":
         del meta["options"]["timeout"]
+    else:
+        del meta["suite" if plan == "suite" else "cases"]
     (run / "run.json").write_text(json.dumps(meta))
     row = pq.read_table(run / "cases.parquet").slice(0, 1).to_pylist()[0]
     (run / JOURNAL).write_text(json.dumps({"row": row, "samples": [], "replaces": None}) + "\n")
@@ -155,7 +157,7 @@ def test_a_plan_that_cannot_resume_fails_before_the_journal_is_compacted(tmp_pat
     no_cases_run(monkeypatch)
     assert main(["run", "--resume", str(run)]) == 2
     err = flat(capsys.readouterr().err)
-    assert flat(run / "run.json") in err and ("cases[0]" in err if plan == "cases" else "timeout" in err)
+    assert flat(run / "run.json") in err and {"cases": "cases[0]", "options": "timeout", "suite": "(suite)", "no cases": "(cases)"}[plan] in err
     assert digest(run) == before
 
 
