@@ -122,7 +122,12 @@ class Clock:
         self.wrap(runner.Runner, "run", "loop")
         self.wrap(results.RunFolder, "add", "persist")
         self.wrap(results.RunFolder, "finish", "finish")
-        self.wrap(cli, "_execute", "execute")
+        if hasattr(cli, "_execute"):  # convbench before the commands moved out of cli.py
+            self.wrap(cli, "_execute", "execute")
+        else:
+            import convbench.commands.run as run_command
+
+            self.wrap(run_command, "execute", "execute")
         try:
             yield own
         finally:
