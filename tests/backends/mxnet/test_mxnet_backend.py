@@ -87,7 +87,7 @@ def test_training_restores_and_updates(execution: str) -> None:
 
 def test_threads_and_unsupported_cases() -> None:
     BACKEND.set_threads(1)
-    from convbench_mxnet.backend import current_threads
+    from convbench_mxnet.threads import current_threads
 
     assert current_threads() == 1
     assert "no execution 'graph'" in BACKEND.skip_reason(make_case(backend="mxnet", execution="graph"))
