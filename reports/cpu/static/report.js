@@ -1,4 +1,5 @@
-/* convbench report: draw the plots, sort tables on a heading click, filter their rows.
+/* convbench report: draw the plots, sort tables on a heading click, filter their rows,
+   point out a table that scrolls sideways.
    Plain JavaScript, no library besides plotly.js (loaded by pages that have plots). */
 (function () {
   "use strict";
@@ -81,6 +82,21 @@
     });
   }
 
+  /* A table wider than its container scrolls inside it; say so next to its filter. */
+  function markWideTables() {
+    document.querySelectorAll(".table-tools").forEach(function (tools) {
+      var table = document.getElementById(tools.getAttribute("data-for"));
+      var wrap = table && table.closest(".table-wrap");
+      var hint = tools.querySelector(".scroll-hint");
+      if (!wrap || !hint) return;
+      var wide = wrap.scrollWidth > wrap.clientWidth + 1;
+      hint.hidden = !wide;
+      wrap.classList.toggle("scrolls-x", wide);
+    });
+  }
+
   setUpTables();
+  markWideTables();
+  window.addEventListener("resize", markWideTables);
   drawPlots();
 })();
