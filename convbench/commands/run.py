@@ -72,12 +72,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             folder = RunFolder.open(Path(args.resume), resume=True)
         except ResultsError as exc:
             raise UsageError(str(exc)) from None
-        meta = folder.meta
-        cases = [Case.model_validate(c) for c in meta["cases"]]
-        opts = meta["options"]
-        options = RunOptions(TimingConfig.model_validate(opts["timing"]), opts["timeout"], opts["tolerance"], opts["interpreters"])
-        if (opts.get("cpus") or {}).get("cpus") and not fleet:  # pinned runs resume on the same CPUs
-            options.cpus = tuple(parse_cpu_list(opts["cpus"]["cpus"]))
+        record = folder.record  # checked by open(resume=True): plan and options are there
+        cases = [Case.model_validate(c) for c in record.cases]
+        opts = record.options
+        options = RunOptions(TimingConfig.model_validate(opts.timing), opts.timeout, opts.tolerance, opts.interpreters)
+        if (opts.cpus or {}).get("cpus") and not fleet:  # pinned runs resume on the same CPUs
+            options.cpus = tuple(parse_cpu_list(opts.cpus["cpus"]))
         from convbench.fleet import finished_planned  # a fleet plans with unset threads
 
         done = len(finished_planned(folder, cases))
@@ -107,13 +107,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as exc:  # --out is a file, a read-only folder, a full disk...
             raise UsageError(f"--out {out}: cannot create the run folder: {exc.strerror or exc}") from None
     if fleet:
-        fleet["placement"] = fleet["placement"] or (folder.meta.get("fleet") or {}).get("placement") or []
-        recorded = (folder.meta["options"].get("cpus") or {}).get("spec")
+        fleet["placement"] = fleet["placement"] or (folder.record.fleet or {}).get("placement") or []
+        recorded = (folder.record.options.cpus or {}).get("spec")
         fleet["cpus"] = str(spec) if spec else recorded
         folder.meta["fleet"] = fleet
         folder.save_meta()
     try:
-        completed = execute(folder, cases, options, folder.meta["suite"], fleet)
+        completed = execute(folder, cases, options, folder.record.suite or "run", fleet)
     except OSError as exc:  # the disk filled up, or the folder went away: what was written stays
         with contextlib.suppress(OSError):
             folder.finish("interrupted")
@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     folder.finish("complete")
     if len(without_skipped_groups(frame)):
-        console.print(summary_table(frame, title=escape(f"{folder.meta['suite']}: {folder.path}")))
+        console.print(summary_table(frame, title=escape(f"{folder.record.suite}: {folder.path}")))
     for line in status_lines(frame):
         console.print(f"  {line}", highlight=False, markup=False)
     for line in contention_lines(frame):
