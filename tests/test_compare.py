@@ -495,7 +495,9 @@ def test_a_real_run_against_itself_and_within(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stderr[-2000:]  # 3 samples a case: too few to test, inconclusive
     doc = json.loads(proc.stdout)
     assert doc["counts"]["inconclusive"] == len(doc["cases"]) == 2 and doc["environment_diff"] == []
-    assert doc["status"].startswith("inconclusive: 2 case(s): too few samples to test")
+    # 3 samples a case are too few to test; on a busy machine the cases are (also) contended,
+    # which the status names first: inconclusive either way, never a verdict
+    assert doc["status"].startswith("inconclusive: ") and ("too few samples to test" in doc["status"] or "contended" in doc["status"])
     proc = run_cli("compare", str(out), str(out), "--format", "json", "--inconclusive-ok")
     assert proc.returncode == 0, proc.stderr[-2000:]
     ok = [c for c in doc["cases"] if c["new_n"]]
