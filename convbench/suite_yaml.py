@@ -96,7 +96,8 @@ def yaml_error(file: str, exc: yaml.YAMLError, text: str = "") -> SuiteError:
     if isinstance(exc, yaml.reader.ReaderError):  # a control character: its line, not its offset
         before = text[: exc.position]
         line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
-        what = f"character {exc.character!r}" if isinstance(exc.character, str) else f"byte {exc.character!r}"
+        code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)  # PyYAML gives the code point
+        what = f"character U+{code:04X}"
         return SuiteError.from_issues(file, [Issue("", f"invalid YAML: {what} is not allowed in YAML text", line, column)])
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)

@@ -96,7 +96,7 @@ def test_every_call_or_attribute_outside_the_grammar_is_refused_at_parse_time() 
 def test_bounded_length_and_depth() -> None:
     with pytest.raises(FilterSyntaxError, match="nested more than"):
         compile_filter("(" * (MAX_DEPTH + 1) + "batch == 1" + ")" * (MAX_DEPTH + 1), COLUMNS)
-    with pytest.raises(FilterSyntaxError, match="not " * 0 + "nested more than"):
+    with pytest.raises(FilterSyntaxError, match="nested more than"):
         compile_filter("not " * (MAX_DEPTH + 1) + "batch == 1", COLUMNS)
     with pytest.raises(FilterSyntaxError, match="longer than"):
         compile_filter("batch == 1 or " * 2000 + "batch == 1", COLUMNS)
