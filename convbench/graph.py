@@ -37,7 +37,8 @@ simple ops instead of one op per paper):
   channel is moved spatially by its own offset and the vacated pixels are zero,
   ``out[n, c, h, w] = x[n, c, h - dy_c, w - dx_c]`` where ``0 <= h - dy_c < H`` and
   ``0 <= w - dx_c < W``, else 0. Each ``|dy_c| < H`` and ``|dx_c| < W``.
-  :func:`shift_offsets` builds the offsets of Wu et al.'s k x k shift and
+  :func:`shift_offsets` builds the offsets of Wu et al.'s k x k shift (the channels
+  left over by k*k groups stay in place, as in the authors' kernel) and
   :func:`shift_runs` groups consecutive channels that share an offset.
 
 Counting conventions (README, "Counting"):
@@ -343,23 +344,51 @@ def node_bytes(graph: Graph, node: Node, itemsize: int = 4) -> int:
     return elements * itemsize
 
 
-def shift_offsets(channels: int, kernel: int = 3, dilation: int = 1) -> tuple[tuple[int, int], ...]:
+#: How :func:`shift_offsets` places the ``C mod k*k`` channels left over.
+SHIFT_LEFTOVERS = ("unshifted", "spread")
+
+
+def shift_offsets(
+    channels: int, kernel: int = 3, dilation: int = 1, leftover: str = "unshifted"
+) -> tuple[tuple[int, int], ...]:
     """Per-channel offsets of a k x k shift (Wu et al. 2017, arXiv 1711.08141).
 
-    The channels are split into k*k groups of consecutive channels, as equal as possible
-    (the first ``channels mod k*k`` groups have one channel more, as ``numpy.array_split``);
-    group i moves by the i-th offset of the k x k grid in row-major order,
-    ``(dilation * (i // k - k // 2), dilation * (i % k - k // 2))``, so the centre group
-    stays in place. ``kernel`` must be odd.
+    The offsets of the k x k grid in row-major order, ``(dilation * (i // k - k // 2),
+    dilation * (i % k - k // 2))`` for i < k*k (offset k*k // 2 is the centre, (0, 0)),
+    are given to k*k groups of consecutive channels, group i moving by offset i.
+    ``leftover`` says what becomes of the ``r = channels mod k*k`` channels left over:
+
+    * ``"unshifted"`` (the default, the authors' rule): every group has
+      ``floor(channels / k*k)`` channels and the last r channels stay in place, as in
+      the authors' CUDA kernel (alvinwan/shiftresnet-cifar,
+      ``models/shiftnet_cuda_v2/src/shiftnet_cuda_kernels.cu``: a channel
+      ``c >= floor(C / k*k) * k*k`` gets shift 0), so ``floor(C / k*k) + r`` channels
+      stay; with fewer than k*k channels none moves;
+    * ``"spread"`` (convbench's earlier rule, kept as an option): the groups are as equal
+      as possible, the first r groups one channel larger (``numpy.array_split``), so
+      only ``ceil`` or ``floor(C / k*k)`` channels (the centre group) stay.
+
+    For C = 96, k = 3 the authors' rule leaves 16 channels in place, ``spread`` 11.
+    The authors' kernel also interleaves the groups (channel c < floor(C / k*k) * k*k
+    takes offset c mod k*k, with the opposite sign convention); with ``"unshifted"``
+    the offsets here are a permutation of the channels of theirs (the same offsets,
+    the same number of times), which two surrounding 1x1 convs absorb. ``kernel`` must
+    be odd.
     """
     if kernel < 1 or kernel % 2 == 0:
         raise GraphError(f"shift kernel must be odd and positive, got {kernel}")
-    half = kernel // 2
-    groups = np.array_split(np.arange(channels), kernel * kernel)
+    if leftover not in SHIFT_LEFTOVERS:
+        raise GraphError(f"shift leftover must be one of {SHIFT_LEFTOVERS}, got {leftover!r}")
+    half, cells = kernel // 2, kernel * kernel
+    if leftover == "spread":
+        sizes = [len(g) for g in np.array_split(np.arange(channels), cells)]
+    else:
+        sizes = [channels // cells] * cells
     offsets: list[tuple[int, int]] = []
-    for i, members in enumerate(groups):
+    for i, size in enumerate(sizes):
         dy, dx = dilation * (i // kernel - half), dilation * (i % kernel - half)
-        offsets.extend([(dy, dx)] * len(members))
+        offsets.extend([(dy, dx)] * size)
+    offsets.extend([(0, 0)] * (channels - len(offsets)))
     return tuple(offsets)
 
 

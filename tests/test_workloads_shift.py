@@ -9,6 +9,7 @@ import pytest
 from convbench.data import make_cotangents, make_tensors
 from convbench.graph import GraphError, shift_offsets, shift_runs
 from convbench.reference import forward, run_reference
+from convbench.reference import shift as reference_shift
 from convbench.variants import onehot_kernels, parse_variant
 from convbench.verify import verify
 from convbench.workloads import build_graph
@@ -29,15 +30,74 @@ def same_function(kind: str, params: dict, label: str, mode: str, batch: int = 2
 
 def test_shift_offsets_follow_wu_et_al() -> None:
     offsets = shift_offsets(20, 3)
-    # 20 channels in 9 groups: the first 20 mod 9 = 2 groups have 3 channels, the rest 2
+    # 20 channels in 9 groups of 20 // 9 = 2; the 20 mod 9 = 2 channels left over stay
     runs = shift_runs(offsets)
-    assert [stop - start for start, stop, _, _ in runs] == [3, 3, 2, 2, 2, 2, 2, 2, 2]
-    assert [(dy, dx) for *_, dy, dx in runs] == [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    assert [stop - start for start, stop, _, _ in runs] == [2] * 10
+    assert [(dy, dx) for *_, dy, dx in runs] == [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)] + [(0, 0)]
     assert runs[4][2:] == (0, 0)  # the centre group stays
     assert shift_offsets(9, 3, dilation=2)[0] == (-2, -2)
-    assert len(shift_runs(shift_offsets(5, 5))) == 5  # fewer channels than offsets: groups of 1
+    assert set(shift_offsets(5, 5)) == {(0, 0)}  # fewer channels than offsets: none moves
+    assert shift_offsets(18, 3) == shift_offsets(18, 3, leftover="spread")  # C a multiple of k*k
     with pytest.raises(GraphError, match="odd"):
         shift_offsets(8, 2)
+    with pytest.raises(GraphError, match="leftover"):
+        shift_offsets(8, 3, leftover="first")
+
+
+def test_spread_leftover_is_convbenchs_earlier_rule() -> None:
+    runs = shift_runs(shift_offsets(20, 3, leftover="spread"))
+    # the first 20 mod 9 = 2 groups have 3 channels, the rest 2 (numpy.array_split)
+    assert [stop - start for start, stop, _, _ in runs] == [3, 3, 2, 2, 2, 2, 2, 2, 2]
+    assert len(shift_runs(shift_offsets(5, 5, leftover="spread"))) == 5
+    graph = build_graph("shift", {"channels": 20, "size": 6, "leftover": "spread"}, 1)
+    assert graph["shift"].attrs["offsets"] == shift_offsets(20, 3, leftover="spread")
+    with pytest.raises(pydantic.ValidationError):
+        build_graph("shift", {"channels": 20, "size": 6, "leftover": "first"}, 1)
+
+
+def authors_kernel(x: np.ndarray, kernel: int, dilation: int = 1) -> np.ndarray:
+    """NumPy transcription of the authors' shift kernel (alvinwan/shiftresnet-cifar,
+    models/shiftnet_cuda_v2/src/shiftnet_cuda_kernels.cu, moduloshiftgeneric, direction 1):
+    channel c < rd = (C // k^2) * k^2 reads ``src[h + h_shift, w + w_shift]`` with
+    ``w_shift = dilation * (c % k - k // 2)``, ``h_shift = dilation * ((c // k) % k - k // 2)``,
+    zero outside; the channels from rd on are copied unshifted."""
+    n, c, h, w = x.shape
+    rd = (c // kernel**2) * kernel**2
+    out = np.zeros_like(x)
+    for ch in range(c):
+        hs = dilation * ((ch // kernel) % kernel - kernel // 2) * (ch < rd)
+        ws = dilation * ((ch % kernel) - kernel // 2) * (ch < rd)
+        for i in range(h):
+            for j in range(w):
+                if 0 <= i + hs < h and 0 <= j + ws < w:
+                    out[:, ch, i, j] = x[:, ch, i + hs, j + ws]
+    return out
+
+
+@pytest.mark.parametrize("channels, kernel, dilation", [(96, 3, 1), (20, 3, 1), (7, 3, 1), (30, 5, 1), (23, 3, 2)])
+def test_shift_is_the_authors_kernel_up_to_a_channel_permutation(channels: int, kernel: int, dilation: int) -> None:
+    """Each channel of the authors' output is its input moved by one of our offsets, and
+    the offsets so found are ours, each as many times: the two differ by a permutation."""
+    size = 2 * dilation * (kernel // 2) + 3
+    ours = shift_offsets(channels, kernel, dilation)
+    x = np.random.default_rng(0).standard_normal((1, channels, size, size))
+    theirs = authors_kernel(x, kernel, dilation)[0]
+    found = []
+    for ch in range(channels):
+        moved = {o: reference_shift(x[:, ch : ch + 1], [o])[0, 0] for o in set(ours)}
+        matches = [o for o, plane in moved.items() if np.array_equal(plane, theirs[ch])]
+        assert len(matches) == 1, (ch, matches)
+        found.append(matches[0])
+    assert sorted(found) == sorted(ours)
+
+
+def test_unshifted_channels_c96_k3() -> None:
+    """The issue's example: the authors' rule leaves 96 // 9 + 96 mod 9 = 16 channels in
+    place; the spread rule 11 (the centre group of 96 // 9 + 1)."""
+    assert shift_offsets(96, 3).count((0, 0)) == 16
+    assert shift_offsets(96, 3, leftover="spread").count((0, 0)) == 11
+    rd = (96 // 9) * 9
+    assert sum(1 for c in range(96) if c >= rd or (c % 3 == 1 and (c // 3) % 3 == 1)) == 16  # the kernel's
 
 
 def test_shift_moves_each_group_by_its_offset() -> None:
@@ -56,7 +116,12 @@ def test_shift_moves_each_group_by_its_offset() -> None:
 @pytest.mark.parametrize("label", ["slice", "onehot", "onehot+diagonalwise", "onehot+diagonalwise(group_size=4)", "onehot+split"])
 @pytest.mark.parametrize(
     "params",
-    [{"channels": 20, "size": 6}, {"channels": 7, "size": 6, "kernel": 5}, {"channels": 30, "size": 5, "dilation": 2}],
+    [
+        {"channels": 20, "size": 6},
+        {"channels": 7, "size": 6, "kernel": 5},
+        {"channels": 30, "size": 5, "dilation": 2},
+        {"channels": 20, "size": 6, "leftover": "spread"},
+    ],
     ids=str,
 )
 def test_shift_forms_equal_native(params: dict, label: str, mode: str) -> None:

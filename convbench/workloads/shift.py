@@ -2,12 +2,18 @@
 shift-based primitives of AddressNet, all built from the IR's primitive ops.
 
 * **shift** (Wu et al. 2017, "Shift: A Zero FLOP, Zero Parameter Alternative to Spatial
-  Convolutions", arXiv 1711.08141): the C channels are split into k*k nearly equal groups
-  of consecutive channels; group i moves by the i-th offset of the k x k grid (row-major,
-  the centre group stays) and the vacated pixels are zero (:func:`convbench.graph.
-  shift_offsets`). No parameters, no multiply-adds. The authors' CUDA kernel assigns the
-  offsets to channels modulo k*k instead of in consecutive groups; between two 1x1 convs
-  the two assignments differ only by a permutation of channels.
+  Convolutions", arXiv 1711.08141): the C channels are split into k*k groups of
+  floor(C / k*k) consecutive channels; group i moves by the i-th offset of the k x k
+  grid (row-major, the centre group stays) and the vacated pixels are zero; the
+  C mod k*k channels left over stay in place, as in the authors' CUDA kernel
+  (alvinwan/shiftresnet-cifar, ``models/shiftnet_cuda_v2``: channels from
+  floor(C / k*k) * k*k on get shift 0). See :func:`convbench.graph.shift_offsets`.
+  No parameters, no multiply-adds. The kernel assigns the offsets to channels modulo
+  k*k instead of in consecutive groups: with the same number of channels per offset,
+  that is a permutation of channels, which the surrounding 1x1 convs absorb.
+  ``leftover: spread`` selects convbench's earlier rule, which spreads the leftover
+  channels over the first groups (``numpy.array_split``): that is *not* a permutation
+  of the authors' shift, since fewer channels stay (C = 96, k = 3: 11 instead of 16).
 * **shift_conv**: the paper's conv-shift-conv (CSC) module as ShiftResNet uses it:
   1x1 conv C_in -> E * C_out + BN + ReLU, shift, 1x1 conv -> C_out with the module's stride
   + BN (E: the expansion).
@@ -36,6 +42,7 @@ paper's section 3; a framework that copies computes the same values):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -43,14 +50,22 @@ from convbench.graph import Graph, GraphBuilder, Node, shift_offsets
 from convbench.workloads import WorkloadKind, register
 from convbench.workloads.layers import _Params
 
+#: Where the C mod k*k channels left over by a shift's k*k groups go (:func:`shift_offsets`):
+#: ``unshifted`` (the authors' kernel) or ``spread`` over the first groups (convbench's earlier rule).
+Leftover = Literal["unshifted", "spread"]
+
 
 def shift_layer(
-    b: GraphBuilder, x: str, kernel: int = 3, dilation: int = 1, name: str | None = None
+    b: GraphBuilder,
+    x: str,
+    kernel: int = 3,
+    dilation: int = 1,
+    name: str | None = None,
+    leftover: Leftover = "unshifted",
 ) -> str:
-    """Append Wu et al.'s k x k shift of ``x``."""
-    return b.shift(
-        x, shift_offsets(b.shape(x)[1], kernel, dilation), name=name or b.unique("shift")
-    )
+    """Append Wu et al.'s k x k shift of ``x`` (``leftover``: :func:`shift_offsets`)."""
+    offsets = shift_offsets(b.shape(x)[1], kernel, dilation, leftover)
+    return b.shift(x, offsets, name=name or b.unique("shift"))
 
 
 def shift_conv_block(
@@ -61,11 +76,12 @@ def shift_conv_block(
     expansion: int = 1,
     kernel: int = 3,
     prefix: str = "",
+    leftover: Leftover = "unshifted",
 ) -> str:
     """CSC module: 1x1 conv to expansion * out + BN + ReLU, shift, strided 1x1 conv + BN."""
     mid = expansion * out_channels
     y = b.act(b.batchnorm(b.conv2d(x, mid, 1, name=f"{prefix}conv1"), name=f"{prefix}bn1"), "relu")
-    y = shift_layer(b, y, kernel, name=f"{prefix}shift")
+    y = shift_layer(b, y, kernel, name=f"{prefix}shift", leftover=leftover)
     return b.batchnorm(
         b.conv2d(y, out_channels, 1, stride=stride, name=f"{prefix}conv2"), name=f"{prefix}bn2"
     )
@@ -221,6 +237,7 @@ class ShiftParams(_Params):
     size: int = Field(ge=2)
     kernel: int = Field(3, ge=1)
     dilation: int = Field(1, ge=1)
+    leftover: Leftover = "unshifted"
 
     @model_validator(mode="after")
     def _fits(self) -> ShiftParams:
@@ -242,6 +259,7 @@ class ShiftConvParams(_Params):
     expansion: int = Field(1, ge=1)
     kernel: int = Field(3, ge=1)
     stride: int = Field(1, ge=1)
+    leftover: Leftover = "unshifted"
 
 
 class ChannelShiftParams(_Params):
@@ -286,13 +304,13 @@ class ShortcutShiftParams(_Params):
 def build_shift(p: ShiftParams, batch: int) -> Graph:
     b = GraphBuilder()
     x = b.input("x", (batch, p.channels, p.size, p.size))
-    return b.build([shift_layer(b, x, p.kernel, p.dilation, name="shift")])
+    return b.build([shift_layer(b, x, p.kernel, p.dilation, name="shift", leftover=p.leftover)])
 
 
 def build_shift_conv(p: ShiftConvParams, batch: int) -> Graph:
     b = GraphBuilder()
     x = b.input("x", (batch, p.in_channels, p.size, p.size))
-    return b.build([shift_conv_block(b, x, p.out_channels, p.stride, p.expansion, p.kernel)])
+    return b.build([shift_conv_block(b, x, p.out_channels, p.stride, p.expansion, p.kernel, leftover=p.leftover)])
 
 
 def build_channel_shift(p: ChannelShiftParams, batch: int) -> Graph:
