@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -55,6 +56,21 @@ DEFAULT_TOLERANCE: dict[str, float] = {"float32": 1e-4, "float16": 1e-2, "bfloat
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
+def format_case_id(key: Mapping[str, Any]) -> str:
+    """The case id of the key fields in ``key``: their ``str()`` in :data:`KEY_FIELDS`
+    order, joined by ``|`` (a missing field, and threads unset, read ``None``)."""
+    return "|".join(str(key.get(f)) for f in KEY_FIELDS)
+
+
+def parse_case_id(case_id: str) -> dict[str, str]:
+    """The key fields of a case id, as the text :func:`format_case_id` wrote (a ``|``
+    inside the workload, the first field, is kept); ValueError when fields are missing."""
+    parts = str(case_id).rsplit("|", len(KEY_FIELDS) - 1)
+    if len(parts) != len(KEY_FIELDS):
+        raise ValueError(f"case id {case_id!r}: expected {len(KEY_FIELDS)} fields separated by '|'")
+    return dict(zip(KEY_FIELDS, parts, strict=True))
+
+
 class Case(BaseModel):
     """What to compute (workload, variant) and where and how (backend ... threads)."""
 
@@ -77,7 +93,7 @@ class Case(BaseModel):
     @property
     def case_id(self) -> str:
         """Stable, readable identity of the case (unique within a suite)."""
-        return "|".join(str(getattr(self, f)) for f in KEY_FIELDS)
+        return format_case_id(self.key())
 
     @property
     def group_key(self) -> str:

@@ -44,6 +44,7 @@ from typing import Any
 
 from convbench.cases import Case
 from convbench.results import RunFolder, empty_row, now_iso
+from convbench.runner import finished_planned
 
 #: Device kinds that can be resources; a resource name is ``<device>:<label>``.
 DEVICES = ("cpu", "cuda")
@@ -194,21 +195,6 @@ def resolve_threads(case: Case, cores: int | None = None) -> Case:
     if case.device == "cpu" and case.threads is None:
         return case.model_copy(update={"threads": cores or os.cpu_count() or 1})
     return case
-
-
-def _key_without_threads(case_id: str) -> str:
-    return case_id.rsplit("|", 1)[0]  # threads is the last key field
-
-
-def finished_planned(folder: RunFolder, cases: list[Case]) -> set[str]:
-    """Planned case ids the folder already holds a row for (threads unset matches any)."""
-    done = folder.finished_ids()
-    loose = {_key_without_threads(i) for i in done}
-    return {
-        c.case_id
-        for c in cases
-        if c.case_id in done or (c.threads is None and _key_without_threads(c.case_id) in loose)
-    }
 
 
 # --------------------------------------------------------------------------- on the node
@@ -644,11 +630,3 @@ def connect(address: str, place: list[str]) -> dict[str, Any]:
         "placement": [r.text() for r in rules],
         "nodes_at_start": len(nodes),
     }
-
-
-def fleet_runner(
-    folder: RunFolder, options: Any, on_result: OnResult, fleet: dict[str, Any]
-) -> FleetRunner:
-    """The :class:`FleetRunner` of a run's ``fleet`` record (see :func:`connect`)."""
-    rules = [parse_place(t) for t in fleet.get("placement") or []]
-    return FleetRunner(folder, options, on_result, address=fleet["address"], placement=rules, cpus=fleet.get("cpus"))

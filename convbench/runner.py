@@ -24,7 +24,7 @@ from typing import Any
 
 from convbench import __version__
 from convbench.allocator import worker_environment
-from convbench.cases import Case
+from convbench.cases import Case, format_case_id, parse_case_id
 from convbench.cpu_topology import format_cpu_list
 from convbench.results import CASE_COLUMNS, SCHEMA_ID, RunFolder, empty_row, now_iso
 from convbench.rows import rates
@@ -228,6 +228,22 @@ def group_cases(cases: list[Case]) -> list[list[Case]]:
     for case in cases:
         order.setdefault(case.worker_key, len(order))
     return sorted(groups.values(), key=lambda g: order[g[0].worker_key])
+
+
+def key_without_threads(case_id: str) -> str:
+    """``case_id`` with threads unset (``None``): what a plan that leaves threads to the
+    machine that runs it (a fleet) matches; an id that is no case id stays as it is."""
+    try:
+        return format_case_id({**parse_case_id(case_id), "threads": None})
+    except ValueError:
+        return case_id
+
+
+def finished_planned(folder: RunFolder, cases: list[Case]) -> set[str]:
+    """Planned case ids the folder already holds a row for (threads unset matches any)."""
+    done = folder.finished_ids()
+    loose = {key_without_threads(i) for i in done}
+    return {c.case_id for c in cases if c.case_id in done or (c.threads is None and key_without_threads(c.case_id) in loose)}
 
 
 class Runner:

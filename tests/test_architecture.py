@@ -28,3 +28,23 @@ def test_import_contracts_are_kept() -> None:
 def test_python_dash_m_convbench_is_the_command() -> None:
     proc = subprocess.run([sys.executable, "-m", "convbench", "--version"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0 and proc.stdout.startswith("convbench ")
+
+
+def test_a_local_run_and_its_resume_never_load_the_fleet(tmp_path: Path) -> None:
+    """``convbench run`` without ``--cluster`` (and ``--resume`` of it) runs through the
+    local runner: convbench.fleet (the Ray side) is never imported."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: local\nworkloads:\n  - {id: w, kind: depthwise, params: {channels: 4, size: 6}}\n"
+        "matrix: {backend: [reference], batch: [1]}\n"
+        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05, guard: flag}\n"
+    )
+    out = tmp_path / "run"
+    code = (
+        "import sys, json; from convbench.cli import main\n"
+        f"codes = [main(['run', {str(suite)!r}, '--out', {str(out)!r}]), main(['run', '--resume', {str(out)!r}])]\n"
+        "print(json.dumps({'codes': codes, 'fleet': 'convbench.fleet' in sys.modules}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == '{"codes": [0, 0], "fleet": false}', proc.stdout[-2000:]

@@ -43,12 +43,6 @@ err_console = _console(stderr=True)
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-console = _console()
-err_console = _console(stderr=True)
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
 class UsageError(Exception):
     """Bad input from the user: printed as one message, exit code 2."""
 
@@ -136,8 +130,8 @@ def options_from(resolved: Any, verify_only: bool = False, pin: bool = True):  #
 def execute(folder, cases: list[Case], options, title: str, fleet: dict[str, Any] | None = None, runner: Any = None, total: int | None = None) -> bool:  # noqa: ANN001
     """Run ``cases`` into ``folder`` with a progress bar; False when interrupted.
     ``runner`` (called with the result callback) replaces the local runner (``ab``)."""
-    from convbench.fleet import finished_planned  # (no ray import) unset threads match any
-    from convbench.runner import Runner
+    from convbench.launch import make_runner
+    from convbench.runner import finished_planned  # unset threads (a fleet's plan) match any
 
     todo = total if total is not None else len(cases) - len(finished_planned(folder, cases))
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
@@ -149,14 +143,8 @@ def execute(folder, cases: list[Case], options, title: str, fleet: dict[str, Any
             case = escape(f"{row['workload']} {row['variant']} {row['mode']} b{row['batch']} -> {row['status']}")
             progress.update(task, advance=1, description=f"{title}: {case}")
 
-        if runner is not None:
-            chosen = runner(on_result)
-        elif fleet:  # --cluster: convbench.fleet places the cases on a Ray cluster
-            from convbench.fleet import fleet_runner
-
-            chosen = fleet_runner(folder, options, on_result, fleet)
-        else:
-            chosen = Runner(folder, options, on_result)
+        # --cluster: convbench.fleet places the cases on a Ray cluster
+        chosen = runner(on_result) if runner is not None else make_runner(folder, options, on_result, fleet)
         try:
             chosen.run(cases)
         except KeyboardInterrupt:

@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         options = RunOptions(TimingConfig.model_validate(opts.timing), opts.timeout, opts.tolerance, opts.interpreters)
         if (opts.cpus or {}).get("cpus") and not fleet:  # pinned runs resume on the same CPUs
             options.cpus = tuple(parse_cpu_list(opts.cpus["cpus"]))
-        from convbench.fleet import finished_planned  # a fleet plans with unset threads
+        from convbench.runner import finished_planned  # a fleet plans with unset threads
 
         done = len(finished_planned(folder, cases))
         err_console.print(f"Resuming {folder.path}: {done} of {len(cases)} cases already finished", markup=False)

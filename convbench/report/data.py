@@ -18,12 +18,13 @@ from typing import Any
 
 import pandas as pd
 
+from convbench.cases import KEY_FIELDS, format_case_id
 from convbench.compare import within_run
 from convbench.results import STATUSES, ResultsError, find_runs, load, read_run, warn_skipped
 from convbench.run_record import RunRecord, as_record
 
 #: Case key columns shown in the tables, in order (``variant`` follows ``workload``).
-KEY_COLUMNS = ["workload", "variant", "backend", "device", "mode", "batch", "dtype", "layout", "execution", "threads"]
+KEY_COLUMNS = list(KEY_FIELDS)
 
 _SAFE = re.compile(r"[^a-z0-9]+")
 
@@ -146,7 +147,7 @@ def load_runs(paths: Iterable[str | Path], skip_bad: bool = False) -> list[Run]:
     runs = []
     for p in ordered:
         record, cases, samples = loaded[p]
-        order = {_case_id(c): i for i, c in enumerate(record.cases)}
+        order = {format_case_id(c): i for i, c in enumerate(record.cases)}
         cases["run"], samples["run"] = names[p], names[p]
         runs.append(Run(p, names[p], slugify(names[p], taken), record.to_dict(), cases, samples, order, record))
     return runs
@@ -164,10 +165,6 @@ def _unique_names(paths: Sequence[Path]) -> dict[Path, str]:
         if seen[names[p]] > 1:
             names[p] = f"{names[p]} ({seen[names[p]]})"
     return names
-
-
-def _case_id(case: dict[str, Any]) -> str:
-    return "|".join(str(case.get(k)) for k in KEY_COLUMNS)
 
 
 def run_peaks(runs: Sequence[Run]) -> dict[tuple[str, str, str, str, str], tuple[float, float]]:
@@ -263,9 +260,9 @@ def _speedups(run: Run) -> pd.DataFrame:
     within = within_run(cases, by="variant", baseline=run.baseline_variant, samples=run.samples)
     if within.empty:
         return pd.DataFrame(columns=["case_id", *SPEEDUP_COLUMNS])
-    ids = row_keys(within, KEY_COLUMNS, "|")
+    ids = [format_case_id(dict(zip(KEY_COLUMNS, values, strict=True))) for values in within[KEY_COLUMNS].itertuples(index=False)]
     return pd.DataFrame({
-        "case_id": ids,
+        "case_id": pd.Series(ids, index=within.index, dtype=object),
         "speedup": within["speedup"].map(num),
         "speedup_low": within["speedup_ci_low"].map(num),
         "speedup_high": within["speedup_ci_high"].map(num),
