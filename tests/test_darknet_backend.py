@@ -161,9 +161,16 @@ def test_what_darknet_cannot_express_is_unsupported(kind: str, params: dict, wor
 
 
 @needs_darknet
-@pytest.mark.parametrize(("field", "value", "words"), [("dtype", "float16", "float32 only"), ("layout", "nhwc", "NCHW only"), ("threads", 4, "one thread")])
+@pytest.mark.parametrize(("field", "value", "words"), [("dtype", "float16", "float32 only"), ("layout", "nhwc", "NCHW only")])
 def test_skip_reasons(field: str, value: object, words: str) -> None:
     from tests.backends.graphs import make_case
 
     reason = BACKEND.skip_reason(make_case(**{field: value}))
     assert reason is not None and words in reason
+
+
+@needs_darknet
+def test_more_threads_run_on_one_and_say_so() -> None:
+    prepared, _ = prepare(BACKEND, conv_bn_relu(), threads=4)
+    assert prepared.details()["threads_used"] == 1 and "one thread" in prepared.details()["threads_note"]
+    prepared.close()

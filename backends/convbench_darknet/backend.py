@@ -5,7 +5,7 @@ and run by libdarknet through ctypes (:mod:`convbench_darknet.abi`,
 :mod:`convbench_darknet.prepared`). Debian's build (source of September 2018) is CPU-only
 and single-threaded (no OpenMP, no GPU): device ``cpu``, one thread, float32, NCHW.
 Inference and training (darknet's own forward, backward and SGD update) in execution
-``eager``. What darknet cannot express (ReLU6, channel shuffle, slices, shifts, pads,
+``eager``; a case asked for more threads runs on one and says so in ``details()``. What darknet cannot express (ReLU6, channel shuffle, slices, shifts, pads,
 dilation, non-square windows) is a skipped row naming it.
 """
 
@@ -21,7 +21,8 @@ from convbench.data import Tensors
 from convbench.graph import Graph
 from convbench_darknet.abi import INSTALL_HINT
 
-SINGLE_THREAD_REASON = "darknet: Debian's libdarknet is built without OpenMP and runs on one thread (asked {threads})"
+#: recorded in details() of a case asked for more than one thread
+SINGLE_THREAD_NOTE = "Debian's libdarknet is built without OpenMP: it ran on one thread (the case asked {threads})"
 
 
 @functools.cache
@@ -69,8 +70,6 @@ class DarknetBackend(Backend):
             return f"darknet: computes in float32 only (asked {case.dtype})"
         if case.layout != "nchw":
             return f"darknet: computes in NCHW only (asked {case.layout})"
-        if case.threads is not None and case.threads != 1:
-            return SINGLE_THREAD_REASON.format(threads=case.threads)
         return None
 
     def set_threads(self, threads: int | None) -> None:

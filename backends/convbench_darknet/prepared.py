@@ -116,8 +116,12 @@ class DarknetPrepared(Prepared):
             "layers": [layer.kind for layer in self.lowered.layers],
             "cfg": (Path(self._tmp.name) / "net.cfg").read_text(),
             "layout_used": "nchw",
-            "threads": 1,
+            "threads_used": 1,
         }
+        if case.threads is not None and case.threads > 1:
+            from convbench_darknet.backend import SINGLE_THREAD_NOTE
+
+            self._details["threads_note"] = SINGLE_THREAD_NOTE.format(threads=case.threads)
 
     # -- steps ------------------------------------------------------------------------
     def _layer(self, i: int) -> Any:
