@@ -41,6 +41,20 @@ simple ops instead of one op per paper):
   left over by k*k groups stay in place, as in the authors' kernel) and
   :func:`shift_runs` groups consecutive channels that share an offset.
 
+Composite layers (defined once here, as :class:`GraphBuilder` methods built from the ops
+above, so every backend runs them through the ops it already lowers):
+
+* ``mixconv`` (Tan and Le 2019, "MixConv: Mixed Depthwise Convolutional Kernels", arXiv
+  1907.09595): the C channels split into g groups of consecutive channels
+  (:func:`mixconv_splits`: floor(C / g) each, the remainder added to the first group),
+  group i a depthwise conv with its own odd kernel k_i ('same' padding (k_i - 1) / 2,
+  the common stride), the outputs concatenated: ``slice`` x g, ``conv2d`` x g,
+  ``concat``. One group is a plain depthwise conv.
+* ``channel_maxpool`` (cross-channel pooling): the maximum over each group of k
+  adjacent channels, ``out[n, j] = max over c in [j*k, (j+1)*k) of x[n, c]``:
+  ``reshape`` (N, 1, C, H*W), ``maxpool`` with a (k, 1) window and stride,
+  ``reshape`` (N, C / k, H, W).
+
 Counting conventions (README, "Counting"):
 
 * **parameters** are the elements of ``param`` nodes (conv and linear weights and biases,
@@ -392,6 +406,17 @@ def shift_offsets(
     return tuple(offsets)
 
 
+def mixconv_splits(channels: int, groups: int) -> list[int]:
+    """Channels per group of a MixConv (the authors' ``_split_channels`` in
+    tensorflow/tpu, ``models/official/mnasnet/mixnet/custom_layers.py``): ``floor(C / g)``
+    each, the remainder ``C mod g`` added to the first group."""
+    if not 1 <= groups <= channels:
+        raise GraphError(f"mixconv: {groups} groups do not fit {channels} channels")
+    splits = [channels // groups] * groups
+    splits[0] += channels - sum(splits)
+    return splits
+
+
 def shift_runs(offsets: Sequence[Sequence[int]]) -> list[tuple[int, int, int, int]]:
     """Maximal runs of consecutive channels sharing one offset: (start, stop, dy, dx)."""
     runs: list[tuple[int, int, int, int]] = []
@@ -535,6 +560,43 @@ class GraphBuilder:
 
     def shift(self, x: str, offsets: Sequence[Sequence[int]], name: str | None = None) -> str:
         return self.add("shift", [x], name=name, offsets=tuple((int(a), int(b)) for a, b in offsets))
+
+    def mixconv(
+        self,
+        x: str,
+        kernels: Sequence[int],
+        stride: int = 1,
+        bias: bool = False,
+        name: str | None = None,
+    ) -> str:
+        """MixConv of ``x`` (module docstring): group i, of :func:`mixconv_splits` channels,
+        a depthwise conv with kernel ``kernels[i]``, named ``<name>.g<i>``; the outputs
+        concatenated as ``<name>``. One kernel gives one depthwise conv named ``<name>``."""
+        name = name or self.unique("mixconv")
+        if any(k < 1 or k % 2 == 0 for k in kernels):
+            raise GraphError(f"{name}: mixconv kernels must be odd and positive, got {tuple(kernels)}")
+        c = self.shape(x)[1]
+        splits = mixconv_splits(c, len(kernels))
+        if len(kernels) == 1:
+            return self.conv2d(x, c, kernels[0], stride=stride, groups=c, bias=bias, name=name)
+        outs, start = [], 0
+        for i, (k, size) in enumerate(zip(kernels, splits, strict=True)):
+            part = self.add("slice", [x], name=f"{name}.g{i}.in", axis=1, start=start, stop=start + size)
+            outs.append(self.conv2d(part, size, k, stride=stride, groups=size, bias=bias, name=f"{name}.g{i}"))
+            start += size
+        return self.add("concat", outs, name=name, axis=1)
+
+    def channel_maxpool(self, x: str, group: int, name: str | None = None) -> str:
+        """Maximum over each group of ``group`` adjacent channels (module docstring)."""
+        name = name or self.unique("channel_maxpool")
+        n, c, h, w = self.shape(x)
+        if group < 1 or c % group:
+            raise GraphError(f"{name}: {c} channels are not groups of {group}")
+        flat = self.reshape(x, (n, 1, c, h * w), name=f"{name}.flat")
+        pooled = self.add(
+            "maxpool", [flat], name=f"{name}.max", kernel=(group, 1), stride=(group, 1), padding=(0, 0)
+        )
+        return self.reshape(pooled, (n, c // group, h, w), name=name)
 
     def act(self, x: str, kind: str | None) -> str:
         """Apply an activation by name (``relu``, ``relu6``, ``sigmoid``) or none."""

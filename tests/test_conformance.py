@@ -69,6 +69,10 @@ FAMILIES = [
     ("shufflenet_v2_tiny", "shufflenet_v2", {"width": "0.5", "resolution": 64, "classes": 10, "downsampling": "original"}, ["native", "diagonalwise", "split"]),
     ("menet_tiny", "menet", {"stage_channels": 48, "side_channels": 4, "groups": 3, "init_channels": 12, "resolution": 64, "classes": 10}, ["native", "diagonalwise", "blockdiag", "split", "blockdiag+diagonalwise"]),
     ("shiftresnet_tiny", "shiftresnet", {"expansion": 1, "resolution": 16}, ["native", "slice", "onehot", "onehot+diagonalwise"]),
+    ("shift3_spread", "shift", {"channels": 20, "size": 6, "leftover": "spread"}, ["native", "slice"]),
+    ("mixconv357", "mixconv", {"channels": 11, "size": 7, "kernels": [3, 5, 7], "bn": True, "act": "relu"}, ["native", "diagonalwise", "split"]),
+    ("mixconv35_s2", "mixconv", {"channels": 10, "size": 8, "kernels": [3, 5], "stride": 2, "bias": True}, ["native", "diagonalwise(group_size=4)"]),
+    ("channel_pool", "channel_pool", {"channels": 12, "size": 5, "group": 3}, ["native"]),
 ]
 NETWORKS = {"mobilenet_tiny"} | {i for i, k, _, _ in FAMILIES if k in ("mobilenet_v1", "mobilenet_v2", "fd_mobilenet", "shufflenet_v1", "shufflenet_v2", "menet", "shiftresnet")}
 #: The split form of a network is thousands of small convs, slices and concats (minutes of

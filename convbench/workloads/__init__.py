@@ -163,10 +163,12 @@ def catalogue() -> list[dict[str, Any]]:
 
 
 from convbench.workloads import (  # noqa: E402,F401  (registration)
+    channel_pool,
     fd_mobilenet,
     group,
     layers,
     menet,
+    mixconv,
     mobilenet,
     mobilenet_v2,
     shift,
