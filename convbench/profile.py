@@ -1,8 +1,10 @@
 """Per-op time breakdowns from each framework's own profiler: ``convbench profile``.
 
 Flow
-    The cases of a suite (after preset and filter) are sent, per (backend, device), to a
-    worker with the ``profile`` command (:mod:`convbench.worker`): each case is built
+    The cases of a suite (after preset and filter) are scheduled by the runner
+    (:class:`convbench.profile_runner.ProfileRunner`: groups, one worker per backend and
+    device, ``cpus`` pinning, fault handling as for a run), whose workers get the
+    ``profile`` command (:mod:`convbench.worker`): each case is built
     and verified as in a run, warmed up, then run ``steps`` times under the framework's
     profiler (:meth:`convbench.backend.Prepared.profile`). The rows come back attributed
     to graph nodes where the backend can tell; :func:`categorize` puts each in a
@@ -23,7 +25,7 @@ Categories (:func:`node_category`), by the graph node an op computes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -117,61 +119,6 @@ def save(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` as ``path`` (profile.parquet), atomically."""
     frame = pd.DataFrame(rows, columns=PROFILE_COLUMNS)
     _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-
-
-def profile_cases(
-    cases: list[Case], options: Any, steps: int, out: Path, on_case: Callable[[dict[str, Any]], None] | None = None
-) -> pd.DataFrame:
-    """Profile ``cases`` in workers (one per backend and device), saving ``out`` as they end.
-
-    ``options`` is a :class:`convbench.runner.RunOptions`. A worker that dies or hangs
-    gives its case an ``error`` row; the remaining cases go to a fresh worker.
-    """
-    from convbench.runner import Worker, WorkerError, interpreter_for
-
-    rows: list[dict[str, Any]] = []
-    by_worker: dict[tuple[str, str], list[Case]] = {}
-    for case in cases:
-        by_worker.setdefault(case.worker_key, []).append(case)
-    logs = out.parent / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    message = {"timing": options.timing.model_dump(), "tolerance": options.tolerance, "steps": steps}
-
-    def record(case: Case, event: dict[str, Any]) -> None:
-        new = case_rows(case, event, steps)
-        rows.extend(new)
-        save(out, rows)
-        if on_case is not None:
-            on_case(new[0])
-
-    for (backend, device), todo in by_worker.items():
-        count = 0
-        while todo:
-            count += 1
-            pending = {c.case_id: c for c in todo}
-            current: str | None = None
-            worker = None
-            try:
-                worker = Worker(interpreter_for(backend, options.interpreters), backend, logs / f"profile-{backend}-{device}-{count}.log",
-                                allocator=options.timing.allocator)
-                worker.send({"cmd": "profile", "cases": [c.model_dump() for c in todo], **message})
-                while pending:
-                    event = worker.next_event(options.timeout)
-                    if event.get("event") == "start":
-                        current = event["case_id"]
-                    elif event.get("event") == "profile":
-                        record(pending.pop(event["case_id"]), event)
-                    elif event.get("event") == "done":
-                        break
-                todo = []
-            except (WorkerError, OSError) as exc:
-                failed = current if current in pending else next(iter(pending))
-                record(pending.pop(failed), {"status": "error", "reason": f"worker failed: {exc}"})
-                todo = list(pending.values())
-            finally:
-                if worker is not None:
-                    worker.close(kill=bool(todo))
-    return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
 
 
 def shares(frame: pd.DataFrame) -> pd.DataFrame:

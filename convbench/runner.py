@@ -174,15 +174,18 @@ class Worker:
         except (BrokenPipeError, OSError) as exc:
             raise WorkerError(f"worker is gone: {self.stderr_tail()}") from exc
 
-    def run(self, cases: list[Case], options: dict[str, Any], timeout: float) -> Iterator[dict[str, Any]]:
-        """Send one group; yield its result events. Raises WorkerError on crash or timeout."""
-        self.send({"cmd": "run", "cases": [c.model_dump() for c in cases], **options})
+    def run(
+        self, cases: list[Case], options: dict[str, Any], timeout: float, cmd: str = "run"
+    ) -> Iterator[dict[str, Any]]:
+        """Send one group with ``cmd`` (``run`` or ``profile``); yield its events.
+        Raises WorkerError on crash or timeout."""
+        self.send({"cmd": cmd, "cases": [c.model_dump() for c in cases], **options})
         deadline = time.monotonic() + timeout
         while True:
             event = self.next_event(deadline - time.monotonic())
             if event.get("event") == "done":
                 return
-            if event.get("event") in ("start", "timing", "result", "peaks"):
+            if event.get("event") in ("start", "timing", "result", "peaks", "profile"):
                 yield event
 
     def stderr_tail(self, chars: int = 1500) -> str:
@@ -247,7 +250,17 @@ def finished_planned(folder: RunFolder, cases: list[Case]) -> set[str]:
 
 
 class Runner:
-    """Runs cases into a :class:`RunFolder`, one worker per (backend, device) at a time."""
+    """Runs cases into a :class:`RunFolder`, one worker per (backend, device) at a time.
+
+    Each group is sent with the worker command :attr:`command` (``run``: verify, then
+    time). A subclass that sends another command (``profile``:
+    :class:`convbench.profile_runner.ProfileRunner`) keeps the scheduling, the pinning
+    and the fault handling, and overrides the hooks: :meth:`message`, :meth:`result_of`,
+    :meth:`finished`, :meth:`backend_envs`, :meth:`canary`, :meth:`_record`.
+    """
+
+    #: The worker command each group is sent with (see :mod:`convbench.worker`).
+    command = "run"
 
     def __init__(self, folder: RunFolder, options: RunOptions, on_result: ResultCallback | None = None) -> None:
         self.folder = folder
@@ -259,7 +272,7 @@ class Runner:
 
     def run(self, cases: list[Case]) -> None:
         """Run every case not yet finished in the folder; Ctrl-C propagates after cleanup."""
-        done = self.folder.finished_ids()
+        done = self.finished(cases)
         todo = [c for c in cases if c.case_id not in done]
         groups = group_cases(todo)
         try:
@@ -271,6 +284,28 @@ class Runner:
             self.canary("end")
         finally:
             self.stop_worker(kill=True)
+
+    def finished(self, cases: list[Case]) -> set[str]:
+        """Ids of ``cases`` the folder already holds (``run`` leaves them out)."""
+        return finished_planned(self.folder, cases)
+
+    def backend_envs(self) -> dict[str, Any]:
+        """Where each worker's environment goes, by ``BACKEND:DEVICE`` (run.json)."""
+        return self.folder.meta.setdefault("environment", {}).setdefault("backends", {})
+
+    def message(self, env: dict[str, Any]) -> dict[str, Any]:
+        """The fields of a group's command besides its cases (``env``: the worker's
+        entry of :meth:`backend_envs`)."""
+        return {
+            "timing": self.options.timing.model_dump(),
+            "tolerance": self.options.tolerance,
+            "verify_only": self.options.verify_only,
+            "peaks": env.get("peaks", {}),  # measured once per run (convbench.peaks)
+        }
+
+    def result_of(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The row and samples of a worker's result event."""
+        return event["row"], event.get("samples") or []
 
     def canary(self, at: str) -> None:
         """Time the canary (:mod:`convbench.canary`) into run.json; not for verify-only runs."""
@@ -323,7 +358,7 @@ class Runner:
         log = self.folder.path / "logs" / f"worker-{case.backend}-{case.device}-{self.worker_count}.log"
         self.worker = Worker(python, case.backend, log, self.options.cpus, self.options.timing.allocator)
         self.worker_key = case.worker_key
-        envs = self.folder.meta.setdefault("environment", {}).setdefault("backends", {})
+        envs = self.backend_envs()
         peaks = envs.get(f"{case.backend}:{case.device}", {}).get("peaks")  # kept across worker restarts
         envs[f"{case.backend}:{case.device}"] = {**self.worker.hello.get("info", {}), "python": self.worker.hello.get("python"), "cpu_affinity": self.worker.hello.get("cpus"), "allocator": self.worker.hello.get("allocator")}
         if peaks:
@@ -348,18 +383,13 @@ class Runner:
             self.stop_worker(kill=True)
             self._fail(group, "error", f"worker for {group[0].backend} failed to start: {exc}", sink)
             return
-        env = self.folder.meta.setdefault("environment", {}).setdefault("backends", {}).setdefault(f"{group[0].backend}:{group[0].device}", {})
-        options = {
-            "timing": self.options.timing.model_dump(),
-            "tolerance": self.options.tolerance,
-            "verify_only": self.options.verify_only,
-            "peaks": env.get("peaks", {}),  # measured once per run (convbench.peaks)
-        }
+        env = self.backend_envs().setdefault(f"{group[0].backend}:{group[0].device}", {})
+        options = self.message(env)
         pending = {c.case_id: c for c in group}
         current: str | None = None
         timing: list[str] = []
         try:
-            for event in worker.run(group, options, self.options.timeout * len(group)):
+            for event in worker.run(group, options, self.options.timeout * len(group), self.command):
                 if event["event"] == "start":
                     current = event["case_id"]
                 elif event["event"] == "timing":
@@ -368,9 +398,9 @@ class Runner:
                     env.setdefault("peaks", {})[event["key"]] = event["peaks"]
                     self.folder.save_meta()
                 else:
-                    row = event["row"]
+                    row, samples = self.result_of(event)
                     pending.pop(row["case_id"], None)
-                    sink(row, event.get("samples") or [])
+                    sink(row, samples)
         except WorkerError as exc:
             self.stop_worker(kill=True)
             # The case in progress fails; cases not yet started go to a fresh worker.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -119,3 +120,30 @@ def test_profile_command_saves_rows_prints_shares_and_attaches_to_a_run(tmp_path
 def test_bad_profile_input_is_one_message_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     proc = run_cli("profile", str(suite(tmp_path / "s.yaml")), *args, "--out", str(tmp_path / "p"), CONVBENCH_EXTRA_BACKENDS=EXTRA)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_profile_goes_through_the_runner_pinning_and_a_crashed_worker_included(tmp_path: Path) -> None:
+    """--cpus pins the profile's workers (their affinity is in run.json's profile record,
+    threads default to the pinned count); a worker that dies costs its case an error row
+    and a fresh worker profiles the rest."""
+    cpu = min(os.sched_getaffinity(0))
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: prof\nworkloads:\n"
+        "  - {id: crash, kind: depthwise, params: {channels: 4, size: 6}}\n"
+        "  - {id: fine, kind: depthwise, params: {channels: 4, size: 6}}\n"
+        "matrix: {backend: [faulty, asyncfake], batch: [1]}\n"
+        "timing: {warmup_iters: 1, warmup_time: 0.0, min_sample_time: 0.001, min_samples: 3, precision: 0.5, max_time: 0.05, guard: flag}\n"
+    )
+    out = tmp_path / "prof"
+    proc = run_cli("profile", str(path), "--steps", "1", "--cpus", str(cpu), "--out", str(out), CONVBENCH_EXTRA_BACKENDS=EXTRA, CONVBENCH_FAKE_WORK_MS="1")
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the crashed case is an error
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["profile"]["cpus"]["cpus"] == str(cpu) and meta["options"]["cpus"]["cpus"] == str(cpu)
+    assert {k: v["cpu_affinity"] for k, v in meta["profile"]["backends"].items()} == {"faulty:cpu": str(cpu), "asyncfake:cpu": str(cpu)}
+    cases = load_profile(out).drop_duplicates("case_id").set_index(["backend", "workload"])
+    assert set(cases["threads"]) == {1}
+    assert cases.loc[("faulty", "crash"), "status"] == "error" and "worker failed" in cases.loc[("faulty", "crash"), "reason"]
+    assert cases.loc[("faulty", "fine"), "status"] == "skipped"  # a fresh worker took it (no profiler hook)
+    assert (cases.loc["asyncfake", "status"] == "ok").all()
+    assert len(list((out / "logs").glob("worker-faulty-cpu-*.log"))) == 2
