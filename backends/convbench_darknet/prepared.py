@@ -6,7 +6,7 @@ batchnorm uses the rolling statistics). Training: ``forward_network`` with ``tra
 ``delta`` is the negative gradient: its update adds ``learning_rate / batch x
 *_updates``), ``backward_network`` (with ``net->delta`` pointing at a buffer of ours, so
 layer 0 writes the input's gradient there), then ``update_network`` (SGD: the cfg sets
-``learning_rate = 0.01 x batch``, momentum and decay 0). ``check()`` reads the gradients
+``learning_rate = 0.01 x batch``, momentum and decay 0). ``check()`` reloads the weights file first (it may follow timed steps) and reads the gradients
 from each layer's ``weight_updates``, ``bias_updates`` and ``scale_updates`` before the
 update. darknet's batchnorm in training differs from the IR's: its batch variance is the
 unbiased one and its eps is added to sqrt(var) (forward) but inside it (backward); on
@@ -159,6 +159,7 @@ class DarknetPrepared(Prepared):
         if not self.training:
             self.step()
             return self._outputs()
+        self._restore()
         self._forward_backward()
         got = self._outputs()
         got[f"grad:{self.lowered.input}"] = -self._delta.astype(np.float64).reshape(self.graph.shape(self.lowered.input))
@@ -177,6 +178,25 @@ class DarknetPrepared(Prepared):
             got[f"grad:{name}"] = g
         self.dn.lib.update_network(self.net)
         return got
+
+    def _restore(self) -> None:
+        """The initial weights and statistics again (check() may follow timed steps)."""
+        workdir = Path(self._tmp.name)
+        with captured_output(workdir / "darknet.log"):
+            self.dn.lib.load_weights(self.net, str(workdir / "net.weights").encode())
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """darknet's current weight buffers, by the graph value each holds (for tests)."""
+        out = {}
+        names = {"weights": "weights", "biases": "biases", "scales": "scales"}
+        for i, layer in enumerate(self.lowered.layers):
+            raw = self._layer(i)
+            for field, source in layer.sources.items():
+                if field in names:
+                    count = int(np.prod(self.graph.shape(source)))
+                    flat = np.frombuffer(float_array(getattr(raw, names[field]), count), dtype=np.float32)
+                    out[source] = flat.astype(np.float64).reshape(self.graph.shape(source))
+        return out
 
     def details(self) -> dict[str, Any]:
         return dict(self._details)
