@@ -31,7 +31,15 @@ $(BIN)/.frameworks: $(BIN)/.installed
 $(VENV_MXNET)/.installed: pyproject.toml scripts/setup-mxnet.sh scripts/mxnet-constraints.txt
 	PYTHON_MXNET=$(PYTHON_MXNET) scripts/setup-mxnet.sh $(VENV_MXNET)
 
+# darknet: Debian's libdarknet (driven through ctypes, no pip package), by apt only where
+# running as root with apt-get; never fails the target (its cases are then skipped rows).
 frameworks: $(BIN)/.frameworks $(VENV_MXNET)/.installed
+	-@if [ -f /usr/lib/darknet/libdarknet.so ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y darknet >/dev/null 2>&1 || \
+	  (apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y darknet >/dev/null 2>&1) || \
+	  echo "darknet: apt-get install darknet failed; the darknet backend stays unavailable"; \
+	else echo "darknet: not installed (as root: apt-get install darknet)"; fi
 mxnet-venv: $(VENV_MXNET)/.installed
 
 run: venv
