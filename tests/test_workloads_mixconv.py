@@ -74,6 +74,14 @@ def test_counts() -> None:
     assert block10.param_count() == 144 * (9 + 25 + 49 + 81 + 121) == 41_040 and block10.macs() == 41_040 * 7 * 7
 
 
+def test_kernels_from_a_suite_list_or_a_command_line_string() -> None:
+    for kernels in ([3, 5], (3, 5), "3,5", "[3, 5]"):
+        g = build_graph("mixconv", {"channels": 4, "size": 5, "kernels": kernels}, 1)
+        assert [g.shape(f"mixconv.g{i}.weight")[2] for i in range(2)] == [3, 5]
+    with pytest.raises(pydantic.ValidationError):
+        build_graph("mixconv", {"channels": 4, "size": 5, "kernels": "3,x"}, 1)
+
+
 def test_bad_parameters_are_rejected() -> None:
     with pytest.raises(pydantic.ValidationError, match="odd"):
         build_graph("mixconv", {"channels": 8, "size": 5, "kernels": [3, 4]}, 1)

@@ -52,7 +52,11 @@ class MixConvParams(_Params):
     @field_validator("kernels", mode="before")
     @classmethod
     def _listed(cls, value: Any) -> Any:
-        """A suite gives a list (YAML, JSON); the model keeps a tuple (frozen, hashable)."""
+        """A suite gives a list (YAML, JSON), ``convbench export --param`` a string such as
+        ``3,5,7`` or ``[3, 5, 7]``; the model keeps a tuple (frozen, hashable)."""
+        if isinstance(value, str):
+            items = value.strip().removeprefix("[").removesuffix("]").split(",")
+            return tuple(int(v) if v.strip().isdigit() else v for v in items)
         return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")
