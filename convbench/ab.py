@@ -7,13 +7,19 @@ them (the worker's ``prepare`` command), then times every held case of both side
 shuffled rounds (:func:`convbench.timing.measure_interleaved` over samplers that ask a
 worker for ``n`` iterations): drift and neighbours hit both sides alike, and the per-round
 ratio NEW/BASE of each case is the evidence. Only one side computes at a time; the other
-waits on its pipe.
+waits on its pipe. With ``pairs`` > 1 this is repeated in fresh pairs of workers (every
+pair builds and verifies again): two processes of the same code can differ by more than
+their rounds show, and only another pair can reveal it.
 
 Verdicts (:func:`ab_comparison`) use the words, thresholds and exit codes of ``compare``
-(:mod:`convbench.compare`), from the paired ratios: the median ratio with its
-order-statistic CI, and the two-sided Wilcoxon signed-rank test of the log ratios. Both
-sides share one machine at one time, so there is no canary to consult; contention still
-makes a verdict inconclusive.
+(:mod:`convbench.compare`), from the paired ratios (:func:`paired_test`): with one pair,
+the median ratio with its order-statistic CI and the Wilcoxon signed-rank test; with
+several, each pair's median pooled by a random-effects model, so that pairs which disagree
+widen the interval. Both sides share one machine at one time, so there is no canary to
+consult, and contention hits both sides' rounds alike: a significant change stands, and a
+contended case is ``same`` only when its interval rules out a change beyond the threshold,
+else ``inconclusive`` (:func:`paired_doubt`). The suite-level verdict pools the cases
+per pair, then across pairs (:func:`suite_verdict`).
 
 One run folder holds both sides: every row and sample is tagged ``side`` (``base`` or
 ``new``); run.json's ``ab`` names the interpreters.
@@ -32,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import wilcoxon
+from scipy.stats import norm, wilcoxon
 
 from convbench.cases import KEY_FIELDS, Case
 from convbench.compare import (
@@ -43,8 +49,8 @@ from convbench.compare import (
     RatioTest,
     _contention_note,
     _flag,
+    _z,
     decide,
-    doubt,
     pooled_verdict,
     run_info,
     threshold_for,
@@ -53,7 +59,7 @@ from convbench.contention import Monitor, Reader
 from convbench.results import SCHEMA_ID, RunFolder, empty_row, now_iso
 from convbench.rows import rates, sample_rows, timing_fields
 from convbench.run_record import as_record
-from convbench.runner import RunOptions, Worker, WorkerError, group_cases
+from convbench.runner import RunOptions, Worker, WorkerError, group_cases, merge_processes
 from convbench.timing import Guard, SamplerError, measure_interleaved, summarize
 
 SIDES = ("base", "new")
@@ -155,15 +161,16 @@ def _member(side: str, case_id: str) -> str:
     return f"{side}|{case_id}"
 
 
-def _other(side: str) -> str:
-    return "new" if side == "base" else "base"
-
-
 class AbRunner:
     """Runs cases on both sides into one :class:`RunFolder` (rows tagged ``side``)."""
 
-    def __init__(self, folder: RunFolder, options: RunOptions, pythons: dict[str, str], on_result: Callable[[dict[str, Any]], None] | None = None, seed: int = 0) -> None:
-        self.folder, self.options, self.pythons, self.seed = folder, options, pythons, seed
+    def __init__(
+        self, folder: RunFolder, options: RunOptions, pythons: dict[str, str],
+        on_result: Callable[[dict[str, Any]], None] | None = None, seed: int = 0, pairs: int = 1,
+    ) -> None:  # fmt: skip
+        if pairs < 1:
+            raise ValueError(f"pairs must be at least 1, got {pairs}")
+        self.folder, self.options, self.pythons, self.seed, self.pairs = folder, options, pythons, seed, pairs
         self.on_result = on_result or (lambda row: None)
         self.workers: dict[str, Worker | None] = dict.fromkeys(SIDES)
         self.keys: dict[str, tuple | None] = dict.fromkeys(SIDES)
@@ -215,14 +222,16 @@ class AbRunner:
             self._record(row)
 
     # -- one group ----------------------------------------------------------------------
-    def _prepare(self, side: str, group: list[Case]) -> dict[str, dict[str, Any]]:
-        """Build and verify ``group`` on one side; record what did not verify; return
-        the verified rows (untimed) by case id."""
+    def _prepare(self, side: str, group: list[Case], record: bool = True) -> dict[str, dict[str, Any]]:
+        """Build and verify ``group`` on one side; record what did not verify (unless
+        ``record`` is false: a later pair of a group, whose failures the pair reports);
+        return the verified rows (untimed) by case id."""
         try:
             worker = self._worker(side, group[0])
         except (WorkerError, OSError) as exc:
             self._stop(side, kill=True)
-            self._fail(side, group, f"{side} worker for {group[0].backend} failed to start: {exc}")
+            if record:
+                self._fail(side, group, f"{side} worker for {group[0].backend} failed to start: {exc}")
             return {}
         held: dict[str, dict[str, Any]] = {}
         message = {"cmd": "prepare", "cases": [c.model_dump() for c in group], "timing": self.options.timing.model_dump(), "tolerance": self.options.tolerance}
@@ -239,14 +248,19 @@ class AbRunner:
                     pending.pop(event["case_id"], None)
                 elif kind == "result":
                     pending.pop(event["row"]["case_id"], None)
-                    self._record({**event["row"], "side": side})
+                    if record:
+                        self._record({**event["row"], "side": side})
         except WorkerError as exc:
             self._stop(side, kill=True)
-            self._fail(side, [*pending.values(), *(c for c in group if c.case_id in held)], f"{side} worker failed: {exc}")
+            if record:
+                self._fail(side, [*pending.values(), *(c for c in group if c.case_id in held)], f"{side} worker failed: {exc}")
             return {}
         return held
 
     def run_group(self, group: list[Case]) -> None:
+        """Time ``group`` in ``pairs`` fresh worker pairs, then record one row per case and
+        side from the pooled rounds (:func:`convbench.runner.merge_processes`; each
+        sample's ``process`` says which pair it came from)."""
         held = {side: self._prepare(side, group) for side in SIDES}
         both = [c.case_id for c in group if all(c.case_id in held[s] for s in SIDES)]
         for side in SIDES:  # verified on one side only: recorded untimed
@@ -256,54 +270,93 @@ class AbRunner:
         if not both:
             self._release()
             return
+        timed = [c for c in group if c.case_id in both]
+        first = held
+        collected: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {_member(s, cid): [] for cid in both for s in SIDES}
+        ended: str | None = None
+        for pair in range(self.pairs):
+            if pair:  # a fresh pair of processes: what differs between processes is evidence too
+                for side in SIDES:
+                    self._stop(side)
+                held = {side: self._prepare(side, timed, record=False) for side in SIDES}
+            outcome, ended = self._time_pair(timed, held, pair)
+            for name, result in outcome.items():
+                collected[name].append(result)
+            self._release()
+            if ended:  # a side failed: later pairs would only repeat the failure
+                break
+        confidence = self.options.timing.confidence
+        for cid in both:
+            for side in SIDES:
+                runs = collected[_member(side, cid)]
+                if not runs:
+                    self._record({**first[side][cid], "reason": f"not timed: {ended}", "timer": None})
+                    continue
+                row, samples = merge_processes(runs, confidence)
+                self._record({**row, "side": side}, samples)
+
+    def _time_pair(
+        self, timed: list[Case], held: dict[str, dict[str, dict[str, Any]]], pair: int
+    ) -> tuple[dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], str | None]:
+        """One pair's rounds: ``(row, samples)`` per member that has a result, and why a
+        side failed (None: neither did)."""
+        out: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        for side in SIDES:  # a worker of this pair failed to start or to prepare a case
+            lost = [c for c in timed if c.case_id not in held[side]]
+            if lost:
+                why = f"{side} worker failed in pair {pair + 1}: it did not prepare {len(lost)} case(s) (see its log)"
+                for c in timed:
+                    out[_member(side, c.case_id)] = ({**empty_row(c), "side": side, "status": "error", "reason": why}, [])
+                self._stop(side, kill=True)
+                return out, why
+        ids = [c.case_id for c in timed]
         timing = self.options.timing
         baton = _Baton()
         samplers = {
             _member(side, cid): _RemoteSampler(self.workers[side], cid, self.options.timeout, side, baton)  # type: ignore[arg-type]
-            for cid in both for side in SIDES
+            for cid in ids for side in SIDES
         }  # fmt: skip
-        pairs = {_member("new", cid): _member("base", cid) for cid in both}
+        pairs = {_member("new", cid): _member("base", cid) for cid in ids}
         pids = [w.proc.pid for w in self.workers.values() if w is not None]
-        guard = Guard.for_case(Monitor(Reader(pids=pids), timing.rule()), timing, group[0].device)
+        guard = Guard.for_case(Monitor(Reader(pids=pids), timing.rule()), timing, timed[0].device)
         try:
             result = measure_interleaved(
-                samplers, timing, _member("base", both[0]), guard=guard, baselines=pairs, seed=self.seed,
+                samplers, timing, _member("base", ids[0]), guard=guard, baselines=pairs, seed=self.seed + pair,
                 faults={name: sampler.fault_count for name, sampler in samplers.items()},
             )  # fmt: skip
         except SamplerError as exc:  # a side died while warming up or calibrating: nothing was timed
             side = "base" if str(exc).startswith("base") else "new"
-            for cid in both:
-                self._record({**held[side][cid], "status": "error", "reason": str(exc), "timer": None})
-                self._record({**held[_other(side)][cid], "reason": f"not timed: {exc}", "timer": None})
+            for cid in ids:
+                out[_member(side, cid)] = ({**held[side][cid], "status": "error", "reason": str(exc), "timer": None}, [])
             self._stop(side, kill=True)
-            self._release()
-            return
+            return out, str(exc)
         dead = {name.split("|", 1)[0]: why for name, why in result.failed.items()}
-        for cid in both:
+        for cid in ids:
             for side in SIDES:
                 row = dict(held[side][cid])
+                name = _member(side, cid)
                 if side in dead:
                     row.update(status="error", reason=dead[side], timer=None)
-                    self._record(row)
+                    out[name] = (row, [])
                     continue
-                m = result.members.get(_member(side, cid))
+                m = result.members.get(name)
                 if m is None:
                     other = next(iter(dead.values()), "no round completed")
                     row.update(status="error", reason=f"not timed: {other}")
-                    self._record(row)
+                    out[name] = (row, [])
                     continue
                 row.update(timing_fields(m, row.get("timer") or "host_wall_sync"))
                 row.update(rates(row), rounds=result.rounds, baseline="base" if side == "new" else None)
-                ratios = result.ratios.get(_member(side, cid))
-                if ratios is not None and (_member(side, cid) in result.ratio_stats):
-                    rs = result.ratio_stats[_member(side, cid)]
+                ratios = result.ratios.get(name)
+                if ratios is not None and name in result.ratio_stats:
+                    rs = result.ratio_stats[name]
                     row.update(ratio=rs.median, ratio_ci_low=rs.ci_low, ratio_ci_high=rs.ci_high)
                 if dead:
                     row["reason"] = f"timing ended early: {next(iter(dead.values()))}; {m.stats.n} rounds kept"
-                self._record(row, sample_rows(cid, m, ratios, side))
+                out[name] = (row, sample_rows(cid, m, ratios, side))
         for side in dead:
             self._stop(side, kill=True)
-        self._release()
+        return out, next(iter(dead.values()), None)
 
     def _release(self) -> None:
         for side in SIDES:
@@ -319,19 +372,123 @@ class AbRunner:
 
 
 # --------------------------------------------------------------------------- verdicts
-def paired_test(ratios: Sequence[float], confidence: float = 0.95) -> RatioTest:
-    """The paired test of per-round ratios NEW/BASE: their median with its order-statistic
-    CI, the Wilcoxon signed-rank p-value of the log ratios against 0, the smallest
-    p-value ``n`` rounds allow, and the standard error of the median of log ratios."""
-    r = np.asarray([x for x in ratios if x > 0 and math.isfinite(x)], dtype=np.float64)
+def _median_se(logs: np.ndarray) -> float:
+    """Standard error of the median of ``logs``: 1.2533 sigma / sqrt(n), sigma from the
+    normal-consistent MAD (robust to the rare wild round), else the sd."""
+    n = logs.size
+    if n < 2:
+        return math.inf
+    sigma = 1.4826 * float(np.median(np.abs(logs - np.median(logs))))
+    if sigma == 0:
+        sigma = float(np.std(logs, ddof=1))
+    return 1.2533 * sigma / math.sqrt(n)
+
+
+def random_effects(estimates: Sequence[float], ses: Sequence[float]) -> tuple[float, float, float]:
+    """DerSimonian-Laird random-effects pooling: ``(mean, se, tau)`` of estimates with
+    within-standard errors ``ses``; ``tau`` is the sd between them that their own errors
+    do not explain (0 when they agree), and ``se`` includes it."""
+    y = np.asarray(estimates, dtype=np.float64)
+    v = np.maximum(np.asarray(ses, dtype=np.float64) ** 2, 1e-12)
+    w = 1 / v
+    fixed = float(np.sum(w * y) / np.sum(w))
+    q = float(np.sum(w * (y - fixed) ** 2))
+    scale = float(np.sum(w) - np.sum(w**2) / np.sum(w))
+    tau2 = max(0.0, (q - (y.size - 1)) / scale) if scale > 0 else 0.0
+    w_star = 1 / (v + tau2)
+    return float(np.sum(w_star * y) / np.sum(w_star)), math.sqrt(1 / float(np.sum(w_star))), math.sqrt(tau2)
+
+
+def paired_test(ratios: Sequence[float], confidence: float = 0.95, groups: Sequence[Any] | None = None) -> RatioTest:
+    """The paired test of per-round ratios NEW/BASE.
+
+    One process pair (``groups`` None or one label): their median with its order-statistic
+    CI, the two-sided Wilcoxon signed-rank p-value of the log ratios against 0, and the
+    smallest p-value ``n`` rounds allow. Several pairs (``groups`` labels each round with
+    its pair): each pair's median log ratio with its standard error, pooled by
+    :func:`random_effects`, so that a pair whose processes differ from the others widens
+    the interval instead of deciding the verdict; z-interval and z-test on the pooled
+    mean. ``se`` is the standard error of the log ratio either way.
+    """
+    values = np.asarray(ratios, dtype=np.float64)
+    keep = (values > 0) & np.isfinite(values)
+    r = values[keep]
     n = int(r.size)
     if n < 1:
         raise ValueError("paired_test needs at least one ratio")
+    labels = None if groups is None else np.asarray(groups)[keep]
+    min_p = min(1.0, 2.0 ** (1 - n))
+    if labels is not None and len(set(labels.tolist())) >= 2:
+        logs = np.log(r)
+        parts = [logs[labels == g] for g in dict.fromkeys(labels.tolist())]
+        parts = [x for x in parts if x.size >= 2]
+        if len(parts) >= 2:
+            mean, se, _ = random_effects([float(np.median(x)) for x in parts], [_median_se(x) for x in parts])
+            half = _z(confidence) * se
+            p = float(2 * norm.sf(abs(mean) / se)) if se > 0 else (1.0 if mean == 0 else 0.0)
+            return RatioTest(math.exp(mean), math.exp(mean - half), math.exp(mean + half), p, n, n, min_p, se)
     stats = summarize(r.tolist(), confidence)
     logs = np.log(r)
     p = float(wilcoxon(logs).pvalue) if n >= 2 and np.any(logs != 0) else 1.0
     se = 1.2533 * float(np.std(logs, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
-    return RatioTest(stats.median, stats.ci_low, stats.ci_high, p, n, n, min(1.0, 2.0 ** (1 - n)), se)
+    return RatioTest(stats.median, stats.ci_low, stats.ci_high, p, n, n, min_p, se)
+
+
+def paired_doubt(decided: tuple[str, str], test: RatioTest, row: dict[str, Any], alpha: float) -> tuple[str, str]:
+    """Contention in ``ab``: both sides were timed in the same rounds, so a load hit both
+    alike and a significant change stands (its reason says the rounds were contended).
+    A contended case without one is ``same`` only when its ``1 - alpha`` paired CI rules
+    out a change beyond the threshold; else ``inconclusive``. Too few rounds: inconclusive."""
+    verdict, reason = decided
+    if reason.startswith("not tested"):
+        return "inconclusive", reason
+    note = row.get("_contended")
+    if not note:
+        return decided
+    if verdict in ("slower", "faster"):
+        return verdict, f"{reason} (contended while timed, in both sides' rounds alike)"
+    t = row["threshold"]
+    low, high = test.bounds(0.0, 1 - alpha)
+    if 1 / (1 + t) <= low and high <= 1 + t:
+        return "same", f"{reason}; contended while timed, but the paired CI rules out a change beyond {t:.1%}"
+    return "inconclusive", f"{reason}, but {note}: the paired CI cannot rule out a change beyond {t:.1%}"
+
+
+def suite_verdict(rows: list[dict[str, Any]], tests: dict[int, RatioTest], by_pair: dict[int, dict[Any, np.ndarray]], threshold: float, alpha: float) -> dict[str, Any]:
+    """The suite-level verdict of ``ab``, pooled over the tested cases.
+
+    With two or more pairs, per pair the mean over cases of each case's median log ratio,
+    with its standard error from the cases' own; those per-pair means pooled by
+    :func:`random_effects` (a shift that one pair of processes shares across its cases
+    widens the interval, as it should), and a ``1 - alpha`` z-interval. With one pair,
+    :func:`convbench.compare.pooled_verdict` (cases as observations). Judged like a case,
+    contention as in :func:`paired_doubt`.
+    """
+    tested = [i for i in tests if rows[i].get("_tested")]
+    pairs = sorted({p for i in tested for p, x in by_pair.get(i, {}).items() if x.size >= 2}, key=str)
+    contended = sum(1 for i in tested if rows[i].get("_contended"))
+    if len(pairs) < 2:
+        out = pooled_verdict([{**r, "_contended": None} for r in rows], tests, threshold, alpha, {})
+    else:
+        means, ses = [], []
+        for p in pairs:
+            parts = [by_pair[i][p] for i in tested if by_pair.get(i, {}).get(p) is not None and by_pair[i][p].size >= 2]
+            means.append(float(np.mean([np.median(x) for x in parts])))
+            ses.append(math.sqrt(sum(_median_se(x) ** 2 for x in parts)) / len(parts))
+        mean, se, tau = random_effects(means, ses)
+        half = _z(1 - alpha) * se
+        ratio, low, high = math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+        change = (f"geometric mean {(ratio - 1) * 100:+.1f}% [{(low - 1) * 100:+.1f}%, {(high - 1) * 100:+.1f}%] over "
+                  f"{len(tested)} cases in {len(pairs)} process pairs (between pairs ±{math.expm1(tau):.1%})")  # fmt: skip
+        up, down = 1 + threshold, 1 / (1 + threshold)
+        verdict = "slower" if ratio > up and low > 1 else "faster" if ratio < down and high < 1 else "same"
+        reason = f"{change}: {verdict}" if verdict != "same" else f"{change}: no change beyond {threshold:.1%}"
+        out = {"ratio": ratio, "ci_low": low, "ci_high": high, "cases": len(tested), "pairs": len(pairs), "confidence": 1 - alpha, "verdict": verdict, "reason": reason}
+    if out.get("verdict") == "same" and contended * 2 > max(1, len(tested)) and out.get("ci_low") is not None:
+        up = 1 + threshold
+        if not (1 / up <= out["ci_low"] and out["ci_high"] <= up):
+            out.update(verdict="inconclusive", reason=f"{out['reason']}, but {contended} of {len(tested)} cases were contended and the interval cannot rule out a change beyond {threshold:.1%}")
+    return out
 
 
 def ab_comparison(
@@ -352,9 +509,14 @@ def ab_comparison(
         raise ValueError(f"unknown verdicts in fail_on: {sorted(unknown)}")
     by_side = {side: cases[cases["side"] == side].set_index("case_id", drop=False) for side in SIDES}
     kept = samples[samples["kept"].map(lambda k: k is not False and k is not np.False_)] if len(samples) else samples
-    new_ratios = {cid: g["ratio"].dropna().to_numpy(dtype=float) for cid, g in kept[kept["side"] == "new"].groupby("case_id")} if len(kept) else {}
+    new_ratios: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for cid, g in kept[kept["side"] == "new"].groupby("case_id") if len(kept) else ():
+        g = g[g["ratio"].notna()]
+        pair = g["process"] if "process" in g.columns else pd.Series(0, index=g.index)
+        new_ratios[str(cid)] = (g["ratio"].to_numpy(dtype=float), pair.fillna(0).to_numpy())
     rows: list[dict[str, Any]] = []
     tests: dict[int, RatioTest] = {}
+    by_pair: dict[int, dict[Any, np.ndarray]] = {}  #: tested row -> pair -> its log ratios
     for cid in dict.fromkeys([*by_side["base"].index, *by_side["new"].index]):
         b = by_side["base"].loc[cid] if cid in by_side["base"].index else None
         n = by_side["new"].loc[cid] if cid in by_side["new"].index else None
@@ -368,20 +530,21 @@ def ab_comparison(
         )  # fmt: skip
         died = [f"{side}: {r['reason']}" for side, r in (("BASE", b), ("NEW", n)) if r is not None and r["status"] == "error" and "worker failed" in str(r.get("reason"))]
         decided = ("failed", "; ".join(died)) if died else _verdict_by_status(b, n)
-        ratios = new_ratios.get(cid, np.empty(0))
+        ratios, pairs = new_ratios.get(str(cid), (np.empty(0), np.empty(0)))
         if decided is None and ratios.size < 2:
             decided = ("inconclusive", f"not tested: {ratios.size} paired rounds (need 2 or more)")
         if decided is None:
-            test = paired_test(ratios)
+            test = paired_test(ratios, groups=pairs)
             tests[len(rows)] = test
+            by_pair[len(rows)] = {p: np.log(ratios[(pairs == p) & (ratios > 0)]) for p in dict.fromkeys(pairs.tolist())}
             row.update(ratio=test.ratio, ci_low=test.ci_low, ci_high=test.ci_high, p_value=test.p_value, base_n=test.n_base, new_n=test.n_new)
             row.update(_tested=True, _contended=_contention_note(b, n))
             adj = test.bounds(0.0, 1 - alpha)
             row["adj_ci_low"], row["adj_ci_high"] = adj
-            decided = doubt(decide(test, row["threshold"], alpha), test.ratio, row, {})
+            decided = paired_doubt(decide(test, row["threshold"], alpha), test, row, alpha)
         row["verdict"], row["reason"] = decided
         rows.append(row)
-    suite = pooled_verdict(rows, tests, threshold, alpha, {})
+    suite = suite_verdict(rows, tests, by_pair, threshold, alpha)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     order = {v: i for i, v in enumerate(VERDICTS)}
     table = table.assign(_o=table["verdict"].map(order), _r=-table["ratio"].astype(float).fillna(1.0))

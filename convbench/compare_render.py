@@ -98,8 +98,11 @@ def headline(cmp: Comparison) -> str:
 
 def rule_text(cmp: Comparison) -> str:
     if cmp.method == "ab":
-        test = f"Wilcoxon signed-rank p < {cmp.alpha:g} on the paired per-round ratios, their CI excluding no change"
-        change = "median of the per-round ratios NEW/BASE - 1 with its 95% CI"
+        test = (
+            f"p < {cmp.alpha:g} on the paired per-round ratios (Wilcoxon signed-rank within one process pair; "
+            "a random-effects z-test across several), their CI excluding no change"
+        )
+        change = "median of the per-round ratios NEW/BASE - 1 with its 95% CI (pooled across process pairs)"
     else:
         test = f"Mann-Whitney U p < {cmp.alpha:g}, bootstrap CI excluding no change"
         change = "NEW/BASE - 1 with its 95% bootstrap CI"

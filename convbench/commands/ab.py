@@ -1,10 +1,11 @@
 """``convbench ab``: a suite in two environments at once, round by round (the CI gate).
 
-    convbench ab SUITE --base PYTHON --new PYTHON [--preset P] [--filter EXPR] [--out DIR]
+    convbench ab SUITE --base PYTHON --new PYTHON [--pairs 3] [--preset P] [--filter EXPR] [--out DIR]
                  [--threshold 5%] [--alpha 0.01] [--format table|md|json|csv] [-o FILE]
 
 PYTHON is an interpreter or a virtual-environment folder with convbench installed (the
-same result schema on both sides). Exit codes as ``compare``: 0 no regression, 1 a
+same result schema on both sides). Each case group is timed in --pairs fresh pairs of
+worker processes, and the verdicts test across the pairs. Exit codes as ``compare``: 0 no regression, 1 a
 regression, 2 bad input, 3 inconclusive (accept with ``--inconclusive-ok``).
 """
 
@@ -16,6 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from convbench.commands.verdicts import add_verdict_arguments, verdict_options
+
+#: Fresh worker pairs per case group unless --pairs says otherwise: two processes of the
+#: same code can differ (memory layout, where the allocator put things), which one pair's
+#: rounds cannot show; the verdicts test across pairs (convbench.ab.paired_test).
+DEFAULT_PAIRS = 3
+
+
+#: Most --pairs accepted (each pair starts two workers per case group).
+MAX_PAIRS = 50
+
+
+def _pairs(text: str) -> int:
+    """--pairs: an integer from 1 to MAX_PAIRS."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of process pairs, got {text!r}") from None
+    if not 1 <= value <= MAX_PAIRS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_PAIRS} process pairs, got {value}")
+    return value
 
 
 def _comparison(folder: Any, args: argparse.Namespace, verdicts: tuple[float, float, list[tuple[str, float]], list[str]]) -> Any:
@@ -59,6 +80,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     meta = common.run_meta(args, suite, cases, options, pinning, getattr(resolved, "cpus", None))
     meta["ab"] = {side: pythons[side] for side in SIDES}
     meta["ab"]["convbench"] = {side: hellos[side].get("convbench") for side in SIDES}
+    meta["ab"]["pairs"] = args.pairs
     try:
         folder = RunFolder.create(out, meta)
     except ResultsError as exc:
@@ -66,7 +88,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot create the run folder: {exc.strerror or exc}") from None
     completed = common.execute(
-        folder, cases, options, f"ab {suite.name}", runner=lambda on_result: AbRunner(folder, options, pythons, on_result, args.seed),
+        folder, cases, options, f"ab {suite.name}", runner=lambda on_result: AbRunner(folder, options, pythons, on_result, args.seed, args.pairs),
         total=2 * len(cases),
     )  # fmt: skip
     if not completed:
@@ -92,6 +114,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("suite", help="suite YAML file")
     p.add_argument("--base", required=True, metavar="PYTHON", help="BASE interpreter or virtual-environment folder")
     p.add_argument("--new", required=True, metavar="PYTHON", help="NEW interpreter or virtual-environment folder")
+    p.add_argument(
+        "--pairs", type=_pairs, default=DEFAULT_PAIRS, metavar="N",
+        help=f"fresh pairs of worker processes per case group, tested across (default {DEFAULT_PAIRS})",
+    )  # fmt: skip
     p.add_argument("--preset", help="a preset of the suite (e.g. quick)")
     p.add_argument("--filter", help="a condition over case keys, as for run")
     p.add_argument("--cpus", metavar="SPEC", help="pin both sides' workers to these CPUs (as for run)")
