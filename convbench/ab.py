@@ -434,17 +434,21 @@ def paired_test(ratios: Sequence[float], confidence: float = 0.95, groups: Seque
     return RatioTest(stats.median, stats.ci_low, stats.ci_high, p, n, n, min_p, se)
 
 
-def paired_doubt(decided: tuple[str, str], test: RatioTest, row: dict[str, Any], alpha: float) -> tuple[str, str]:
+def paired_doubt(decided: tuple[str, str], test: RatioTest, row: dict[str, Any], alpha: float, pairs: int = 2) -> tuple[str, str]:
     """Contention in ``ab``: both sides were timed in the same rounds, so a load hit both
-    alike and a significant change stands (its reason says the rounds were contended).
-    A contended case without one is ``same`` only when its ``1 - alpha`` paired CI rules
-    out a change beyond the threshold; else ``inconclusive``. Too few rounds: inconclusive."""
+    alike, and with two or more process ``pairs`` a significant change stands (its reason
+    says the rounds were contended); with one pair it is ``inconclusive`` (a contended
+    pair's processes can differ in ways its rounds cannot show). A contended case without
+    a change is ``same`` only when its ``1 - alpha`` paired CI rules out a change beyond
+    the threshold; else ``inconclusive``. Too few rounds: inconclusive."""
     verdict, reason = decided
     if reason.startswith("not tested"):
         return "inconclusive", reason
     note = row.get("_contended")
     if not note:
         return decided
+    if verdict in ("slower", "faster") and pairs < 2:
+        return "inconclusive", f"{reason}, but {note}, in one process pair only"
     if verdict in ("slower", "faster"):
         return verdict, f"{reason} (contended while timed, in both sides' rounds alike)"
     t = row["threshold"]
@@ -461,14 +465,15 @@ def suite_verdict(rows: list[dict[str, Any]], tests: dict[int, RatioTest], by_pa
     with its standard error from the cases' own; those per-pair means pooled by
     :func:`random_effects` (a shift that one pair of processes shares across its cases
     widens the interval, as it should), and a ``1 - alpha`` z-interval. With one pair,
-    :func:`convbench.compare.pooled_verdict` (cases as observations). Judged like a case,
-    contention as in :func:`paired_doubt`.
+    :func:`convbench.compare.pooled_verdict` (cases as observations, a contended majority
+    makes a change inconclusive). With a contended majority, ``same`` needs an interval
+    that rules out a change beyond the threshold, as in :func:`paired_doubt`.
     """
     tested = [i for i in tests if rows[i].get("_tested")]
     pairs = sorted({p for i in tested for p, x in by_pair.get(i, {}).items() if x.size >= 2}, key=str)
     contended = sum(1 for i in tested if rows[i].get("_contended"))
-    if len(pairs) < 2:
-        out = pooled_verdict([{**r, "_contended": None} for r in rows], tests, threshold, alpha, {})
+    if len(pairs) < 2:  # one pair: as compare pools (a contended majority doubts a change)
+        out = pooled_verdict(rows, tests, threshold, alpha, {})
     else:
         means, ses = [], []
         for p in pairs:
@@ -541,7 +546,8 @@ def ab_comparison(
             row.update(_tested=True, _contended=_contention_note(b, n))
             adj = test.bounds(0.0, 1 - alpha)
             row["adj_ci_low"], row["adj_ci_high"] = adj
-            decided = paired_doubt(decide(test, row["threshold"], alpha), test, row, alpha)
+            tested_pairs = sum(1 for x in by_pair[len(rows)].values() if x.size >= 2)
+            decided = paired_doubt(decide(test, row["threshold"], alpha), test, row, alpha, tested_pairs)
         row["verdict"], row["reason"] = decided
         rows.append(row)
     suite = suite_verdict(rows, tests, by_pair, threshold, alpha)

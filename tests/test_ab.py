@@ -174,6 +174,7 @@ def test_contention_in_ab_keeps_a_significant_change_and_doubts_a_wide_same() ->
     slow = paired_test([1.2] * 20 + [1.21, 1.19])
     tight = paired_test([1.0, 1.001, 0.999] * 10)
     assert paired_doubt(("slower", "x: slower"), slow, _row(), 0.01)[0] == "slower"
+    assert paired_doubt(("slower", "x: slower"), slow, _row(), 0.01, pairs=1)[0] == "inconclusive"  # one pair: cannot tell
     assert paired_doubt(("same", "x: not significant"), wide, _row(), 0.01)[0] == "inconclusive"
     assert paired_doubt(("same", "x: not significant"), tight, _row(), 0.01)[0] == "same"
     assert paired_doubt(("same", "x: not significant"), wide, _row(contended=None), 0.01)[0] == "same"
