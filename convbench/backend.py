@@ -9,6 +9,7 @@ entry point never fails just because the framework is missing.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from abc import ABC, abstractmethod
@@ -41,6 +42,18 @@ class BackendInfo:
     devices: list[str] = field(default_factory=list)
     reason: str | None = None  #: why it is unavailable, and how to install it
     environment: dict[str, Any] = field(default_factory=dict)  #: GPU, driver, CUDA, cuDNN ...
+
+
+@functools.cache
+def import_error(*modules: str) -> str | None:
+    """Why importing ``modules`` fails in this process (``Type: message`` of the first
+    that fails: a broken install raises more than ImportError), or None. Asked once."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 class UnsupportedCase(Exception):
@@ -103,7 +116,11 @@ class Backend(ABC):
     """A framework that lowers convbench graphs and runs them."""
 
     name: str = ""
+    #: How to install what the backend needs: the end of an unavailable info's reason.
     install_hint: str = ""
+    #: The framework's modules: :meth:`info` says the backend is unavailable, with the
+    #: import error and :attr:`install_hint`, when one of them does not import.
+    requires: tuple[str, ...] = ()
     #: Backend-implemented variants (:data:`convbench.variants.BACKEND_VARIANTS`) it runs;
     #: the worker skips cases of the others.
     variants: frozenset[str] = frozenset()
@@ -113,9 +130,40 @@ class Backend(ABC):
     #: the worker records the form in ``details["execution_used"]``.
     executions: Mapping[str, str] = MappingProxyType({"eager": "eager"})
 
-    @abstractmethod
     def info(self) -> BackendInfo:
-        """Availability, version, devices and environment, without raising."""
+        """Availability, version, devices and environment, without raising.
+
+        The shared implementation: a framework that does not import
+        (:meth:`import_error`) is unavailable with the error and :attr:`install_hint`;
+        otherwise :meth:`probe` answers, and its first available answer is kept (in
+        ``_info``). A :meth:`probe` that raises makes the backend unavailable."""
+        cached = getattr(self, "_info", None)
+        if cached is not None:
+            return cached
+        error = self.import_error()
+        if error is not None:
+            return self.unavailable(f"{self.name} is not importable ({error})")
+        try:
+            info = self.probe()
+        except Exception as exc:  # never raise from info()
+            return BackendInfo(self.name, False, reason=f"{self.name} failed to report its environment: {type(exc).__name__}: {exc}")
+        if info.available:
+            self._info = info
+        return info
+
+    def import_error(self) -> str | None:
+        """Why the framework (:attr:`requires`) does not import here, or None."""
+        return import_error(*self.requires)
+
+    def probe(self) -> BackendInfo:
+        """The info of a backend whose framework imports: version, devices, environment
+        (may raise: :meth:`info` catches it). Override this, or :meth:`info` itself."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither info() nor probe()")
+
+    def unavailable(self, why: str, version: str | None = None) -> BackendInfo:
+        """The info of a backend that cannot run here: ``why``, then how to install it."""
+        reason = f"{why}: {self.install_hint}" if self.install_hint else why
+        return BackendInfo(self.name, False, version=version, reason=reason)
 
     def skip_reason(self, case: Case) -> str | None:
         """Why ``case`` cannot run in this backend here, or None when it can."""

@@ -48,3 +48,33 @@ def test_a_local_run_and_its_resume_never_load_the_fleet(tmp_path: Path) -> None
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == '{"codes": [0, 0], "fleet": false}', proc.stdout[-2000:]
+
+
+def test_the_shared_backend_info_says_why_and_how_to_install() -> None:
+    """Backend.info (shared by the plugins): a framework that does not import makes the
+    backend unavailable with the import error and its install_hint; a probe that raises
+    makes it unavailable too; an available answer is kept."""
+    from convbench.backend import Backend, BackendInfo
+
+    class Missing(Backend):
+        name, install_hint, requires = "missing", "pip install nothing-here", ("convbench_no_such_framework",)
+
+        def prepare(self, case, graph, tensors, cotangents):  # noqa: ANN001,ANN201
+            raise NotImplementedError
+
+    class Probed(Missing):
+        requires = ("json",)
+        calls = 0
+
+        def probe(self) -> BackendInfo:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("no devices yet")
+            return BackendInfo(self.name, True, devices=["cpu"])
+
+    info = Missing().info()
+    assert not info.available and info.reason is not None
+    assert info.reason.startswith("missing is not importable (ModuleNotFoundError") and info.reason.endswith(": pip install nothing-here")
+    probed = Probed()
+    assert "failed to report its environment: RuntimeError: no devices yet" in (probed.info().reason or "")
+    assert probed.info().available and probed.info().available and probed.calls == 2

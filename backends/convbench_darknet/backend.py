@@ -54,7 +54,7 @@ class DarknetBackend(Backend):
         except DarknetMissing as exc:
             return BackendInfo(self.name, False, reason=f"darknet: {exc}")
         except Exception as exc:  # a header the struct reader cannot follow
-            return BackendInfo(self.name, False, reason=f"darknet: libdarknet unusable ({type(exc).__name__}: {exc}): {INSTALL_HINT}")
+            return self.unavailable(f"darknet: libdarknet unusable ({type(exc).__name__}: {exc})")
         version = package_version() or "unknown"
         env: dict[str, Any] = {"darknet": version, "library": str(dn.path), "header": str(dn.header), "gpu": False, "openmp": False}
         self._info = BackendInfo(self.name, True, version=version, devices=["cpu"], environment=env)

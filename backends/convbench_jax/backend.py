@@ -11,7 +11,6 @@ runtime started with, are skipped with the reason.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -28,16 +27,6 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 INSTALL_HINT = "pip install 'convbench[jax]' (on a CUDA machine: pip install 'jax[cuda12]')"
 EXECUTIONS = {"eager": "eager", "jit": "jit", "compiled": "jit"}
 DTYPES = ("float32", "float16", "bfloat16")
-
-
-@functools.cache
-def import_error() -> str | None:
-    """Why ``import jax`` fails here, or None."""
-    try:
-        import jax  # noqa: F401
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -70,6 +59,7 @@ class JaxBackend(Backend):
 
     name = "jax"
     install_hint = INSTALL_HINT
+    requires = ("jax", "jaxlib")
     executions = EXECUTIONS
 
     def __init__(self) -> None:
@@ -77,12 +67,7 @@ class JaxBackend(Backend):
         self._threads: int | None = None  #: what the current case asks for
         self._runtime_threads: int | None = None  #: what the runtime started with (once started)
 
-    def info(self) -> BackendInfo:
-        if self._info is not None:
-            return self._info
-        error = import_error()
-        if error is not None:
-            return BackendInfo(self.name, False, reason=f"jax is not importable ({error}): {INSTALL_HINT}")
+    def probe(self) -> BackendInfo:
         import jax
         import jaxlib
 
@@ -95,8 +80,7 @@ class JaxBackend(Backend):
             "xla_python_client_preallocate": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"),
             "cpu_cores": os.cpu_count(),
         }
-        self._info = BackendInfo(self.name, True, version=jax.__version__, devices=["cpu"] + (["cuda"] if plugin else []), environment=env)
-        return self._info
+        return BackendInfo(self.name, True, version=jax.__version__, devices=["cpu"] + (["cuda"] if plugin else []), environment=env)
 
     def _start_runtime(self) -> None:
         """Start XLA's runtime with the threads of the first case (see module docstring)."""

@@ -11,7 +11,6 @@ Threads: ``MXSetNumOMPThreads`` (MXNet sets OpenMP's thread count for the whole 
 from __future__ import annotations
 
 import ctypes
-import functools
 from typing import Any
 
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
@@ -41,14 +40,6 @@ def dtype_reason(device: str, dtype: str) -> str | None:
     if dtype == "float16":
         return FLOAT16_CPU_REASON if device == "cpu" else FLOAT16_CUDA_REASON
     return None if dtype in DTYPES else f"mxnet: only {', '.join(DTYPES)} is implemented in this backend (asked {dtype})"
-@functools.cache
-def import_error() -> str | None:
-    """Why ``import mxnet`` fails here, or None."""
-    try:
-        import mxnet  # noqa: F401
-    except Exception as exc:  # e.g. AttributeError np.bool with NumPy >= 1.24
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 class MxnetBackend(Backend):
@@ -56,17 +47,13 @@ class MxnetBackend(Backend):
 
     name = "mxnet"
     install_hint = INSTALL_HINT
+    requires = ("mxnet",)  # fails with AttributeError np.bool under NumPy >= 1.24
     executions = EXECUTIONS
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
 
-    def info(self) -> BackendInfo:
-        if self._info is not None:
-            return self._info
-        error = import_error()
-        if error is not None:
-            return BackendInfo(self.name, False, reason=f"mxnet is not importable here ({error}): {INSTALL_HINT}")
+    def probe(self) -> BackendInfo:
         import mxnet as mx
         import numpy as np
 
@@ -81,8 +68,7 @@ class MxnetBackend(Backend):
             }
         except Exception as exc:
             return BackendInfo(self.name, False, version=mx.__version__, reason=f"mxnet failed to report devices: {exc}")
-        self._info = BackendInfo(self.name, True, version=mx.__version__, devices=["cpu"] + (["cuda"] if gpus else []), environment=env)
-        return self._info
+        return BackendInfo(self.name, True, version=mx.__version__, devices=["cpu"] + (["cuda"] if gpus else []), environment=env)
 
     def set_threads(self, threads: int | None) -> None:
         if threads is None:

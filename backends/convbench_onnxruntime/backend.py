@@ -17,7 +17,6 @@ bfloat16 kernels for them.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
@@ -55,34 +54,19 @@ TRAINING_REASON = (
 )
 
 
-@functools.cache
-def import_error() -> str | None:
-    """Why ``import onnxruntime, onnx`` fails here, or None."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 class OnnxruntimeBackend(Backend):
     """ONNX Runtime: CPU (and CUDA) execution providers, graph optimization levels."""
 
     name = "onnxruntime"
     install_hint = INSTALL_HINT
+    requires = ("onnx", "onnxruntime")
     executions = EXECUTIONS
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
         self._threads: int | None = None
 
-    def info(self) -> BackendInfo:
-        if self._info is not None:
-            return self._info
-        error = import_error()
-        if error is not None:
-            return BackendInfo(self.name, False, reason=f"onnxruntime is not importable ({error}): {INSTALL_HINT}")
+    def probe(self) -> BackendInfo:
         import onnx
         import onnxruntime as ort
 
@@ -94,8 +78,7 @@ class OnnxruntimeBackend(Backend):
             "device": ort.get_device(),
         }
         devices = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in providers else [])
-        self._info = BackendInfo(self.name, True, version=ort.__version__, devices=devices, environment=env)
-        return self._info
+        return BackendInfo(self.name, True, version=ort.__version__, devices=devices, environment=env)
 
     def set_threads(self, threads: int | None) -> None:
         if threads is not None and threads < 1:

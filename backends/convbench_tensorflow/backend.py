@@ -11,7 +11,6 @@ TensorFlow's fused kernel requires).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from typing import Any
 
@@ -26,22 +25,12 @@ EXECUTIONS = {"eager": "eager", "graph": "graph", "xla": "xla", "compiled": "xla
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-@functools.cache
-def import_error() -> str | None:
-    """Why ``import tensorflow`` fails here, or None."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        import tensorflow  # noqa: F401
-    except Exception as exc:  # a broken install raises more than ImportError
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 class TensorflowBackend(Backend):
     """TensorFlow 2: eager, tf.function or XLA; CPU, or CUDA when TensorFlow sees a GPU."""
 
     name = "tensorflow"
     install_hint = INSTALL_HINT
+    requires = ("tensorflow",)
     executions = EXECUTIONS
 
     def __init__(self) -> None:
@@ -49,24 +38,22 @@ class TensorflowBackend(Backend):
         self._threads: int | None = None  #: intra-op threads the runtime was started with
         self._wanted_threads: int | None = None  #: what the current case asks for
 
-    def info(self) -> BackendInfo:
-        if self._info is not None:
-            return self._info
-        error = import_error()
-        if error is not None:
-            return BackendInfo(self.name, False, reason=f"tensorflow is not importable ({error}): {INSTALL_HINT}")
+    def import_error(self) -> str | None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before the first import
+        return super().import_error()
+
+    def probe(self) -> BackendInfo:
         import tensorflow as tf
 
         try:
             gpus = tf.config.list_physical_devices("GPU")
             for gpu in gpus:  # before the runtime starts: allocate as needed, not all at once
                 tf.config.experimental.set_memory_growth(gpu, True)
-            self._info = BackendInfo(
+            return BackendInfo(
                 self.name, True, version=tf.__version__, devices=["cpu"] + (["cuda"] if gpus else []), environment=_environment(gpus)
             )
-        except Exception as exc:  # never raise from info()
+        except Exception as exc:  # (info() would say so too, without the version)
             return BackendInfo(self.name, False, version=tf.__version__, reason=f"tensorflow failed to report devices: {exc}")
-        return self._info
 
     def set_threads(self, threads: int | None) -> None:
         """Intra-op threads; TensorFlow fixes them when its runtime starts (first case)."""

@@ -21,6 +21,7 @@ class TorchBackend(Backend):
 
     name = "torch"
     install_hint = INSTALL_HINT
+    requires = ("torch",)
     variants = frozenset({"kernel"})  # Triton kernels: convbench_torch.kernels
     #: compiled: torch.compile; cudagraph: the eager step captured as a CUDA graph, replayed
     executions = {"eager": "eager", "compiled": "compiled", "cudagraph": "cudagraph"}
@@ -46,34 +47,9 @@ class TorchBackend(Backend):
 
         return peak_work(device, dtype)
 
-    def info(self) -> BackendInfo:
-        if self._info is not None:
-            return self._info
-        error = probe.import_error()
-        if error is not None:
-            return BackendInfo(
-                name=self.name,
-                available=False,
-                reason=f"torch is not importable ({error}): {INSTALL_HINT}",
-            )
-        try:
-            devices = ["cpu"] + (["cuda"] if probe.cuda_available() else [])
-            environment = probe.environment()
-        except Exception as exc:  # never raise from info()
-            return BackendInfo(
-                name=self.name,
-                available=False,
-                version=probe.torch_version(),
-                reason=f"torch failed to report its environment: {type(exc).__name__}: {exc}",
-            )
-        self._info = BackendInfo(
-            name=self.name,
-            available=True,
-            version=probe.torch_version(),
-            devices=devices,
-            environment=environment,
-        )
-        return self._info
+    def probe(self) -> BackendInfo:  # (``probe`` below is the module convbench_torch.probe)
+        devices = ["cpu"] + (["cuda"] if probe.cuda_available() else [])
+        return BackendInfo(name=self.name, available=True, version=probe.torch_version(), devices=devices, environment=probe.environment())
 
     def set_threads(self, threads: int | None) -> None:
         """``torch.set_num_threads``; None leaves torch's default."""
