@@ -9,9 +9,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from convbench.cases import Case
+from convbench.cases import KEY_FIELDS, Case, format_case_id, parse_case_id
 from convbench.results import RunFolder, empty_row, read_table
-from convbench.runner import Runner, RunOptions, group_cases, interpreter_for, merge_processes
+from convbench.runner import (
+    Runner,
+    RunOptions,
+    finished_planned,
+    group_cases,
+    interpreter_for,
+    key_without_threads,
+    merge_processes,
+)
 from tests.conftest import run_cli
 from tests.test_end_to_end import write_suite
 
@@ -50,6 +58,25 @@ def test_groups_put_variants_together_and_order_by_worker() -> None:
     groups = group_cases(cases)
     assert [[c.variant for c in g] for g in groups] == [["native", "diagonalwise"], ["native"], ["native"]]
     assert [g[0].backend for g in groups] == ["torch", "torch", "reference"]
+
+
+def test_case_ids_are_formatted_and_parsed_in_one_place() -> None:
+    c = case().model_copy(update={"workload": "a|b", "threads": 3})
+    assert c.case_id == format_case_id(c.key()) == "a|b|native|reference|cpu|inference|1|float32|nchw|eager|3"
+    assert parse_case_id(c.case_id) == {f: str(getattr(c, f)) for f in KEY_FIELDS}  # a '|' in the workload kept
+    assert key_without_threads(c.case_id) == format_case_id({**c.key(), "threads": None})
+    assert key_without_threads("not a case id") == "not a case id"
+    with pytest.raises(ValueError, match="expected 10 fields"):
+        parse_case_id("w|native")
+
+
+def test_resume_skips_planned_cases_the_folder_holds_threads_unset_matching_any(tmp_path: Path) -> None:
+    pinned, loose, other = case(), case(workload="v"), case(workload="u")
+    folder = RunFolder.create(tmp_path / "run", {"suite": "s", "cases": []})
+    for c in (pinned.model_copy(update={"threads": 2}), loose.model_copy(update={"threads": 4})):
+        folder.add({**empty_row(c), "status": "ok"})
+    planned = [pinned.model_copy(update={"threads": 1}), loose, other]
+    assert finished_planned(folder, planned) == {loose.case_id}  # threads 1 was not run; unset matches 4
 
 
 def test_interpreter_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
