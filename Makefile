@@ -82,7 +82,6 @@ arm-emulated:
 
 lint: venv
 	$(BIN)/ruff check convbench backends tests
-	$(BIN)/ruff format --check convbench backends tests
 	$(BIN)/zizmor --offline .github/workflows
 	PYTHONPATH=backends $(BIN)/lint-imports
 

@@ -46,16 +46,15 @@ from convbench.compare import (
     TABLE_COLUMNS,
     VERDICTS,
     Comparison,
-    RatioTest,
     _contention_note,
     _flag,
-    _z,
     decide,
     pooled_verdict,
     run_info,
     threshold_for,
 )
 from convbench.contention import Monitor, Reader
+from convbench.ratio_stats import RatioTest, median_se, random_effects, z_value
 from convbench.results import SCHEMA_ID, RunFolder, empty_row, now_iso
 from convbench.rows import rates, sample_rows, timing_fields
 from convbench.run_record import as_record
@@ -372,33 +371,6 @@ class AbRunner:
 
 
 # --------------------------------------------------------------------------- verdicts
-def _median_se(logs: np.ndarray) -> float:
-    """Standard error of the median of ``logs``: 1.2533 sigma / sqrt(n), sigma from the
-    normal-consistent MAD (robust to the rare wild round), else the sd."""
-    n = logs.size
-    if n < 2:
-        return math.inf
-    sigma = 1.4826 * float(np.median(np.abs(logs - np.median(logs))))
-    if sigma == 0:
-        sigma = float(np.std(logs, ddof=1))
-    return 1.2533 * sigma / math.sqrt(n)
-
-
-def random_effects(estimates: Sequence[float], ses: Sequence[float]) -> tuple[float, float, float]:
-    """DerSimonian-Laird random-effects pooling: ``(mean, se, tau)`` of estimates with
-    within-standard errors ``ses``; ``tau`` is the sd between them that their own errors
-    do not explain (0 when they agree), and ``se`` includes it."""
-    y = np.asarray(estimates, dtype=np.float64)
-    v = np.maximum(np.asarray(ses, dtype=np.float64) ** 2, 1e-12)
-    w = 1 / v
-    fixed = float(np.sum(w * y) / np.sum(w))
-    q = float(np.sum(w * (y - fixed) ** 2))
-    scale = float(np.sum(w) - np.sum(w**2) / np.sum(w))
-    tau2 = max(0.0, (q - (y.size - 1)) / scale) if scale > 0 else 0.0
-    w_star = 1 / (v + tau2)
-    return float(np.sum(w_star * y) / np.sum(w_star)), math.sqrt(1 / float(np.sum(w_star))), math.sqrt(tau2)
-
-
 def paired_test(ratios: Sequence[float], confidence: float = 0.95, groups: Sequence[Any] | None = None) -> RatioTest:
     """The paired test of per-round ratios NEW/BASE.
 
@@ -423,8 +395,8 @@ def paired_test(ratios: Sequence[float], confidence: float = 0.95, groups: Seque
         parts = [logs[labels == g] for g in dict.fromkeys(labels.tolist())]
         parts = [x for x in parts if x.size >= 2]
         if len(parts) >= 2:
-            mean, se, _ = random_effects([float(np.median(x)) for x in parts], [_median_se(x) for x in parts])
-            half = _z(confidence) * se
+            mean, se, _ = random_effects([float(np.median(x)) for x in parts], [median_se(x) for x in parts])
+            half = z_value(confidence) * se
             p = float(2 * norm.sf(abs(mean) / se)) if se > 0 else (1.0 if mean == 0 else 0.0)
             return RatioTest(math.exp(mean), math.exp(mean - half), math.exp(mean + half), p, n, n, min_p, se)
     stats = summarize(r.tolist(), confidence)
@@ -479,9 +451,9 @@ def suite_verdict(rows: list[dict[str, Any]], tests: dict[int, RatioTest], by_pa
         for p in pairs:
             parts = [by_pair[i][p] for i in tested if by_pair.get(i, {}).get(p) is not None and by_pair[i][p].size >= 2]
             means.append(float(np.mean([np.median(x) for x in parts])))
-            ses.append(math.sqrt(sum(_median_se(x) ** 2 for x in parts)) / len(parts))
+            ses.append(math.sqrt(sum(median_se(x) ** 2 for x in parts)) / len(parts))
         mean, se, tau = random_effects(means, ses)
-        half = _z(1 - alpha) * se
+        half = z_value(1 - alpha) * se
         ratio, low, high = math.exp(mean), math.exp(mean - half), math.exp(mean + half)
         change = (f"geometric mean {(ratio - 1) * 100:+.1f}% [{(low - 1) * 100:+.1f}%, {(high - 1) * 100:+.1f}%] over "
                   f"{len(tested)} cases in {len(pairs)} process pairs (between pairs ±{math.expm1(tau):.1%})")  # fmt: skip

@@ -1,8 +1,10 @@
-"""Run-to-run and within-run comparison: statistics, verdicts, environment differences.
+"""Run-to-run and within-run comparison: the verdict rules and the tables they fill.
 
 Pure functions over the DataFrames of :func:`convbench.results.load` (``cases`` and, with
 ``samples=True``, the raw per-iteration samples); :func:`load_side` and
-:func:`compare_paths` read run folders. Rendering lives in :mod:`convbench.compare_render`.
+:func:`compare_paths` read run folders. The statistics live in
+:mod:`convbench.ratio_stats`, the environment difference in
+:mod:`convbench.run_environment`, rendering in :mod:`convbench.compare_render`.
 
 Run against run (:func:`compare_runs`)
     Cases are joined on ``case_id`` (the key fields, :data:`convbench.cases.KEY_FIELDS`).
@@ -74,25 +76,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import comb
-from scipy.stats import mannwhitneyu, norm
 
 from convbench.cases import KEY_FIELDS
+from convbench.ratio_stats import N_BOOT, RatioTest, estimate_noise, ratio_test
 from convbench.results import ResultsError, find_runs, read_meta
-from convbench.run_record import RunRecord, as_record
+from convbench.run_environment import environment_diff, run_info
 
 __all__ = [
     "FAILED_STATUSES",
     "VERDICTS",
     "Comparison",
-    "RatioTest",
     "Side",
     "compare_paths",
     "compare_runs",
     "decide",
-    "environment_diff",
     "load_side",
-    "ratio_test",
     "threshold_for",
     "within_run",
 ]
@@ -107,131 +105,12 @@ FAILED_STATUSES = frozenset({"error", "mismatch"})
 #: A side merged from several runs takes the first of these statuses that any run has.
 STATUS_PRIORITY = ("mismatch", "error", "ok", "skipped")
 DEFAULT_FAIL_ON = ("slower", "failed")
-N_BOOT = 2000
-#: Most values drawn at once by the bootstrap (bounds its memory: 8 bytes each).
-BOOT_CHUNK = 1 << 21
-CONFIDENCE = 0.95
-#: Fewest cases from which run-to-run noise is estimated (see :func:`estimate_noise`).
-MIN_NOISE_CASES = 8
 
 CASE_REQUIRED = ("case_id", "status", *KEY_FIELDS)
 SAMPLE_REQUIRED = ("case_id", "seconds")
 
 
-# --------------------------------------------------------------------------- statistics
-@dataclass(frozen=True)
-class RatioTest:
-    """NEW against BASE on one case: ratio of medians, its bootstrap CI, the U test."""
-
-    ratio: float  #: median(new) / median(base)
-    ci_low: float
-    ci_high: float
-    p_value: float
-    n_base: int
-    n_new: int
-    #: smallest p-value the U test can give with these sample counts (no ties)
-    min_p: float
-    #: standard deviation of the bootstrap log-ratios (standard error of log(ratio))
-    se: float = 0.0
-
-    def bounds(self, noise: float = 0.0, confidence: float = CONFIDENCE) -> tuple[float, float]:
-        """The bootstrap CI moved to level ``confidence`` and widened for run-to-run noise
-        ``noise`` (sd of log ratio): on a log scale each bound of the 95% bootstrap CI
-        moves out by ``z(confidence) * sqrt(se**2 + noise**2) - z(0.95) * se``, so the
-        bootstrap's asymmetry is kept; at 95% without noise, the bootstrap CI itself."""
-        extra = _z(confidence) * math.hypot(self.se, noise) - _z(CONFIDENCE) * self.se
-        return self.ci_low * math.exp(-extra), self.ci_high * math.exp(extra)
-
-
-def _z(confidence: float) -> float:
-    return float(norm.ppf(0.5 + confidence / 2))
-
-
-def _boot_medians(values: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator, n_boot: int) -> np.ndarray:
-    """Medians of ``n_boot`` bootstrap resamples of ``values``.
-
-    With ``groups`` naming two or more clusters (runs), two stages: draw as many clusters
-    as there are, with replacement, then within each drawn cluster as many samples as it
-    holds, with replacement. Replicates are drawn in chunks of at most ``BOOT_CHUNK``
-    values, so memory stays bounded for long sample lists.
-    """
-    n = values.size
-    if groups is None or len(set(groups.tolist())) < 2:
-        step = max(1, BOOT_CHUNK // n)
-        return np.concatenate(
-            [np.median(values[rng.integers(0, n, size=(min(step, n_boot - i), n))], axis=1) for i in range(0, n_boot, step)]
-        )
-    _, inverse = np.unique(groups, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    vals = values[order]
-    sizes = np.bincount(inverse)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    k, m = sizes.size, int(sizes.max())
-    step = max(1, BOOT_CHUNK // (k * m))
-    out = []
-    for i in range(0, n_boot, step):
-        b = min(step, n_boot - i)
-        chosen = rng.integers(0, k, size=(b, k))
-        size = sizes[chosen][..., None]
-        pos = offsets[chosen][..., None] + np.floor(rng.random((b, k, m)) * size).astype(np.int64)
-        draws = np.where(np.arange(m)[None, None, :] < size, vals[pos], np.nan)
-        out.append(np.nanmedian(draws.reshape(b, -1), axis=1))
-    return np.concatenate(out)
-
-
-def min_p_value(n1: int, n2: int) -> float:
-    """Smallest two-sided exact Mann-Whitney p-value for sample sizes n1, n2 (no ties)."""
-    return float(min(1.0, 2.0 / comb(n1 + n2, n1, exact=False)))
-
-
-def ratio_test(
-    base: Sequence[float] | np.ndarray,
-    new: Sequence[float] | np.ndarray,
-    rng: np.random.Generator,
-    *,
-    base_groups: Sequence[Any] | np.ndarray | None = None,
-    new_groups: Sequence[Any] | np.ndarray | None = None,
-    n_boot: int = N_BOOT,
-    confidence: float = CONFIDENCE,
-) -> RatioTest:
-    """Ratio of medians NEW/BASE, its percentile-bootstrap CI and the U test p-value.
-
-    ``*_groups`` label each sample with its run (or process): with two or more labels
-    the side is bootstrapped in two stages (see :func:`_boot_medians`).
-    """
-    b = np.asarray(base, dtype=np.float64)
-    v = np.asarray(new, dtype=np.float64)
-    if b.size < 1 or v.size < 1:
-        raise ValueError("ratio_test needs at least one sample on each side")
-    ratio = float(np.median(v) / np.median(b))
-    bg = None if base_groups is None else np.asarray(base_groups)
-    ng = None if new_groups is None else np.asarray(new_groups)
-    boot = _boot_medians(v, ng, rng, n_boot) / _boot_medians(b, bg, rng, n_boot)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(boot, [tail, 1 - tail])
-    p = float(mannwhitneyu(v, b, alternative="two-sided").pvalue) if b.size > 1 or v.size > 1 else 1.0
-    se = float(np.std(np.log(boot), ddof=1))
-    return RatioTest(ratio, float(low), float(high), p, int(b.size), int(v.size), min_p_value(b.size, v.size), se)
-
-
-def estimate_noise(log_ratios: Sequence[float] | np.ndarray, ses: Sequence[float] | np.ndarray, min_cases: int = MIN_NOISE_CASES) -> float | None:
-    """Run-to-run noise: the sd of log(ratio) across cases that the samples within a run
-    do not explain, or None with fewer than ``min_cases`` cases.
-
-    ``tau**2 = max(0, MAD**2 - median(se**2))``, MAD the normal-consistent median absolute
-    deviation of the log-ratios around their median: robust to a minority of changed
-    cases, and blind to a shift shared by every case (it measures spread, not level).
-    """
-    lr = np.asarray(log_ratios, dtype=np.float64)
-    se = np.asarray(ses, dtype=np.float64)
-    keep = np.isfinite(lr) & np.isfinite(se)
-    lr, se = lr[keep], se[keep]
-    if lr.size < min_cases:
-        return None
-    mad = 1.4826 * float(np.median(np.abs(lr - np.median(lr))))
-    return math.sqrt(max(0.0, mad**2 - float(np.median(se**2))))
-
-
+# --------------------------------------------------------------------------- verdicts
 def decide(test: RatioTest, threshold: float, alpha: float, noise: float = 0.0) -> tuple[str, str]:
     """``(verdict, reason)`` of a :class:`RatioTest` (rule in the module docstring);
     ``noise`` widens the CI for run-to-run noise (:meth:`RatioTest.bounds`)."""
@@ -361,98 +240,6 @@ def _joined(frame: pd.DataFrame, columns: Sequence[str], sep: str = "|") -> pd.S
 
 def _num(value: Any) -> bool:
     return value is not None and isinstance(value, (int, float, np.number)) and math.isfinite(float(value))
-
-
-# --------------------------------------------------------------------------- environment
-#: run.json ``environment.core`` fields that say which machine and software a run saw.
-CORE_FIELDS = (
-    "hostname", "cpu", "cpu_vendor", "cpu_physical_cores", "cpu_logical_cores", "cpu_usable_cores",
-    "cpu_cgroup_quota", "cpu_max_mhz", "memory_total_bytes", "os_release", "kernel", "architecture",
-    "python_version", "python_implementation", "numpy_version", "convbench_version",
-)  # fmt: skip
-#: backend info fields left out of the difference: paths differ between checkouts, and
-#: ``peaks`` are measurements taken by the run (convbench.peaks), not facts about it.
-BACKEND_IGNORED = ("python", "reason", "name", "peaks")
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "unknown"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_show(v) for v in value) or "none"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_show(v)}" for k, v in value.items())
-    return str(value)
-
-
-def environment_facts(meta: RunRecord | dict[str, Any]) -> dict[str, str]:
-    """Flat ``{field: shown value}`` of what machine and software a run saw."""
-    record = as_record(meta)
-    core = record.core
-    recorded = core.model_fields_set | set(core.model_extra or {})
-    facts = {f: _show(core.get(f)) for f in CORE_FIELDS if f in recorded}
-    for name, value in (core.thread_env or {}).items():
-        facts[f"env.{name}"] = _show(value)
-    if "gpus" in recorded:
-        gpus = core.gpus
-        facts["gpus"] = "none" if not gpus else "; ".join(f"{g.get('name')} (driver {g.get('driver_version')})" for g in gpus)
-    for key, info in sorted(record.environment.backends.items()):
-        if not isinstance(info, dict):
-            continue
-        for f, value in info.items():
-            if f in BACKEND_IGNORED:
-                continue
-            if f == "environment" and isinstance(value, dict):
-                for ef, ev in value.items():
-                    facts[f"{key}.{ef}"] = _show(ev)
-            else:
-                facts[f"{key}.{f}"] = _show(value)
-    for f, value in record.timing.items():
-        facts[f"timing.{f}"] = _show(value)
-    return facts
-
-
-def _side_facts(metas: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """Facts of several runs: one value, or the distinct values joined with ' | '."""
-    merged: dict[str, list[str]] = {}
-    for meta in metas:
-        for k, v in environment_facts(meta).items():
-            merged.setdefault(k, [])
-            if v not in merged[k]:
-                merged[k].append(v)
-    return {k: " | ".join(v) for k, v in merged.items()}
-
-
-def environment_diff(base_metas: Sequence[dict[str, Any]], new_metas: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    """``[{"field", "base", "new"}]`` for every fact that differs between the sides
-    (CPU, memory, OS, GPUs and driver, Python and library versions, each backend's
-    framework version and build facts, thread variables, timing options); a fact only
-    one side recorded shows ``absent`` on the other."""
-    base, new = _side_facts(base_metas), _side_facts(new_metas)
-    rows = []
-    for key in dict.fromkeys([*base, *new]):
-        b, n = base.get(key, "absent"), new.get(key, "absent")
-        if b != n:
-            rows.append({"field": key, "base": b, "new": n})
-    return rows
-
-
-def run_info(meta: RunRecord | dict[str, Any]) -> dict[str, Any]:
-    """Name, folder, suite, start time and git revision of a run (for headers)."""
-    record = as_record(meta)
-    return {
-        "name": record.get("_name"),
-        "dir": record.get("_dir"),
-        "suite": record.suite,
-        "started": record.started,
-        "git_revision": record.core.git_revision,
-        "git_dirty": record.core.git_dirty,
-        "host": record.core.hostname,
-    }
 
 
 # --------------------------------------------------------------------------- comparison

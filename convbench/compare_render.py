@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convbench.cases import KEY_FIELDS
-from convbench.compare import MIN_NOISE_CASES
+from convbench.ratio_stats import MIN_NOISE_CASES
 from convbench.summary import format_time
 
 if TYPE_CHECKING:

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from convbench.cases import KEY_FIELDS
-from convbench.compare import DEFAULT_FAIL_ON, compare_runs, load_side, run_info
+from convbench.compare import DEFAULT_FAIL_ON, compare_runs, load_side
 from convbench.results import ResultsError, find_runs, warn_skipped
+from convbench.run_environment import run_info
 
 __all__ = ["CHANGE_VERDICTS", "History", "history", "history_paths"]
 

@@ -17,18 +17,11 @@ import pytest
 
 from convbench.cases import KEY_FIELDS, Case
 from convbench.cli import main
-from convbench.compare import (
-    compare_paths,
-    compare_runs,
-    decide,
-    environment_diff,
-    estimate_noise,
-    ratio_test,
-    threshold_for,
-    within_run,
-)
+from convbench.compare import compare_paths, compare_runs, decide, threshold_for, within_run
 from convbench.compare_render import comparison_json, comparison_markdown, comparison_rich
+from convbench.ratio_stats import estimate_noise, ratio_test
 from convbench.results import RunFolder, empty_row
+from convbench.run_environment import environment_diff
 from tests.conftest import ROOT, run_cli
 
 SEEDS = 200
