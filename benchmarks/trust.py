@@ -18,8 +18,9 @@ d  power: a real 10% slowdown planted by tests/plugins/convbench_slowtorch (its 
    ``convbench ab`` POWER times quiet and POWER times with one neighbour; ``convbench
    compare`` of POWER pairs of quiet runs. Goal: detected (exit 1) in at least 19 of 20.
 
-(c) and (d) time benchmarks/trust-gate.yaml. Nothing else may run on the machine
-meanwhile: the script records the load average before each part.
+(c) and (d) time benchmarks/trust-gate.yaml; ``ab`` runs with its default ``--pairs``.
+``--no-compare`` leaves out the ``compare`` runs of (c) and (d). Nothing else may run on
+the machine meanwhile: the script records the load average before each part.
 
     .venv/bin/python benchmarks/trust.py [--label after] [--parts abcd] [--runs 3] [--pairs 10] [--power 20]
     # another convbench (e.g. the code before a change, in a git worktree), same venv:
@@ -210,19 +211,20 @@ def stability_table(part: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- c and d
-def part_c(bench: Bench, pairs: int, with_ab: bool) -> dict[str, Any]:
+def part_c(bench: Bench, pairs: int, with_ab: bool, with_compare: bool = True) -> dict[str, Any]:
     gate = str(GATE)
     compare, ab = [], []
     for i in range(pairs):
         kb, kn = AA_LOADS[i % len(AA_LOADS)]
-        base, new = bench.out("aa", f"{i}-base"), bench.out("aa", f"{i}-new")
-        with neighbours(kb):
-            bench.convbench("run", gate, "--out", str(base))
-        with neighbours(kn):
-            bench.convbench("run", gate, "--out", str(new))
-        rc, _, text = bench.convbench("compare", str(base), str(new), "--format", "json")
-        compare.append({"loads": [kb, kn], "rc": rc, **_counts(text)})
-        print(f"[A/A compare {i + 1}] loads {kb}/{kn}: exit {rc}", file=sys.stderr)
+        if with_compare:
+            base, new = bench.out("aa", f"{i}-base"), bench.out("aa", f"{i}-new")
+            with neighbours(kb):
+                bench.convbench("run", gate, "--out", str(base))
+            with neighbours(kn):
+                bench.convbench("run", gate, "--out", str(new))
+            rc, _, text = bench.convbench("compare", str(base), str(new), "--format", "json")
+            compare.append({"loads": [kb, kn], "rc": rc, **_counts(text)})
+            print(f"[A/A compare {i + 1}] loads {kb}/{kn}: exit {rc}", file=sys.stderr)
         if with_ab:
             out = bench.out("aa", f"{i}-ab")
             with changing_neighbours(kb, kn):
@@ -241,7 +243,7 @@ def _counts(text: str) -> dict[str, Any]:
     return {"counts": doc.get("counts"), "suite": suite.get("verdict"), "suite_ratio": suite.get("ratio"), "canary": (doc.get("canary") or {}).get("ratio")}
 
 
-def part_d(bench: Bench, power: int, with_ab: bool) -> dict[str, Any]:
+def part_d(bench: Bench, power: int, with_ab: bool, with_compare: bool = True) -> dict[str, Any]:
     gate = str(GATE)
     envs = bench.work / "envs"
     plain = slow_environment(envs / "plain", sys.executable, fraction=0.0)
@@ -256,7 +258,7 @@ def part_d(bench: Bench, power: int, with_ab: bool) -> dict[str, Any]:
                 rc, seconds, text = bench.convbench("ab", gate, "--base", str(plain), "--new", str(slow), "--out", str(out), "--format", "json")
             result[label].append({"rc": rc, "seconds": seconds, **_counts(text), "ratios": _ratios(text)})
             print(f"[power {label} {i + 1}] exit {rc}", file=sys.stderr)
-    for i in range(power):
+    for i in range(power if with_compare else 0):
         base, new = bench.out("power", f"cmp-{i}-base"), bench.out("power", f"cmp-{i}-new")
         bench.convbench("run", gate, "--out", str(base), env={"CONVBENCH_PYTHON_TORCH": str(plain / "bin" / "python")})
         bench.convbench("run", gate, "--out", str(new), env={"CONVBENCH_PYTHON_TORCH": str(slow / "bin" / "python")})
@@ -318,12 +320,14 @@ def render(reports: dict[str, dict[str, Any]]) -> str:
         if "c" in rep:
             c = rep["c"]
             lines += ["### (c) A/A: identical code under changing neighbour load", ""]
-            lines += [f"- `compare` (one run per side, neighbours per side {[e['loads'] for e in c['compare']]}): {exits_line(c['compare'])}"]
-            lines += [f"  - suite verdicts: {[e.get('suite') for e in c['compare']]}; canary NEW/BASE: {[round(e['canary'], 3) if e.get('canary') else None for e in c['compare']]}"]
-            lines += [f"  - slower cases per pair: {[(e.get('counts') or {}).get('slower') for e in c['compare']]}"]
+            if c["compare"]:
+                lines += [f"- `compare` (one run per side, neighbours per side {[e['loads'] for e in c['compare']]}): {exits_line(c['compare'])}"]
+                lines += [f"  - suite verdicts: {[e.get('suite') for e in c['compare']]}; canary NEW/BASE: {[round(e['canary'], 3) if e.get('canary') else None for e in c['compare']]}"]
+                lines += [f"  - slower cases per pair: {[(e.get('counts') or {}).get('slower') for e in c['compare']]}"]
             if c["ab"]:
                 lines += [f"- `ab` (one environment against itself, neighbours switching every 4 s): {exits_line(c['ab'])}"]
-                lines += [f"  - suite verdicts: {[e.get('suite') for e in c['ab']]}; slower cases per run: {[(e.get('counts') or {}).get('slower') for e in c['ab']]}"]
+                lines += [f"  - suite verdicts: {[e.get('suite') for e in c['ab']]}; slower cases per run: {[(e.get('counts') or {}).get('slower') for e in c['ab']]}; "
+                          f"inconclusive cases per run: {[(e.get('counts') or {}).get('inconclusive') for e in c['ab']]}; seconds per run: {[round(e.get('seconds') or 0) for e in c['ab']]}"]
             lines += [""]
         if "d" in rep:
             d = rep["d"]
@@ -354,6 +358,7 @@ def main() -> int:
     parser.add_argument("--power", type=int, default=20)
     parser.add_argument("--work", default="/tmp/convbench-trust")
     parser.add_argument("--no-ab", action="store_true", help="the measured convbench has no `ab` (before it existed)")
+    parser.add_argument("--no-compare", action="store_true", help="(c) and (d) without their `compare` runs (only `ab`)")
     parser.add_argument("--reanalyze", action="store_true", help="recompute the verdicts of (c) and (d) of LABEL's record from its kept run folders")
     args = parser.parse_args()
     if args.reanalyze:
@@ -373,9 +378,9 @@ def main() -> int:
     if "a" in args.parts or "b" in args.parts:
         rep["ab"] = part_ab(bench, args.runs, [int(x) for x in args.levels.split(",")])
     if "c" in args.parts:
-        rep["c"] = part_c(bench, args.pairs, not args.no_ab)
+        rep["c"] = part_c(bench, args.pairs, not args.no_ab, not args.no_compare)
     if "d" in args.parts:
-        rep["d"] = part_d(bench, args.power, not args.no_ab)
+        rep["d"] = part_d(bench, args.power, not args.no_ab, not args.no_compare)
     rep["meta"]["seconds"] = time.monotonic() - t0
     rep["log"] = bench.log
     out = ROOT / "benchmarks" / f"trust-{args.label}.json"
