@@ -59,6 +59,18 @@ def residual_graph() -> Graph:
     return b.build([b.linear(feat, 5, name="fc")])
 
 
+def pointwise_graph() -> Graph:
+    """1x1 convs of stride 2 (darknet ignores their stride: subsampled first) and a 1x1 conv
+    reading a value the shortcut reads too (its backward overwrites that delta: a route copy)."""
+    b = GraphBuilder()
+    x = b.input("x", (2, 4, 8, 8))
+    a = b.act(b.conv2d(x, 6, 3, bias=True, name="a"), "relu")
+    d = b.conv2d(a, 6, 1, stride=2, padding=0, bias=True, name="d")
+    e = b.conv2d(b.conv2d(a, 6, 3, stride=2, bias=True, name="e1"), 6, 1, bias=True, name="e2")
+    s = b.act(b.add("add", [d, e], name="s"), "relu")
+    return b.build([b.add("add", [b.conv2d(s, 6, 1, bias=True, name="t"), s], name="out")])
+
+
 def test_cfg_sections_and_options() -> None:
     g = conv_bn_relu()
     cfg = lower(g, make_tensors(g, 0)).cfg(2, 0.01)
@@ -82,6 +94,13 @@ def test_weights_file_layout() -> None:
     np.testing.assert_allclose(body[2 * n : 3 * n], mean, rtol=1e-6)
     np.testing.assert_allclose(np.sqrt(body[3 * n : 4 * n]) + DARKNET_BN_EPS, np.sqrt(var + 1e-5), rtol=1e-6)
     np.testing.assert_allclose(body[4 * n :], t["c.weight"].reshape(-1), rtol=1e-6)
+
+
+def test_shared_input_of_a_1x1_conv_is_routed_in_training() -> None:
+    g = pointwise_graph()
+    kinds = {mode: [layer.kind for layer in lower(g, make_tensors(g, 0), mode).layers] for mode in (False, True)}
+    assert kinds[False].count("maxpool") == 1  # the stride-2 1x1 conv's subsampling
+    assert kinds[True].count("route") == kinds[False].count("route") + 1
 
 
 @needs_darknet
@@ -113,9 +132,9 @@ def test_info() -> None:
 
 
 @needs_darknet
-@pytest.mark.parametrize("name", ["conv_bn_relu", "residual", "masked_conv"])
+@pytest.mark.parametrize("name", ["conv_bn_relu", "residual", "pointwise", "masked_conv"])
 def test_inference_matches_reference(name: str) -> None:
-    graph = {"conv_bn_relu": conv_bn_relu, "residual": residual_graph, "masked_conv": masked_conv_graph}[name]()
+    graph = {"conv_bn_relu": conv_bn_relu, "residual": residual_graph, "pointwise": pointwise_graph, "masked_conv": masked_conv_graph}[name]()
     assert_matches(BACKEND, graph, mode="inference").close()
 
 
@@ -127,11 +146,11 @@ def test_mobilenet_inference(variant: str) -> None:
 
 
 @needs_darknet
-@pytest.mark.parametrize("variant", ["native", "diagonalwise"])
+@pytest.mark.parametrize("variant", ["native", "pointwise", "diagonalwise"])
 def test_training_without_batchnorm_matches_reference(variant: str) -> None:
     """darknet's backward: the gradients of every param and the input (diagonalwise:
     chained through the mask to the depthwise param)."""
-    graph = residual_graph()
+    graph = pointwise_graph() if variant == "pointwise" else residual_graph()
     if variant == "diagonalwise":
         graph = parse_variant(variant).apply(build_graph("depthwise", {"channels": 8, "size": 7, "kernel": 3, "bias": True}, 2))
     assert_matches(BACKEND, graph, mode="training").close()

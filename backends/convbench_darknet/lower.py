@@ -6,7 +6,11 @@ layer plus an earlier one). The graph is walked in order and each op becomes a l
 
 * ``conv2d`` [-> ``batchnorm``] [-> ``relu`` | ``sigmoid``] (fused where each value has
   one consumer) -> ``[convolutional]`` with ``groups``, ``batch_normalize``,
-  ``activation``; square kernels, one stride, symmetric ``padding``, no dilation;
+  ``activation``; square kernels, one stride, symmetric ``padding``, no dilation (a 1x1
+  conv of stride s is ``[maxpool] size=1 stride=s`` then stride 1: darknet's 1x1 path
+  skips im2col and with it the stride; in training a 1x1 conv or an ``[activation]``
+  reading a value other layers read too gets a ``[route]`` copy of it: their backward
+  overwrites the input's delta where the others add to it);
 * ``add`` -> ``[shortcut]`` (a following ``relu`` fused as its activation); ``concat`` on
   channels -> ``[route]``; ``relu``/``sigmoid`` alone -> ``[activation]``;
 * ``maxpool`` -> ``[maxpool]`` (darknet's total ``padding`` is 2 x the IR's, pads -inf);
@@ -32,7 +36,6 @@ into the rolling mean.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,6 +72,7 @@ class Layer:
     #: darknet field -> graph value (weights, biases, scales, rolling_mean, rolling_variance)
     sources: dict[str, str] = field(default_factory=dict)
     bias_before_bn: str | None = None  # a conv bias folded into the rolling mean
+    shape: tuple[int, ...] | None = None  # of a layer computing no graph value (else the node's)
 
 
 @dataclass
@@ -158,8 +162,9 @@ def _square(value: Any, what: str, node: Node) -> int:
     return a
 
 
-def lower(graph: Graph, tensors: Mapping[str, np.ndarray]) -> Lowered:
-    """The darknet network of ``graph`` (UnsupportedCase naming what darknet cannot express)."""
+def lower(graph: Graph, tensors: Mapping[str, np.ndarray], training: bool = False) -> Lowered:
+    """The darknet network of ``graph`` (UnsupportedCase naming what darknet cannot express);
+    ``training``: its backward accumulates every gradient (see ``feed``)."""
     inputs = graph.inputs
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         raise UnsupportedCase("darknet: a network has exactly one NCHW input")
@@ -188,12 +193,15 @@ def lower(graph: Graph, tensors: Mapping[str, np.ndarray]) -> Lowered:
             return cs[0]
         return None
 
-    def feed(name: str, node: Node) -> None:
-        """Make ``name`` the previous layer's output (a [route] when it is not)."""
+    def feed(name: str, node: Node, overwrites: bool = False) -> None:
+        """Make ``name`` the previous layer's output (a [route] when it is not). A layer whose
+        backward ``overwrites`` its input's delta (darknet's 1x1 conv and [activation]) reads
+        a shared value in training through a [route] of its own, whose delta it may overwrite."""
         at = where.get(name)
         if at is None:
             raise UnsupportedCase(f"darknet: {node.op} {node.name!r} reads {name!r}, which no darknet layer computes")
-        if at == len(layers) - 1:
+        copy = training and overwrites and at >= 0 and len(consumers[name]) > 1
+        if at == len(layers) - 1 and not copy:
             return
         if at == -1:
             raise UnsupportedCase(f"darknet: {node.name!r} reads the network input after other layers; [route] cannot reach it")
@@ -224,7 +232,15 @@ def lower(graph: Graph, tensors: Mapping[str, np.ndarray]) -> Lowered:
             padding = _square(node.attrs["padding"], "padding", node)
             if tuple(int(d) for d in (node.attrs.get("dilation") or (1, 1))) != (1, 1):
                 raise UnsupportedCase(f"darknet: conv2d {node.name!r} is dilated; darknet (2018) has no dilation")
-            feed(x, node)
+            feed(x, node, overwrites=size == 1 and stride == 1)
+            if size == 1 and stride > 1:
+                # darknet (2018) skips im2col for 1x1 kernels, so it ignores their stride:
+                # subsample first ([maxpool] size=1 picks every stride-th pixel), then stride 1
+                if padding:
+                    raise UnsupportedCase(f"darknet: conv2d {node.name!r}: a padded 1x1 conv with stride {stride} (darknet ignores a 1x1 conv's stride)")
+                n, c = graph.shape(x)[:2]
+                layers.append(Layer("maxpool", {"size": 1, "stride": stride, "padding": 0}, f"{node.name}:subsample", shape=(n, c, *node.shape[2:])))
+                stride = 1
             opts: dict[str, Any] = {"filters": graph.shape(w)[0], "size": size, "stride": stride, "padding": padding, "groups": int(node.attrs["groups"])}
             sources = {"weights": w}
             end, before_bn = node.name, None
@@ -246,7 +262,7 @@ def lower(graph: Graph, tensors: Mapping[str, np.ndarray]) -> Lowered:
             opts["activation"], end = activation(end)
             push(Layer("convolutional", opts, end, sources, before_bn))
         elif op in ACTIVATIONS:
-            feed(node.inputs[0], node)
+            feed(node.inputs[0], node, overwrites=True)
             push(Layer("activation", {"activation": ACTIVATIONS[op]}, node.name))
         elif op == "add":
             a, b = node.inputs
@@ -305,15 +321,5 @@ def lower(graph: Graph, tensors: Mapping[str, np.ndarray]) -> Lowered:
         outs[name] = at
     if not layers:
         raise UnsupportedCase("darknet: the graph has no layer")
-    _check_shapes(graph, layers)
     return Lowered(graph, layers, outs, inputs[0].name, weight_graph, values)
 
-
-def _check_shapes(graph: Graph, layers: list[Layer]) -> None:
-    """darknet's output formulas agree with the graph (else darknet would compute another function)."""
-    for layer in layers:
-        shape = graph.shape(layer.node)
-        if layer.kind == "maxpool" and len(shape) == 4:
-            continue  # same floor-mode formula with padding = 2p
-        if math.prod(shape) < 1:
-            raise UnsupportedCase(f"darknet: empty value {layer.node!r}")

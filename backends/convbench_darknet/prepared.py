@@ -79,7 +79,7 @@ def check_layout(dn: Darknet, net: Any, lowered: Lowered, batch: int) -> None:
     for i, layer in enumerate(lowered.layers):
         got = n.layers[i]
         want = TYPES[layer.kind]
-        shape = lowered.graph.shape(layer.node)
+        shape = layer.shape or lowered.graph.shape(layer.node)
         size = int(np.prod(shape[1:]))
         if got.type != dn.layer_type(want) or got.outputs != size or got.batch != batch:
             raise UnsupportedCase(
@@ -94,7 +94,7 @@ class DarknetPrepared(Prepared):
         self.case = case
         self.graph = graph
         self.training = case.mode == "training"
-        self.lowered = lower(graph, tensors)
+        self.lowered = lower(graph, tensors, self.training)
         self._tmp = tempfile.TemporaryDirectory(prefix="convbench-darknet-")
         self.dn, self.net = build(self.lowered, graph.batch, Path(self._tmp.name))
         # The input lives in darknet's own net->input buffer (free_network frees net->input
