@@ -21,9 +21,6 @@ from convbench.data import Tensors
 from convbench.graph import Graph
 from convbench_darknet.abi import INSTALL_HINT
 
-#: recorded in details() of a case asked for more than one thread
-SINGLE_THREAD_NOTE = "Debian's libdarknet is built without OpenMP: it ran on one thread (the case asked {threads})"
-
 
 @functools.cache
 def package_version() -> str | None:

@@ -34,6 +34,8 @@ from convbench.graph import Graph
 from convbench_darknet.abi import Darknet, float_array, load
 from convbench_darknet.lower import Lowered, lower
 
+#: recorded in details() of a case asked for more than one thread
+SINGLE_THREAD_NOTE = "Debian's libdarknet is built without OpenMP: it ran on one thread (the case asked {threads})"
 #: cfg section -> darknet LAYER_TYPE name
 TYPES = {"convolutional": "CONVOLUTIONAL", "connected": "CONNECTED", "maxpool": "MAXPOOL", "avgpool": "AVGPOOL", "route": "ROUTE", "shortcut": "SHORTCUT", "activation": "ACTIVE"}
 
@@ -119,8 +121,6 @@ class DarknetPrepared(Prepared):
             "threads_used": 1,
         }
         if case.threads is not None and case.threads > 1:
-            from convbench_darknet.backend import SINGLE_THREAD_NOTE
-
             self._details["threads_note"] = SINGLE_THREAD_NOTE.format(threads=case.threads)
 
     # -- steps ------------------------------------------------------------------------
