@@ -78,6 +78,7 @@ import numpy as np
 import pandas as pd
 
 from convbench.cases import KEY_FIELDS
+from convbench.display import is_number
 from convbench.ratio_stats import N_BOOT, RatioTest, estimate_noise, ratio_test
 from convbench.results import ResultsError, find_runs, read_meta
 from convbench.run_environment import environment_diff, run_info
@@ -238,10 +239,6 @@ def _joined(frame: pd.DataFrame, columns: Sequence[str], sep: str = "|") -> pd.S
     return out
 
 
-def _num(value: Any) -> bool:
-    return value is not None and isinstance(value, (int, float, np.number)) and math.isfinite(float(value))
-
-
 # --------------------------------------------------------------------------- comparison
 TABLE_COLUMNS = [
     *KEY_FIELDS, "case_id", "suite", "base_median", "new_median", "ratio", "ci_low", "ci_high",
@@ -317,7 +314,7 @@ def pooled_verdict(rows: list[dict[str, Any]], tests: dict[int, RatioTest], thre
     most cases were contended. Needs MIN_POOLED_CASES cases, else ``same`` "not tested"."""
     from scipy.stats import t as student_t
 
-    logs = [math.log(r["ratio"]) for r in rows if _num(r.get("ratio")) and r["ratio"] > 0 and r.get("_tested")]
+    logs = [math.log(r["ratio"]) for r in rows if is_number(r.get("ratio")) and r["ratio"] > 0 and r.get("_tested")]
     n = len(logs)
     if n < MIN_POOLED_CASES:
         return {"verdict": "same", "cases": n, "reason": f"not tested: {n} case(s) timed on both sides (need {MIN_POOLED_CASES})"}
@@ -494,7 +491,7 @@ def compare_runs(
             row.update(base_n=bv.size, new_n=nv.size, _contended=_contention_note(b, n))
             if bv.size < 2 or nv.size < 2:
                 decided = ("inconclusive", f"not tested: {bv.size} vs {nv.size} raw samples (need 2 or more on each side)")
-                if _num(row["base_median"]) and _num(row["new_median"]) and row["base_median"] > 0:
+                if is_number(row["base_median"]) and is_number(row["new_median"]) and row["base_median"] > 0:
                     row["ratio"] = row["new_median"] / row["base_median"]
             else:
                 test = ratio_test(bv, nv, _case_rng(seed, str(cid)), base_groups=bg, new_groups=ng, n_boot=n_boot)
@@ -661,17 +658,17 @@ def _within_ratio(r: pd.Series, b: pd.Series, by: str, baseline: str, groups: di
     if r["status"] != "ok" or b["status"] != "ok":
         out["note"] = f"not timed: {r['status'] if r['status'] != 'ok' else 'baseline ' + b['status']}"
         return out
-    if by == "variant" and r.get("baseline") == baseline and _num(r.get("ratio")):
+    if by == "variant" and r.get("baseline") == baseline and is_number(r.get("ratio")):
         out.update(ratio=r["ratio"], ratio_ci_low=r.get("ratio_ci_low"), ratio_ci_high=r.get("ratio_ci_high"), source="interleaved")
     elif r["case_id"] in groups and b["case_id"] in groups and min(groups[r["case_id"]][0].size, groups[b["case_id"]][0].size) >= 2:
         test = ratio_test(groups[b["case_id"]][0], groups[r["case_id"]][0], _case_rng(seed, r["case_id"]), n_boot=n_boot)
         out.update(ratio=test.ratio, ratio_ci_low=test.ci_low, ratio_ci_high=test.ci_high, source="bootstrap")
-    elif _num(r.get("median")) and _num(b.get("median")) and b["median"] > 0:
+    elif is_number(r.get("median")) and is_number(b.get("median")) and b["median"] > 0:
         out.update(ratio=r["median"] / b["median"], source="medians")
     else:
         out["note"] = "no timing"
         return out
-    inv = lambda x: 1 / x if _num(x) and x > 0 else None  # noqa: E731
+    inv = lambda x: 1 / x if is_number(x) and x > 0 else None  # noqa: E731
     out.update(speedup=inv(out["ratio"]), speedup_ci_low=inv(out.get("ratio_ci_high")), speedup_ci_high=inv(out.get("ratio_ci_low")))
     return out
 

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convbench.cases import KEY_FIELDS
+from convbench.display import is_number
 from convbench.ratio_stats import MIN_NOISE_CASES
 from convbench.summary import format_time
 
@@ -29,10 +30,6 @@ STYLES = {"failed": "bold red", "slower": "red", "inconclusive": "yellow", "fast
 #: What each exit code says, in words (docs/compare.md).
 EXIT_WORDS = {0: "no regression", 1: "regression", 3: "inconclusive"}
 SHORT = {"batch": "b", "threads": "t"}
-
-
-def _num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _key_value(field: str, value: Any) -> str:
@@ -54,20 +51,20 @@ def case_labels(frame: pd.DataFrame, fields: tuple[str, ...] = KEY_FIELDS) -> pd
 
 def fmt_change(ratio: Any, low: Any = None, high: Any = None) -> str:
     """``+12.3% [+8.0%, +16.1%]`` from a ratio and its CI; ``-`` when unknown."""
-    if not _num(ratio):
+    if not is_number(ratio):
         return "-"
     text = f"{(ratio - 1) * 100:+.1f}%"
-    if _num(low) and _num(high):
+    if is_number(low) and is_number(high):
         text += f" [{(low - 1) * 100:+.1f}%, {(high - 1) * 100:+.1f}%]"
     return text
 
 
 def fmt_p(p: Any) -> str:
-    return f"{p:.2g}" if _num(p) else "-"
+    return f"{p:.2g}" if is_number(p) else "-"
 
 
 def fmt_time(value: Any) -> str:
-    return format_time(value) if _num(value) else "-"
+    return format_time(value) if is_number(value) else "-"
 
 
 def _runs_line(runs: list[dict[str, Any]]) -> str:
@@ -266,10 +263,10 @@ def comparison_json(cmp: Comparison) -> str:
 
 # --------------------------------------------------------------------------- within a run
 def _speed(r: pd.Series) -> str:
-    if not _num(r["speedup"]):
+    if not is_number(r["speedup"]):
         return str(r["note"] or "-") if isinstance(r["note"], str) else "-"
     text = f"{r['speedup']:.2f}x"
-    if _num(r["speedup_ci_low"]) and _num(r["speedup_ci_high"]):
+    if is_number(r["speedup_ci_low"]) and is_number(r["speedup_ci_high"]):
         text += f" [{r['speedup_ci_low']:.2f}-{r['speedup_ci_high']:.2f}]"
     return text + ("" if r["source"] == "interleaved" else "†")
 

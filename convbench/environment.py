@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from convbench.arm_parts import ARM_IMPLEMENTERS, ARM_PARTS
+from convbench.display import show
 
 #: Environment variables that change how many threads or which devices a framework uses.
 THREAD_ENV_VARS = (
@@ -297,16 +298,6 @@ def capture() -> dict[str, Any]:
 
 
 # -- display ---------------------------------------------------------------------------
-def _show(value: Any) -> str:
-    if value is None:
-        return "unknown"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 _ARM_ONLY = ("cpu_implementer", "cpu_part", "emulator", "emulation_evidence", "cpu_pinning")
 
 
@@ -330,7 +321,7 @@ def environment_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
         elif key == "memory_total_bytes" and isinstance(value, int):
             rows.append(("memory_total", f"{value / 2**30:.1f} GiB"))
         else:
-            rows.append((key, _show(value)))
+            rows.append((key, show(value)))
     return rows
 
 

@@ -45,6 +45,7 @@ import pandas as pd
 
 from convbench import __version__
 from convbench.cases import KEY_FIELDS, Case
+from convbench.display import is_number
 from convbench.results import ResultsError, RunFolder, check_rows, empty_row, find_runs, read_run
 from convbench.run_record import RunRecord, validate
 from convbench.timing import summarize
@@ -142,18 +143,18 @@ def _check_bench(path: Path, i: int, bench: Any) -> dict[str, Any]:
     if not isinstance(stats, dict):
         raise InteropError(f"{where}: missing 'stats' object")
     for f in REQUIRED_STATS:
-        if not _is_number(stats.get(f)):
+        if not is_number(stats.get(f)):
             raise InteropError(f"{where}.stats.{f}: expected a finite number, got {_shown(stats.get(f))}")
     for f in ("rounds", "iterations"):
         v = stats.get(f)
-        if (f == "rounds" or v is not None) and not (_is_number(v) and float(v).is_integer() and 0 < v < 2**63):
+        if (f == "rounds" or v is not None) and not (is_number(v) and float(v).is_integer() and 0 < v < 2**63):
             raise InteropError(f"{where}.stats.{f}: expected a positive whole number below 2**63, got {_shown(v)}")
     for f in ("q1", "q3", "iqr", "stddev"):
         v = stats.get(f)
-        if v is not None and not _is_number(v):
+        if v is not None and not is_number(v):
             raise InteropError(f"{where}.stats.{f}: expected a finite number or nothing, got {_shown(v)}")
     data = stats.get("data")
-    if data is not None and (not isinstance(data, list) or not all(_is_number(x) for x in data)):
+    if data is not None and (not isinstance(data, list) or not all(is_number(x) for x in data)):
         raise InteropError(f"{where}.stats.data: expected a list of finite numbers (seconds per iteration)")
     for f in ("options", "params", "extra_info"):
         if bench.get(f) is not None and not isinstance(bench.get(f), dict):
@@ -162,10 +163,6 @@ def _check_bench(path: Path, i: int, bench: Any) -> dict[str, Any]:
         if bench.get(f) is not None and not isinstance(bench.get(f), str):
             raise InteropError(f"{where}.{f}: expected a string, got {_shown(bench.get(f))}")
     return bench
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _shown(v: Any) -> str:

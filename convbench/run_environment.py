@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from convbench.display import show
 from convbench.run_record import RunRecord, as_record
 
 #: run.json ``environment.core`` fields that say which machine and software a run saw.
@@ -22,28 +23,14 @@ CORE_FIELDS = (
 BACKEND_IGNORED = ("python", "reason", "name", "peaks")
 
 
-def _show(value: Any) -> str:
-    if value is None:
-        return "unknown"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_show(v) for v in value) or "none"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_show(v)}" for k, v in value.items())
-    return str(value)
-
-
 def environment_facts(meta: RunRecord | dict[str, Any]) -> dict[str, str]:
     """Flat ``{field: shown value}`` of what machine and software a run saw."""
     record = as_record(meta)
     core = record.core
     recorded = core.model_fields_set | set(core.model_extra or {})
-    facts = {f: _show(core.get(f)) for f in CORE_FIELDS if f in recorded}
+    facts = {f: show(core.get(f)) for f in CORE_FIELDS if f in recorded}
     for name, value in (core.thread_env or {}).items():
-        facts[f"env.{name}"] = _show(value)
+        facts[f"env.{name}"] = show(value)
     if "gpus" in recorded:
         gpus = core.gpus
         facts["gpus"] = "none" if not gpus else "; ".join(f"{g.get('name')} (driver {g.get('driver_version')})" for g in gpus)
@@ -55,11 +42,11 @@ def environment_facts(meta: RunRecord | dict[str, Any]) -> dict[str, str]:
                 continue
             if f == "environment" and isinstance(value, dict):
                 for ef, ev in value.items():
-                    facts[f"{key}.{ef}"] = _show(ev)
+                    facts[f"{key}.{ef}"] = show(ev)
             else:
-                facts[f"{key}.{f}"] = _show(value)
+                facts[f"{key}.{f}"] = show(value)
     for f, value in record.timing.items():
-        facts[f"timing.{f}"] = _show(value)
+        facts[f"timing.{f}"] = show(value)
     return facts
 
 

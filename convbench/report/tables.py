@@ -9,13 +9,13 @@ writes HTML.
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from convbench.display import show
 from convbench.environment import environment_rows
 from convbench.report.data import KEY_COLUMNS, Run, flag, num, row_keys
 from convbench.report.plots import SOURCES
@@ -376,19 +376,9 @@ def env_rows(env: dict[str, Any]) -> list[tuple[str, str]]:
 
 def backend_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     """(field, value) rows of one backend worker's info and environment."""
-    rows = [(k, _show(v)) for k, v in info.items() if k != "environment"]
-    rows += [(f"environment.{k}", _show(v)) for k, v in (info.get("environment") or {}).items()]
+    rows = [(k, show(v)) for k, v in info.items() if k != "environment"]
+    rows += [(f"environment.{k}", show(v)) for k, v in (info.get("environment") or {}).items()]
     return rows
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "unknown"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, sort_keys=True, default=str) if value else "none"
-    return str(value)
 
 
 def reasons(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
