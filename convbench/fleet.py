@@ -44,7 +44,7 @@ from typing import Any
 
 from convbench.cases import Case
 from convbench.results import RunFolder, empty_row, now_iso
-from convbench.runner import finished_planned
+from convbench.runner import finished_planned, resolve_threads
 
 #: Device kinds that can be resources; a resource name is ``<device>:<label>``.
 DEVICES = ("cpu", "cuda")
@@ -187,14 +187,6 @@ def import_ray() -> Any:
             f"--cluster needs Ray, which is not installed ({exc}); install it with: {INSTALL_HINT}"
         ) from None
     return ray
-
-
-def resolve_threads(case: Case, cores: int | None = None) -> Case:
-    """A CPU case with threads unset uses every core of the node that runs it (every
-    pinned core when the node pins its workers)."""
-    if case.device == "cpu" and case.threads is None:
-        return case.model_copy(update={"threads": cores or os.cpu_count() or 1})
-    return case
 
 
 # --------------------------------------------------------------------------- on the node

@@ -233,6 +233,15 @@ def group_cases(cases: list[Case]) -> list[list[Case]]:
     return sorted(groups.values(), key=lambda g: order[g[0].worker_key])
 
 
+def resolve_threads(case: Case, cores: int | None = None) -> Case:
+    """CPU cases name their thread count explicitly: None means every core of the
+    machine that runs them (every pinned core, ``cores``, when the workers are pinned;
+    a fleet resolves on each node)."""
+    if case.device == "cpu" and case.threads is None:
+        return case.model_copy(update={"threads": cores or os.cpu_count() or 1})
+    return case
+
+
 def key_without_threads(case_id: str) -> str:
     """``case_id`` with threads unset (``None``): what a plan that leaves threads to the
     machine that runs it (a fleet) matches; an id that is no case id stays as it is."""

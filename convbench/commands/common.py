@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import socket
 import subprocess
@@ -50,6 +49,7 @@ class UsageError(Exception):
 def load_cases(args: argparse.Namespace, resolve: bool = True) -> tuple[Any, list[Case], Any]:
     """Suite, its expanded (preset, filter) cases and its resolved options; ``resolve``
     sets unset CPU threads to this machine's cores (a fleet leaves that to each node)."""
+    from convbench.runner import resolve_threads
     from convbench.suite import SuiteError, expand, filter_cases, load_suite, locate_suite
 
     args.suite = str(locate_suite(args.suite))  # a bare name is a packaged suite
@@ -71,14 +71,6 @@ def load_cases(args: argparse.Namespace, resolve: bool = True) -> tuple[Any, lis
     pinning = pinning_for(resolved, option) if resolve else None
     cores = len(pinning.cpus) if pinning else None
     return suite, [resolve_threads(c, cores) for c in cases] if resolve else cases, resolved
-
-
-def resolve_threads(case: Case, cores: int | None = None) -> Case:
-    """CPU cases name their thread count explicitly: None means every core (every
-    pinned core when the workers are pinned)."""
-    if case.device == "cpu" and case.threads is None:
-        return case.model_copy(update={"threads": cores or os.cpu_count() or 1})
-    return case
 
 
 def pinning_for(resolved: Any, option: str = "cpus"):  # noqa: ANN202 - Pinning | None
