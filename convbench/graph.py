@@ -55,6 +55,19 @@ above, so every backend runs them through the ops it already lowers):
   ``reshape`` (N, 1, C, H*W), ``maxpool`` with a (k, 1) window and stride,
   ``reshape`` (N, C / k, H, W).
 
+* ``eca`` (Wang et al. 2020, "ECA-Net: Efficient Channel Attention for Deep
+  Convolutional Neural Networks", arXiv 1910.03151; the authors' ``eca_layer``,
+  BangguWu/ECANet ``models/eca_module.py``): a global average pool, a 1-D conv of odd
+  kernel k across the channels (no bias, padding (k - 1) / 2), a sigmoid, and the input
+  scaled channel-wise: ``global_avgpool``, ``reshape`` (N, 1, C, 1), ``conv2d`` with a
+  (1, 1, k, 1) weight and padding ((k - 1) / 2, 0), ``reshape`` (N, C, 1, 1),
+  ``sigmoid``, and a broadcasting ``mul``.
+* ``sliding_channel_conv`` (DSXplore's SCC, Wang et al., IPDPS 2021, arXiv 2101.00745):
+  a 1x1 conv in which output channel c reads a cyclic window of U = C_in / G input
+  channels starting at :func:`scc_window_starts`; as one dense ``conv2d`` whose weight
+  is a (C_out, C_in) ``param`` times a 0/1 ``const`` mask (``mul``), so only the window's
+  C_out * U entries get gradients and the others stay zero.
+
 Counting conventions (README, "Counting"):
 
 * **parameters** are the elements of ``param`` nodes (conv and linear weights and biases,
@@ -417,6 +430,27 @@ def mixconv_splits(channels: int, groups: int) -> list[int]:
     return splits
 
 
+def scc_window_starts(in_channels: int, out_channels: int, groups: int, overlap: float) -> list[int]:
+    """First input channel of each output channel's window in a sliding-channel conv:
+    ``floor(c * (1 - overlap) * U) mod C_in`` with ``U = C_in / groups`` (DSXplore)."""
+    if groups < 1 or in_channels % groups:
+        raise GraphError(f"scc: {in_channels} input channels are not {groups} groups")
+    if not 0 <= overlap < 1:
+        raise GraphError(f"scc: overlap must be in [0, 1), got {overlap}")
+    width = in_channels // groups
+    return [math.floor(c * (1 - overlap) * width) % in_channels for c in range(out_channels)]
+
+
+def scc_mask(in_channels: int, out_channels: int, groups: int, overlap: float) -> np.ndarray:
+    """The (C_out, C_in, 1, 1) 0/1 mask of a sliding-channel conv: output channel c reads
+    the ``C_in / groups`` channels from its window start on, cyclically."""
+    width = in_channels // groups
+    mask = np.zeros((out_channels, in_channels, 1, 1))
+    for c, start in enumerate(scc_window_starts(in_channels, out_channels, groups, overlap)):
+        mask[c, [(start + i) % in_channels for i in range(width)], 0, 0] = 1.0
+    return mask
+
+
 def shift_runs(offsets: Sequence[Sequence[int]]) -> list[tuple[int, int, int, int]]:
     """Maximal runs of consecutive channels sharing one offset: (start, stop, dy, dx)."""
     runs: list[tuple[int, int, int, int]] = []
@@ -597,6 +631,35 @@ class GraphBuilder:
             "maxpool", [flat], name=f"{name}.max", kernel=(group, 1), stride=(group, 1), padding=(0, 0)
         )
         return self.reshape(pooled, (n, c // group, h, w), name=name)
+
+    def eca(self, x: str, kernel: int, name: str | None = None) -> str:
+        """ECA channel attention of ``x`` with a 1-D kernel ``kernel`` across channels
+        (module docstring); the conv's weight is ``<name>.conv.weight``, (1, 1, k, 1)."""
+        name = name or self.unique("eca")
+        if kernel < 1 or kernel % 2 == 0:
+            raise GraphError(f"{name}: the ECA kernel must be odd and positive, got {kernel}")
+        n, c = self.shape(x)[:2]
+        pooled = self.add("global_avgpool", [x], name=f"{name}.pool")
+        row = self.reshape(pooled, (n, 1, c, 1), name=f"{name}.row")
+        conv = self.conv2d(row, 1, (kernel, 1), padding=((kernel - 1) // 2, 0), name=f"{name}.conv")
+        gate = self.add("sigmoid", [self.reshape(conv, (n, c, 1, 1), name=f"{name}.col")], name=f"{name}.gate")
+        return self.add("mul", [x, gate], name=name)
+
+    def sliding_channel_conv(
+        self, x: str, out_channels: int, groups: int, overlap: float, bias: bool = False, name: str | None = None
+    ) -> str:
+        """DSXplore's sliding-channel 1x1 conv as a masked dense conv (module docstring):
+        weight ``<name>.weight`` (C_out, C_in, 1, 1) times the const ``<name>.mask``.
+        He init uses the fan-in a window sees, ``C_in / groups``."""
+        name = name or self.unique("scc")
+        c_in = self.shape(x)[1]
+        mask = scc_mask(c_in, out_channels, groups, overlap)
+        w = self.param(f"{name}.weight", mask.shape, "he_normal", c_in // groups)
+        m = self.const(f"{name}.mask", mask.shape, value=mask)
+        inputs = [x, self.add("mul", [w, m], name=f"{name}.masked_weight")]
+        if bias:
+            inputs.append(self.param(f"{name}.bias", (out_channels,), "fan_in_uniform", c_in // groups))
+        return self.add("conv2d", inputs, name=name, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
 
     def act(self, x: str, kind: str | None) -> str:
         """Apply an activation by name (``relu``, ``relu6``, ``sigmoid``) or none."""

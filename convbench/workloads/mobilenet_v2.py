@@ -17,6 +17,8 @@ TF-slim); ours are 3,504,872 and 300.8 M (convs and FC).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from convbench.graph import Graph, GraphBuilder
@@ -49,9 +51,11 @@ class MobileNetV2Params(BaseModel):
 
 
 def inverted_residual(
-    b: GraphBuilder, x: str, out: int, stride: int, expansion: int, prefix: str
+    b: GraphBuilder, x: str, out: int, stride: int, expansion: int, prefix: str, eca_kernel: int | None = None
 ) -> str:
-    """MobileNetV2's block: [pw + BN + ReLU6], dw + BN + ReLU6, pw-linear + BN, [+ x]."""
+    """MobileNetV2's block: [pw + BN + ReLU6], dw + BN + ReLU6, pw-linear + BN, [ECA], [+ x].
+    With ``eca_kernel``, ECA (``<prefix>eca``) follows the projection's BN, inside the
+    residual branch, as in ECA-MobileNetV2 (:mod:`convbench.workloads.eca`)."""
     c_in = b.shape(x)[1]
     hidden = int(round(c_in * expansion))
     y = x
@@ -63,12 +67,18 @@ def inverted_residual(
     y = b.conv2d(y, hidden, 3, stride=stride, groups=hidden, name=f"{prefix}dw")
     y = b.act(b.batchnorm(y, name=f"{prefix}dw.bn"), "relu6")
     y = b.batchnorm(b.conv2d(y, out, 1, name=f"{prefix}project"), name=f"{prefix}project.bn")
+    if eca_kernel is not None:
+        y = b.eca(y, eca_kernel, name=f"{prefix}eca")
     if stride == 1 and c_in == out:
         y = b.add("add", [y, x], name=f"{prefix}residual")
     return y
 
 
-def build_mobilenet_v2(p: MobileNetV2Params, batch: int) -> Graph:
+def build_mobilenet_v2(
+    p: MobileNetV2Params, batch: int, eca_kernel: Callable[[int], int] | None = None
+) -> Graph:
+    """MobileNetV2; with ``eca_kernel`` (a stage's table channels c -> kernel), ECA in
+    every block (ECA-MobileNetV2, :mod:`convbench.workloads.eca`)."""
     b = GraphBuilder()
     x = b.input("x", (batch, 3, p.resolution, p.resolution))
     y = b.conv2d(x, make_divisible(32 * p.width), 3, stride=2, name="conv1")
@@ -78,7 +88,8 @@ def build_mobilenet_v2(p: MobileNetV2Params, batch: int) -> Graph:
         for i in range(n):
             index += 1
             y = inverted_residual(
-                b, y, make_divisible(c * p.width), s if i == 0 else 1, t, f"block{index}."
+                b, y, make_divisible(c * p.width), s if i == 0 else 1, t, f"block{index}.",
+                None if eca_kernel is None else eca_kernel(c),
             )
     y = b.conv2d(y, make_divisible(1280 * max(1.0, p.width)), 1, name="conv_last")
     y = b.act(b.batchnorm(y, name="conv_last.bn"), "relu6")
