@@ -73,6 +73,8 @@ FAMILIES = [
     ("mixconv357", "mixconv", {"channels": 11, "size": 7, "kernels": [3, 5, 7], "bn": True, "act": "relu"}, ["native", "diagonalwise", "split"]),
     ("mixconv35_s2", "mixconv", {"channels": 10, "size": 8, "kernels": [3, 5], "stride": 2, "bias": True}, ["native", "diagonalwise(group_size=4)"]),
     ("channel_pool", "channel_pool", {"channels": 12, "size": 5, "group": 3}, ["native"]),
+    ("eca3", "eca", {"channels": 9, "size": 5, "kernel": 3}, ["native"]),
+    ("eca_adaptive", "eca", {"channels": 16, "size": 4}, ["native"]),
 ]
 NETWORKS = {"mobilenet_tiny"} | {i for i, k, _, _ in FAMILIES if k in ("mobilenet_v1", "mobilenet_v2", "fd_mobilenet", "shufflenet_v1", "shufflenet_v2", "menet", "shiftresnet")}
 #: The split form of a network is thousands of small convs, slices and concats (minutes of
