@@ -13,7 +13,7 @@ Device = Literal["cpu", "cuda"]
 Mode = Literal["inference", "training"]
 DType = Literal["float32", "float16", "bfloat16"]
 Layout = Literal["nchw", "nhwc"]
-Execution = Literal["eager", "compiled", "graph", "xla", "jit", "hybridized", "disabled", "basic", "extended", "layout", "all", "cudagraph"]
+Execution = Literal["eager", "compiled", "graph", "xla", "jit", "hybridized", "disabled", "basic", "extended", "layout", "all", "cudagraph", "xnnpack", "reference"]
 
 #: The execution vocabulary: every name a suite may give, and what it asks for. Two are
 #: generic: ``eager`` (op by op) and ``compiled`` (each backend's default compiled form);
@@ -34,6 +34,8 @@ EXECUTIONS: dict[str, str] = {
     "layout": "onnxruntime: ORT_ENABLE_LAYOUT (extended + layout transformations, e.g. NCHWc on CPU)",
     "all": "onnxruntime: ORT_ENABLE_ALL (every optimization), the same as its compiled",
     "cudagraph": "torch on CUDA: the eager step captured once as a CUDA graph and replayed (no per-kernel launches)",
+    "xnnpack": "litert: the interpreter's default, the XNNPACK delegate (builtin kernels for the ops it does not take)",
+    "reference": "litert: TFLite's reference kernels (OpResolverType.BUILTIN_REF), no delegate",
 }
 
 #: Fields that identify a case, in the order they are printed.
