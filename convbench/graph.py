@@ -432,13 +432,18 @@ def mixconv_splits(channels: int, groups: int) -> list[int]:
 
 def scc_window_starts(in_channels: int, out_channels: int, groups: int, overlap: float) -> list[int]:
     """First input channel of each output channel's window in a sliding-channel conv:
-    ``floor(c * (1 - overlap) * U) mod C_in`` with ``U = C_in / groups`` (DSXplore)."""
+    ``floor(c * (1 - overlap) * U) mod C_in`` with ``U = C_in / groups``, evaluated in
+    float32 left to right as the authors' CUDA kernel does (YukeWang96/DSXplore_IPDPS21,
+    ``SCC_conv/scc_cuda_kernel.cu``: ``__float2int_rd(item_channel_idx * (1 - overlap) *
+    input_unit_dim) % input_channel``), so a product just below an integer in float32
+    (overlap 0.33) floors as theirs does."""
     if groups < 1 or in_channels % groups:
         raise GraphError(f"scc: {in_channels} input channels are not {groups} groups")
     if not 0 <= overlap < 1:
         raise GraphError(f"scc: overlap must be in [0, 1), got {overlap}")
     width = in_channels // groups
-    return [math.floor(c * (1 - overlap) * width) % in_channels for c in range(out_channels)]
+    step = np.float32(1) - np.float32(overlap)
+    return [int(np.floor(np.float32(c) * step * np.float32(width))) % in_channels for c in range(out_channels)]
 
 
 def scc_mask(in_channels: int, out_channels: int, groups: int, overlap: float) -> np.ndarray:

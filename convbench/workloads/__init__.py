@@ -172,6 +172,7 @@ from convbench.workloads import (  # noqa: E402,F401  (registration)
     mixconv,
     mobilenet,
     mobilenet_v2,
+    scc,
     shift,
     shiftnet,
     shuffle,

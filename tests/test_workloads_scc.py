@@ -1,0 +1,89 @@
+"""Sliding-channel convolution (DSXplore): the windows against the authors' CUDA kernel's
+rule, the forward against a direct loop, finite-difference gradients, and the counts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pydantic
+import pytest
+
+from convbench.data import make_tensors
+from convbench.graph import GraphError, scc_mask, scc_window_starts
+from convbench.reference import forward
+from convbench.workloads import WORKLOADS, build_graph
+from convbench.workloads.scc import SccParams, scc_macs, scc_params
+from tests.test_reference import fd_check
+
+
+def test_window_starts_follow_the_kernel() -> None:
+    # U = 4: starts floor(c * (1 - overlap) * 4) mod 8
+    assert scc_window_starts(8, 6, 2, 0.5) == [0, 2, 4, 6, 0, 2]
+    assert scc_window_starts(8, 5, 2, 0.25) == [0, 3, 6, 1, 4]
+    assert scc_window_starts(8, 3, 1, 0.0) == [0, 0, 0]  # G = 1: every channel reads all
+    # float32 as in the kernel: 25 * 0.67 * 16 is 268 in reals, 267.99998 in float32
+    assert scc_window_starts(64, 26, 4, 0.33)[25] == 11
+    assert math.floor(25 * (1 - 0.33) * 16) % 64 == 12
+    with pytest.raises(GraphError):
+        scc_window_starts(9, 4, 2, 0.5)
+    with pytest.raises(GraphError):
+        scc_window_starts(8, 4, 2, 1.0)
+
+
+def test_mask_is_a_cyclic_window_of_u_channels() -> None:
+    m = scc_mask(8, 6, 2, 0.5)[:, :, 0, 0]
+    assert (m.sum(axis=1) == 4).all()
+    np.testing.assert_array_equal(np.flatnonzero(m[3]), [0, 1, 6, 7])  # start 6, wraps
+
+
+def _scc(x: np.ndarray, w: np.ndarray, groups: int, overlap: float) -> np.ndarray:
+    c_in, c_out = x.shape[1], w.shape[0]
+    u = c_in // groups
+    out = np.zeros((x.shape[0], c_out, *x.shape[2:]))
+    for c, start in enumerate(scc_window_starts(c_in, c_out, groups, overlap)):
+        for i in range(u):
+            out[:, c] += w[c, (start + i) % c_in] * x[:, (start + i) % c_in]
+    return out
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+@pytest.mark.parametrize("overlap", [0.25, 0.33, 0.5, 0.75])
+def test_forward_is_the_sliding_window_conv(groups: int, overlap: float) -> None:
+    p = {"in_channels": 16, "out_channels": 12, "size": 3, "groups": groups, "overlap": overlap}
+    graph = build_graph("scc", p, 2)
+    t = make_tensors(graph, 4)
+    y = forward(graph, t, False)["scc"]
+    np.testing.assert_allclose(y, _scc(t["x"], t["scc.weight"][:, :, 0, 0], groups, overlap), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"in_channels": 6, "out_channels": 5, "size": 3, "groups": 2, "overlap": 0.33},
+        {"in_channels": 8, "out_channels": 4, "size": 2, "groups": 4, "overlap": 0.5, "bn": True, "act": "relu"},
+    ],
+    ids=str,
+)
+def test_reference_gradients_match_finite_differences(params: dict, mode: str) -> None:
+    grads = fd_check(build_graph("scc", params, 2), mode)
+    mask = scc_mask(params["in_channels"], params["out_channels"], params["groups"], params["overlap"])
+    assert (grads["scc.weight"][mask == 0] == 0).all()  # entries outside the windows stay zero
+
+
+def test_counts() -> None:
+    p = SccParams(in_channels=64, out_channels=32, size=7, groups=4, overlap=0.5)
+    g = build_graph("scc", p.model_dump(), 2)
+    assert scc_params(p) == 32 * 16 and g.param_count() == 32 * 64  # own vs dense masked
+    assert scc_macs(p, 2) == 2 * 32 * 16 * 49 and g.macs() == 4 * scc_macs(p, 2)
+    for c in WORKLOADS["scc"].configs:
+        q = SccParams(**c.params)
+        assert WORKLOADS["scc"].build(c.params, 1).macs() == q.groups * scc_macs(q, 1)
+
+
+def test_bad_parameters_are_rejected() -> None:
+    with pytest.raises(pydantic.ValidationError, match="multiple of groups"):
+        build_graph("scc", {"in_channels": 10, "out_channels": 4, "size": 3, "groups": 4}, 1)
+    with pytest.raises(pydantic.ValidationError):
+        build_graph("scc", {"in_channels": 8, "out_channels": 4, "size": 3, "overlap": 1.0}, 1)
