@@ -75,6 +75,8 @@ FAMILIES = [
     ("channel_pool", "channel_pool", {"channels": 12, "size": 5, "group": 3}, ["native"]),
     ("eca3", "eca", {"channels": 9, "size": 5, "kernel": 3}, ["native"]),
     ("eca_adaptive", "eca", {"channels": 16, "size": 4}, ["native"]),
+    ("scc_g4", "scc", {"in_channels": 16, "out_channels": 12, "size": 4, "groups": 4, "overlap": 0.33}, ["native"]),
+    ("scc_g2_bn", "scc", {"in_channels": 8, "out_channels": 10, "size": 5, "groups": 2, "overlap": 0.75, "bn": True, "act": "relu"}, ["native"]),
 ]
 NETWORKS = {"mobilenet_tiny"} | {i for i, k, _, _ in FAMILIES if k in ("mobilenet_v1", "mobilenet_v2", "fd_mobilenet", "shufflenet_v1", "shufflenet_v2", "menet", "shiftresnet")}
 #: The split form of a network is thousands of small convs, slices and concats (minutes of
