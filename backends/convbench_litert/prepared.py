@@ -73,7 +73,7 @@ class LitertPrepared(Prepared):
             "model_ops": dict(sorted(ops.items())),
             "layout_requested": case.layout,
             "layout_used": "nhwc",
-            "weight_layout": "HWIO (TFLite's OHWI after conversion)",
+            "weight_layout": "HWIO when traced (the converter stores TFLite's OHWI, 1HWO for depthwise)",
         }
         if execution == "xnnpack":
             self._details["num_threads"] = int(threads)
