@@ -3,6 +3,19 @@
 Each backend runs in its own worker process (frameworks never share a process), through
 `convbench check`, on a generated suite; every case must verify against the float64
 reference: outputs, and in training the gradients of inputs and weights.
+
+What is covered: every backend of BACKENDS (onnxruntime in inference only, see CANNOT);
+every workload of WORKLOADS and FAMILIES with each of its variants, in inference and
+training, in both layouts, float32, batch 2. The narrowings, all for time and none losing
+an op kind, variant, mode or layout: the split variant of a network runs in NCHW only
+(ONE_LAYOUT), JAX leaves out the training of split networks (LEFT_OUT), and networks are
+trained in a second suite at NETWORK_TRAINING_TOLERANCE.
+
+How it is kept cheap (docs: `make test` budget): the checks of all the selected backends
+are started at once and run CHECK_JOBS at a time (each check is one thread: `threads: 1`),
+the largest (LARGEST's first part) first; JAX's check is split in four processes (check_parts) so that its
+compilations use both cores; JAX reuses compiled programs across runs through
+its persistent compilation cache in build/ (JAX_CACHE: a cache miss only costs time).
 """
 
 from __future__ import annotations
@@ -10,13 +23,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from convbench.runner import interpreter_for
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 #: Small workloads that together use every op of the IR (and the rewrites of every variant).
 WORKLOADS = [
@@ -46,6 +60,21 @@ EXECUTION = {"jax": "compiled"}
 #: without LLVM's optimizations it compiles ~2x faster and computes the same function,
 #: which is what this test checks (timed runs keep XLA's defaults).
 CHECK_ENV = {"jax": {"XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}}
+#: JAX's persistent compilation cache for its check (in build/, ignored by git; another dir
+#: with CONVBENCH_TEST_JAX_CACHE, none with it empty): XLA's compile is ~90% of JAX's
+#: check; a program found there (keyed by its HLO, XLA flags and versions) loads in a
+#: fraction of the time (a network's training step: 32 s cold, 3 s cached on this machine),
+#: and a stale or missing entry is compiled again, so results never depend on it.
+JAX_CACHE = os.environ.get("CONVBENCH_TEST_JAX_CACHE", str(ROOT / "build" / "jax-compilation-cache"))
+if JAX_CACHE:
+    CHECK_ENV["jax"].update(
+        JAX_COMPILATION_CACHE_DIR=JAX_CACHE,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        JAX_COMPILATION_CACHE_MAX_SIZE=str(2**30),  # LRU-evicted beyond 1 GiB
+    )
+#: How many backend checks run at once (CONVBENCH_CONFORMANCE_JOBS; 1 runs them in turn).
+CHECK_JOBS = max(1, int(os.environ.get("CONVBENCH_CONFORMANCE_JOBS", "2")))
 VARIANTS = ["native", "diagonalwise", "diagonalwise(group_size=16)"]
 #: The group, shift and shuffle workloads and a small configuration of every network, each
 #: with every variant that applies to it (so every new op and every variant is covered).
@@ -133,32 +162,77 @@ def conformance_suite(path: Path, backend: str, network_training: bool) -> Path:
     return path
 
 
-def check_rows(tmp: Path, backend: str, network_training: bool) -> pd.DataFrame:
+def check_rows(tmp: Path, backend: str, network_training: bool, where: str | None = None) -> pd.DataFrame:
+    """The rows of one `convbench check` of the backend's suite (``where``: a --filter)."""
     suite = conformance_suite(tmp / f"suite-{network_training}.yaml", backend, network_training)
-    proc = run_cli("check", str(suite), "--json", **CHECK_ENV.get(backend, {}))
+    proc = run_cli("check", str(suite), "--json", *(["--filter", where] if where else []), **CHECK_ENV.get(backend, {}))
     assert proc.stdout.strip(), proc.stderr[-3000:]
     return pd.DataFrame(json.loads(proc.stdout))
 
 
-def require_available(backend: str) -> None:
-    """Skip when the backend's framework is not installed here; in CI (CI set, where
-    `make test` installs every framework) fail instead."""
+def check_parts(backend: str) -> list[tuple[bool, str | None]]:
+    """The `convbench check` runs of a backend: (network training, filter), largest first.
+    JAX's check is mostly XLA compiling networks (each training step 8-30 s): its network
+    training is split by layout, its first suite into network inference and the rest."""
+    if backend != "jax":
+        return [(False, None), (True, None)]
+    networks = ", ".join(repr(n) for n in sorted(NETWORKS))
+    return [(False, f"workload in [{networks}]"), (True, "layout == 'nchw'"), (True, "layout == 'nhwc'"), (False, f"workload not in [{networks}]")]
+
+
+#: The backend whose check costs the most (JAX: ~3/4 of all, cold): its first part starts
+#: first, the other backends' checks follow in the order of the tests (each test waits only
+#: for its own backend's), then its other parts.
+LARGEST = "jax"
+
+
+def unavailable(backend: str) -> str | None:
+    """Why the backend's framework is not usable here, or None."""
     python = interpreter_for(backend)
     proc = subprocess.run([python, "-m", "convbench.worker", "--backend", backend, "--info"], capture_output=True, text=True, timeout=300, check=False)
     info = json.loads(proc.stdout.splitlines()[0])["info"] if proc.stdout.strip() else {"reason": proc.stderr[-500:]}
-    if not info.get("available"):
-        message = f"backend {backend} unavailable: {info.get('reason')}"
+    return None if info.get("available") else f"backend {backend} unavailable: {info.get('reason')}"
+
+
+def require_available(reason: str | None) -> None:
+    """Skip when the backend's framework is not installed here; in CI (CI set, where
+    `make test` installs every framework) fail instead."""
+    if reason is not None:
         if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def started(request, tmp_path_factory):
+    """Every selected backend's checks, started at once (CHECK_JOBS at a time): backend ->
+    (future of its unavailability, futures of its parts' rows)."""
+    selected = [b for b in BACKENDS if any(getattr(i, "callspec", None) and i.callspec.params.get("checked") == b for i in request.session.items)]
+    probes, pool = ThreadPoolExecutor(2), ThreadPoolExecutor(CHECK_JOBS)
+    reasons = {b: probes.submit(unavailable, b) for b in selected}
+
+    def part(backend: str, tmp: Path, network_training: bool, where: str | None) -> pd.DataFrame | None:
+        if reasons[backend].result() is not None:
+            return None
+        return check_rows(tmp, backend, network_training, where)
+
+    jobs = [(b, tmp_path_factory.mktemp(b), *p) for b in selected for p in check_parts(b)]
+    first = [j for j in jobs if j[0] == LARGEST]
+    jobs = first[:1] + [j for j in jobs if j[0] != LARGEST] + first[1:]
+    futures: dict[str, list[Future]] = {b: [] for b in selected}
+    for job in jobs:
+        futures[job[0]].append(pool.submit(part, *job))
+    yield {b: (reasons[b], futures[b]) for b in selected}
+    pool.shutdown(wait=True, cancel_futures=True)  # an interrupted session starts no more checks
+    probes.shutdown(wait=True)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def checked(request, tmp_path_factory) -> tuple[str, pd.DataFrame]:
+def checked(request, started) -> tuple[str, pd.DataFrame]:
     backend = request.param
-    require_available(backend)
-    tmp = tmp_path_factory.mktemp(backend)
-    rows = pd.concat([check_rows(tmp, backend, False), check_rows(tmp, backend, True)], ignore_index=True)
+    reason, parts = started[backend]
+    require_available(reason.result())
+    rows = pd.concat([f.result() for f in parts], ignore_index=True)
     return backend, rows
 
 
