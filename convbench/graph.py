@@ -651,17 +651,43 @@ class GraphBuilder:
         return self.add("mul", [x, gate], name=name)
 
     def sliding_channel_conv(
-        self, x: str, out_channels: int, groups: int, overlap: float, bias: bool = False, name: str | None = None
+        self,
+        x: str,
+        out_channels: int,
+        groups: int,
+        overlap: float,
+        bias: bool = False,
+        form: str = "masked",
+        name: str | None = None,
     ) -> str:
-        """DSXplore's sliding-channel 1x1 conv as a masked dense conv (module docstring):
-        weight ``<name>.weight`` (C_out, C_in, 1, 1) times the const ``<name>.mask``.
-        He init uses the fan-in a window sees, ``C_in / groups``."""
+        """DSXplore's sliding-channel 1x1 conv as one dense conv (module docstring).
+
+        ``masked``: weight ``<name>.weight`` (C_out, C_in, 1, 1) times the const
+        ``<name>.mask``. ``compact``: the trainable weight is the SCC's own (C_out, U),
+        scattered into the dense weight with existing ops: ``reshape`` (C_out, 1, U, 1),
+        ``mul`` by a const (C_out, 1, U, C_in) holding U where input channel i is entry u
+        of channel c's window, ``avgpool`` over U (the sum / U), ``reshape``. He init uses
+        the fan-in a window sees, ``C_in / groups``."""
         name = name or self.unique("scc")
         c_in = self.shape(x)[1]
+        width = c_in // groups
         mask = scc_mask(c_in, out_channels, groups, overlap)
-        w = self.param(f"{name}.weight", mask.shape, "he_normal", c_in // groups)
-        m = self.const(f"{name}.mask", mask.shape, value=mask)
-        inputs = [x, self.add("mul", [w, m], name=f"{name}.masked_weight")]
+        if form == "masked":
+            w = self.param(f"{name}.weight", mask.shape, "he_normal", width)
+            m = self.const(f"{name}.mask", mask.shape, value=mask)
+            dense = self.add("mul", [w, m], name=f"{name}.masked_weight")
+        elif form == "compact":
+            w = self.param(f"{name}.weight", (out_channels, width), "he_normal", width)
+            scatter = np.zeros((out_channels, 1, width, c_in))
+            for c, start in enumerate(scc_window_starts(c_in, out_channels, groups, overlap)):
+                scatter[c, 0, np.arange(width), (start + np.arange(width)) % c_in] = width
+            s = self.const(f"{name}.scatter", scatter.shape, value=scatter)
+            spread = self.add("mul", [self.reshape(w, (out_channels, 1, width, 1), name=f"{name}.w4"), s], name=f"{name}.spread")
+            summed = self.add("avgpool", [spread], name=f"{name}.sum", kernel=(width, 1), stride=(width, 1), padding=(0, 0))
+            dense = self.reshape(summed, mask.shape, name=f"{name}.dense_weight")
+        else:
+            raise GraphError(f"{name}: unknown scc form {form!r}")
+        inputs = [x, dense]
         if bias:
             inputs.append(self.param(f"{name}.bias", (out_channels,), "fan_in_uniform", c_in // groups))
         return self.add("conv2d", inputs, name=name, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)

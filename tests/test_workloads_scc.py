@@ -87,3 +87,27 @@ def test_bad_parameters_are_rejected() -> None:
         build_graph("scc", {"in_channels": 10, "out_channels": 4, "size": 3, "groups": 4}, 1)
     with pytest.raises(pydantic.ValidationError):
         build_graph("scc", {"in_channels": 8, "out_channels": 4, "size": 3, "overlap": 1.0}, 1)
+
+
+def _scattered(w: np.ndarray, c_in: int, groups: int, overlap: float) -> np.ndarray:
+    dense = np.zeros((w.shape[0], c_in))
+    for c, start in enumerate(scc_window_starts(c_in, w.shape[0], groups, overlap)):
+        dense[c, (start + np.arange(w.shape[1])) % c_in] = w[c]
+    return dense
+
+
+@pytest.mark.parametrize("groups, overlap", [(1, 0.5), (3, 0.33), (4, 0.75)])
+def test_compact_form_trains_the_scc_weight_itself(groups: int, overlap: float) -> None:
+    p = {"in_channels": 12, "out_channels": 10, "size": 3, "groups": groups, "overlap": overlap, "form": "compact"}
+    graph = build_graph("scc", p, 2)
+    u = 12 // groups
+    assert graph.shape("scc.weight") == (10, u) and graph.param_count() == 10 * u and graph.macs() == 2 * 10 * 12 * 9
+    t = make_tensors(graph, 6)
+    y = forward(graph, t, False)["scc"]
+    np.testing.assert_allclose(y, _scc(t["x"], _scattered(t["scc.weight"], 12, groups, overlap), groups, overlap), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_compact_gradients_match_finite_differences(mode: str) -> None:
+    p = {"in_channels": 6, "out_channels": 5, "size": 3, "groups": 2, "overlap": 0.33, "form": "compact", "bn": True}
+    fd_check(build_graph("scc", p, 2), mode)

@@ -10,7 +10,9 @@ Definition (the authors' CUDA kernel, YukeWang96/DSXplore_IPDPS21
 where ``start_c = floor(c * (1 - overlap) * U) mod C_in`` is computed in float32
 (:func:`convbench.graph.scc_window_starts`); no bias (``SCC_conv/scc_conv.py``).
 
-Form ``masked`` (the only one so far): one dense 1x1 ``conv2d`` whose (C_out, C_in, 1, 1)
+Two forms, both one dense 1x1 ``conv2d`` over the whole input (G times the SCC's own
+multiply-adds), so every framework with a 1x1 conv runs them; they differ in what is
+trained. Form ``masked`` (the default): one dense 1x1 ``conv2d`` whose (C_out, C_in, 1, 1)
 weight is a trainable dense ``param`` times a 0/1 ``const`` mask of the windows
 (:meth:`convbench.graph.GraphBuilder.sliding_channel_conv`), so it runs in every
 framework that has a 1x1 conv, computes the authors' forward exactly, and trains only the
@@ -19,7 +21,11 @@ those executed, the dense N * C_out * C_in * H * W, G times the SCC's own
 N * C_out * U * H * W (``scc_macs`` below); its ``param`` holds C_out * C_in elements,
 of which C_out * U are the SCC's own parameters (:func:`scc_params`, what a fused
 kernel holds). The graph's parameter count (convbench counts ``param`` elements) is the
-dense C_out * C_in; the tests check both.
+dense C_out * C_in; the tests check both. Form ``compact``: the trainable weight is the
+SCC's own (C_out, U), scattered into the dense weight each step by existing ops (a
+broadcasting ``mul`` by a const (C_out, 1, U, C_in) scatter pattern and an ``avgpool``
+that sums over U; no multiply-adds counted, a C_out * U * C_in temporary), so the graph's
+parameter count is the SCC's, C_out * U.
 
 Where convbench's reading differs from the authors' code, stated:
 
@@ -54,7 +60,7 @@ class SccParams(_Params):
     size: int = Field(ge=1, description="input height and width")
     groups: int = Field(2, ge=1, description="G: each window is in_channels / G channels")
     overlap: float = Field(0.5, ge=0, lt=1, description="fraction of a window shared with the next")
-    form: Literal["masked"] = "masked"
+    form: Literal["masked", "compact"] = "masked"
     bn: bool = False
     act: Activation = "none"
 
@@ -78,7 +84,7 @@ def scc_macs(p: SccParams, batch: int) -> int:
 def build_scc(p: SccParams, batch: int) -> Graph:
     b = GraphBuilder()
     x = b.input("x", (batch, p.in_channels, p.size, p.size))
-    y = b.sliding_channel_conv(x, p.out_channels, p.groups, p.overlap, name="scc")
+    y = b.sliding_channel_conv(x, p.out_channels, p.groups, p.overlap, form=p.form, name="scc")
     return b.build([_finish(b, y, p.bn, p.act)])
 
 
