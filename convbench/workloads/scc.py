@@ -98,7 +98,7 @@ register(
         "scc",
         SccParams,
         build_scc,
-        "sliding-channel 1x1 conv (DSXplore), masked dense form",
+        "sliding-channel 1x1 conv (DSXplore); masked form: dense C_out x C_in weight (form compact: C_out x C_in/G)",
         configs=CONFIGS,
     )
 )
