@@ -65,8 +65,10 @@ above, so every backend runs them through the ops it already lowers):
 * ``sliding_channel_conv`` (DSXplore's SCC, Wang et al., IPDPS 2021, arXiv 2101.00745):
   a 1x1 conv in which output channel c reads a cyclic window of U = C_in / G input
   channels starting at :func:`scc_window_starts`; as one dense ``conv2d`` whose weight
-  is a (C_out, C_in) ``param`` times a 0/1 ``const`` mask (``mul``), so only the window's
-  C_out * U entries get gradients and the others stay zero.
+  is a (C_out, C_in) ``param`` times a 0/1 ``const`` mask (``mul``; form ``masked``: only
+  the windows' C_out * U entries get gradients), or the SCC's own (C_out, U) ``param``
+  scattered into it by a ``mul`` with a const pattern and an ``avgpool`` summing over U
+  (form ``compact``).
 
 Counting conventions (README, "Counting"):
 
