@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -152,8 +153,16 @@ def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path: Path, 
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
 
 
-def test_list_shows_workloads_variants_and_backends() -> None:
-    proc = run_cli("list", SMOKE)
+@pytest.fixture(scope="module")
+def probed() -> dict[str, Future]:
+    """`convbench list SMOKE` and `convbench env --json`, started together: each probes
+    every backend in a worker of its own (~25 s, most of it importing frameworks)."""
+    with ThreadPoolExecutor(2) as pool:
+        yield {"list": pool.submit(run_cli, "list", SMOKE), "env": pool.submit(run_cli, "env", "--json")}
+
+
+def test_list_shows_workloads_variants_and_backends(probed: dict[str, Future]) -> None:
+    proc = probed["list"].result()
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "mobilenet_v1" in out and "4,231,976" in out and "568,740,352" in out
@@ -161,8 +170,8 @@ def test_list_shows_workloads_variants_and_backends() -> None:
     assert "torch" in out and "2.13" in out and "reference" in out
 
 
-def test_env_reports_machine_and_backends_as_json() -> None:
-    proc = run_cli("env", "--json")
+def test_env_reports_machine_and_backends_as_json(probed: dict[str, Future]) -> None:
+    proc = probed["env"].result()
     assert proc.returncode == 0, proc.stderr[-2000:]
     env = json.loads(proc.stdout)
     assert env["core"]["cpu_logical_cores"] >= 1 and env["core"]["convbench_version"]

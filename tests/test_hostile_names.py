@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import convbench
@@ -28,8 +29,10 @@ def test_markup_and_paths_in_a_suite_name_are_text(tmp_path: Path) -> None:
     work = tmp_path / "a" / "b" / "c"
     work.mkdir(parents=True)
     suite = hostile_suite(work)
-    for args in (["check", str(suite)], ["run", str(suite), "--dry-run"], ["list", str(suite)], ["run", str(suite)]):
-        proc = run_cli(*args, cwd=work)
+    commands = (["check", str(suite)], ["run", str(suite), "--dry-run"], ["list", str(suite)], ["run", str(suite)])
+    with ThreadPoolExecutor(2) as pool:  # independent (only the last writes): `list` alone probes every backend
+        procs = list(pool.map(lambda args: run_cli(*args, cwd=work), commands))
+    for args, proc in zip(commands, procs, strict=True):
         assert proc.returncode == 0, (args, proc.stderr[-3000:])
         assert "MarkupError" not in proc.stderr and "Traceback" not in proc.stderr
     assert "[/][bold red]x[/bold red]" in proc.stdout  # the summary's title, literally
