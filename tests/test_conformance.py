@@ -11,7 +11,7 @@ an op kind, variant, mode or layout: the split variant of a network runs in NCHW
 (ONE_LAYOUT), JAX leaves out the training of split networks (LEFT_OUT), and networks are
 trained in a second suite at NETWORK_TRAINING_TOLERANCE.
 
-How it is kept cheap (docs: `make test` budget): the checks of all the selected backends
+How it is kept cheap (`make test`'s budget): the checks of all the selected backends
 are started at once and run CHECK_JOBS at a time (each check is one thread: `threads: 1`),
 the largest (LARGEST's first part) first; JAX's check is split in four processes (check_parts) so that its
 compilations use both cores; JAX reuses compiled programs across runs through
