@@ -321,7 +321,7 @@ class AbRunner:
         try:
             result = measure_interleaved(
                 samplers, timing, _member("base", ids[0]), guard=guard, baselines=pairs, seed=self.seed + pair,
-                faults={name: sampler.fault_count for name, sampler in samplers.items()},
+                faults={name: sampler.fault_count for name, sampler in samplers.items()}, same_inner=True,
             )  # fmt: skip
         except SamplerError as exc:  # a side died while warming up or calibrating: nothing was timed
             side = "base" if str(exc).startswith("base") else "new"

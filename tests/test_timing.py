@@ -485,3 +485,33 @@ def test_stats_is_a_dataclass_with_expected_fields() -> None:
         "min",
         "max",
     } <= fields
+
+
+class _OverheadOp:
+    """Identical work with a fixed cost per sample (a sync, a message): ``n`` iterations
+    take ``overhead + n * per`` seconds."""
+
+    def __init__(self, clock: FakeClock, per: float, overhead: float) -> None:
+        self.clock, self.per, self.overhead = clock, per, overhead
+
+    def __call__(self, n: int) -> float:
+        dt = self.overhead + n * self.per
+        self.clock.advance(dt)
+        return dt
+
+
+def test_same_inner_gives_paired_members_the_larger_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    import convbench.timing as timing
+
+    clock = FakeClock()
+    ops = {"base": _OverheadOp(clock, 1e-3, 1e-3), "new": _OverheadOp(clock, 1e-3, 1e-3)}
+    # calibrated apart under different load: the same work got 7 and 3 iterations per sample
+    inners = {id(ops["base"]): 7, id(ops["new"]): 3}
+    monkeypatch.setattr(timing, "_calibrate", lambda sampler, config, hint: inners[id(sampler)])
+    cfg = TimingConfig(warmup_time=0.01, max_samples=40)
+    skewed = measure_interleaved(ops, cfg, "base", clock=clock)
+    assert (skewed.members["base"].inner, skewed.members["new"].inner) == (7, 3)
+    assert skewed.ratio_stats["new"].median == pytest.approx((1 + 1 / 3) / (1 + 1 / 7))  # an A/A pair reads 17% slower
+    fair = measure_interleaved(ops, cfg, "base", clock=clock, same_inner=True)
+    assert fair.members["base"].inner == fair.members["new"].inner == 7
+    assert fair.ratio_stats["new"].median == pytest.approx(1.0)
