@@ -6,7 +6,7 @@ benchmarks/trust.md (every label found, side by side):
 a  stability: ``suites/depthwise.yaml --preset quick``, RUNS runs, quiet. Per case the
    diagonalwise/native ratio (per-round, interleaved) across the runs: max/min, and whether
    any run flagged the case contended. Goal: every unflagged case within 5%.
-b  the same with 1, then 2 busy neighbour processes (``while True: pass``) that this
+b  the same with 1, then 2 busy neighbour processes (a busy loop, BUSY_LOOP) that this
    script starts and stops. Goal: every case holds 5% or is flagged; none is silently
    (unflagged) more than 10% off the quiet runs' median ratio.
 c  A/A under changing neighbour load: PAIRS pairs of runs of identical code, each side
@@ -51,6 +51,8 @@ sys.path.insert(0, str(ROOT / "tests" / "plugins"))
 from convbench_slowtorch import slow_environment  # noqa: E402
 
 GATE = ROOT / "benchmarks" / "trust-gate.yaml"
+#: A neighbour: one core kept busy until its parent (this script) is gone.
+BUSY_LOOP = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
 #: Neighbour counts (BASE, NEW) of the A/A pairs: every change of load, and no change.
 AA_LOADS = [(0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1), (0, 0), (1, 1), (2, 2), (0, 1)]
 
@@ -86,7 +88,9 @@ class Bench:
 @contextlib.contextmanager
 def neighbours(count: int) -> Iterator[None]:
     """``count`` busy-loop processes beside whatever runs in the block."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    # a busy loop that ends when this script does, however it ends (a killed benchmark
+    # once left its neighbours running under the next measurement)
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(count)]
     try:
         yield
     finally:
@@ -243,7 +247,7 @@ def _counts(text: str) -> dict[str, Any]:
     return {"counts": doc.get("counts"), "suite": suite.get("verdict"), "suite_ratio": suite.get("ratio"), "canary": (doc.get("canary") or {}).get("ratio")}
 
 
-def part_d(bench: Bench, power: int, with_ab: bool, with_compare: bool = True) -> dict[str, Any]:
+def part_d(bench: Bench, power: int, with_ab: bool, with_compare: bool = True, power_neighbour: int | None = None) -> dict[str, Any]:
     gate = str(GATE)
     envs = bench.work / "envs"
     plain = slow_environment(envs / "plain", sys.executable, fraction=0.0)
@@ -252,7 +256,7 @@ def part_d(bench: Bench, power: int, with_ab: bool, with_compare: bool = True) -
     for label, k in (("ab_quiet", 0), ("ab_neighbour", 1)):
         if not with_ab:
             break
-        for i in range(power):
+        for i in range(power if k == 0 or power_neighbour is None else power_neighbour):
             out = bench.out("power", f"{label}-{i}")
             with neighbours(k):
                 rc, seconds, text = bench.convbench("ab", gate, "--base", str(plain), "--new", str(slow), "--out", str(out), "--format", "json")
@@ -356,6 +360,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--power", type=int, default=20)
+    parser.add_argument("--power-neighbour", type=int, help="runs of (d)'s ab with a neighbour (default --power)")
     parser.add_argument("--work", default="/tmp/convbench-trust")
     parser.add_argument("--no-ab", action="store_true", help="the measured convbench has no `ab` (before it existed)")
     parser.add_argument("--no-compare", action="store_true", help="(c) and (d) without their `compare` runs (only `ab`)")
@@ -380,7 +385,7 @@ def main() -> int:
     if "c" in args.parts:
         rep["c"] = part_c(bench, args.pairs, not args.no_ab, not args.no_compare)
     if "d" in args.parts:
-        rep["d"] = part_d(bench, args.power, not args.no_ab, not args.no_compare)
+        rep["d"] = part_d(bench, args.power, not args.no_ab, not args.no_compare, args.power_neighbour)
     rep["meta"]["seconds"] = time.monotonic() - t0
     rep["log"] = bench.log
     out = ROOT / "benchmarks" / f"trust-{args.label}.json"
