@@ -21,6 +21,7 @@ from typing import Any
 
 from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
 from convbench.cases import Case
+from convbench.cpu_topology import available_cpus
 from convbench.data import Tensors
 from convbench.graph import Graph
 
@@ -64,7 +65,7 @@ class LitertBackend(Backend):
             "ai_edge_litert": litert,
             "converter": f"tensorflow {tf.__version__} (tf.lite.TFLiteConverter)",
             "executions": {"xnnpack": "OpResolverType.AUTO (XNNPACK delegate)", "reference": "OpResolverType.BUILTIN_REF"},
-            "cpu_threads": _cpus(),
+            "cpu_threads": len(available_cpus()),
         }
         return BackendInfo(self.name, True, version=litert, devices=["cpu"], environment=env)
 
@@ -93,12 +94,4 @@ class LitertBackend(Backend):
             raise UnsupportedCase(reason)
         from convbench_litert.prepared import LitertPrepared
 
-        return LitertPrepared(case, graph, tensors, EXECUTIONS[case.execution], self._threads or _cpus())
-
-
-def _cpus() -> int:
-    """CPUs this process may run on (its affinity, else the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        return LitertPrepared(case, graph, tensors, EXECUTIONS[case.execution], self._threads or len(available_cpus()))
