@@ -6,6 +6,8 @@ backend, except on workloads whose id asks otherwise:
 * ``crash*``: the worker process dies (exit code 7) while preparing the case;
 * ``hang*``: the worker sleeps far past any timeout;
 * ``wrong*``: the results are perturbed by 1%, so verification must fail.
+
+:class:`WarpBackend` is well behaved: it declares an execution and a venv of its own.
 """
 
 from __future__ import annotations
@@ -35,3 +37,13 @@ class FaultyBackend(ReferenceBackend):
 
             prepared.check = perturbed  # type: ignore[method-assign]
         return prepared
+
+
+class WarpBackend(ReferenceBackend):
+    """A plugin declaring an execution of its own (``warp``, the reference's computation)
+    and a virtual environment, for the registry's tests (``tests.fake_backends:WarpBackend``)."""
+
+    name = "warpfake"
+    executions = {"eager": "eager", "warp": "warp", "compiled": "warp"}
+    execution_descriptions = {"warp": "the reference executor, at warp speed"}
+    venv = ".venv-warpfake"
