@@ -58,6 +58,7 @@ def _suites_table() -> Table:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from convbench.backend import execution_vocabulary
     from convbench.variants import VARIANTS
     from convbench.workloads import WORKLOADS
 
@@ -96,6 +97,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(col)
     for v in VARIANTS.values():
         table.add_row(v.name, json.dumps(v.defaults), v.description)
+    console.print(table)
+    table = Table(title="executions (generic, then those the installed backends declare)")
+    for col in ("execution", "description"):
+        table.add_column(col)
+    for name, description in execution_vocabulary().items():
+        table.add_row(escape(name), escape(description))
     console.print(table)
     console.print(_backends_table(backend_infos()))
     return EXIT_OK
