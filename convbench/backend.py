@@ -32,6 +32,7 @@ from convbench.graph import Graph
 if TYPE_CHECKING:
     from convbench.peaks import PeakWork
     from convbench.timing import TimingConfig
+    from convbench.variants import VariantKind
 
 ENTRY_POINT_GROUP = "convbench.backends"
 
@@ -140,9 +141,14 @@ class Backend(ABC):
     #: The framework's modules: :meth:`info` says the backend is unavailable, with the
     #: import error and :attr:`install_hint`, when one of them does not import.
     requires: tuple[str, ...] = ()
-    #: Backend-implemented variants (:data:`convbench.variants.BACKEND_VARIANTS`) it runs;
-    #: the worker skips cases of the others.
+    #: Backend-implemented variants it runs (:func:`convbench.variants.backend_variants`:
+    #: the core's ``kernel`` and those plugins define); the worker skips cases of the others.
     variants: frozenset[str] = frozenset()
+    #: Backend-implemented variant kinds it defines (a :class:`~convbench.variants.VariantKind`
+    #: whose rewrite is the identity, and whose ``applies_to`` names the nodes its own
+    #: implementation replaces): they join the variants suites accept; list them in
+    #: :attr:`variants` too.
+    variant_kinds: tuple[VariantKind, ...] = ()
     #: Executions it runs, each mapped to the name of the form it runs (an alias maps to its
     #: canonical name, e.g. tensorflow's ``compiled`` to ``xla``): the generic names
     #: (:data:`convbench.cases.GENERIC_EXECUTIONS`) and names of its own, which join the

@@ -59,7 +59,7 @@ def _suites_table() -> Table:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from convbench.backend import execution_vocabulary
-    from convbench.variants import VARIANTS
+    from convbench.variants import known_variants
     from convbench.workloads import WORKLOADS
 
     if args.workloads and args.format == "markdown":
@@ -95,7 +95,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = Table(title="variants")
     for col in ("variant", "defaults", "description"):
         table.add_column(col)
-    for v in VARIANTS.values():
+    for v in known_variants().values():
         table.add_row(v.name, json.dumps(v.defaults), v.description)
     console.print(table)
     table = Table(title="executions (generic, then those the installed backends declare)")
