@@ -49,7 +49,7 @@ class LitertBackend(Backend):
     requires = ("ai_edge_litert.interpreter", "tensorflow")
     executions = EXECUTIONS
     execution_descriptions = EXECUTION_DESCRIPTIONS
-    conformance = Conformance(exempt="not yet held to it (inference only, no eager execution): tests/test_litert_backend.py verifies its cases")
+    conformance = Conformance(exempt="inference only, and no eager execution: tests/test_litert_backend.py verifies its cases instead")
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
