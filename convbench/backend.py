@@ -239,9 +239,15 @@ class Backend(ABC):
 EXTRA_BACKENDS_ENV = "CONVBENCH_EXTRA_BACKENDS"
 
 
+@functools.cache
+def _entry_points() -> tuple[tuple[str, str], ...]:
+    """The installed plugins' (name, ``module:attribute``), read once per process."""
+    return tuple((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
 def _registry() -> dict[str, str]:
     """Backend name -> ``module:attribute``, from entry points and CONVBENCH_EXTRA_BACKENDS."""
-    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    found = dict(_entry_points())
     for item in filter(None, os.environ.get(EXTRA_BACKENDS_ENV, "").split(",")):
         name, sep, target = item.partition("=")
         if not sep or ":" not in target:
