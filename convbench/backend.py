@@ -1,10 +1,14 @@
-"""The contract between the core and a framework plugin.
+"""The contract between the core and a framework plugin, and the registry of plugins.
 
 A plugin is registered under the entry-point group ``convbench.backends`` and names a
-:class:`Backend` subclass. The core only ever loads a backend inside a worker process
-(:mod:`convbench.worker`), so importing a framework stays out of the core's process.
-A plugin module must import its framework lazily (inside methods), so that loading the
-entry point never fails just because the framework is missing.
+:class:`Backend` subclass. The core only ever instantiates a backend inside a worker
+process (:mod:`convbench.worker`), so importing a framework stays out of the core's
+process. What a plugin declares as class attributes (its executions and their
+descriptions, backend-implemented variants, virtual environment, install hint,
+conformance) the core reads in any process (:func:`declarations`): loading the entry
+point imports the plugin module only. So a plugin module must import its framework
+lazily (inside methods), and do nothing else at import, so that loading it never fails
+just because the framework is missing, nor changes the process that loads it.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from convbench.cases import Case
+from convbench.cases import GENERIC_EXECUTIONS, Case
 from convbench.data import Tensors
 from convbench.graph import Graph
 
 if TYPE_CHECKING:
     from convbench.peaks import PeakWork
     from convbench.timing import TimingConfig
+    from convbench.variants import VariantKind
 
 ENTRY_POINT_GROUP = "convbench.backends"
 
@@ -112,6 +117,21 @@ class Prepared(ABC):
         """Release what the case holds."""
 
 
+@dataclass(frozen=True)
+class Conformance:
+    """How ``tests/test_conformance.py`` holds a backend: every op, variant, layout and mode
+    verified against the reference (float32, CPU, one thread). Declared by the plugin
+    class (:attr:`Backend.conformance`) and read without instantiating it."""
+
+    #: The execution its check runs in.
+    execution: str = "eager"
+    #: What it legitimately cannot run, each as (case field, value, words its skip reason
+    #: holds): exactly those cases must be skipped with that reason; the others must verify.
+    cannot: tuple[tuple[str, Any, str], ...] = ()
+    #: Why the module does not hold it at all (its own tests do), or None: it is held.
+    exempt: str | None = None
+
+
 class Backend(ABC):
     """A framework that lowers convbench graphs and runs them."""
 
@@ -121,14 +141,30 @@ class Backend(ABC):
     #: The framework's modules: :meth:`info` says the backend is unavailable, with the
     #: import error and :attr:`install_hint`, when one of them does not import.
     requires: tuple[str, ...] = ()
-    #: Backend-implemented variants (:data:`convbench.variants.BACKEND_VARIANTS`) it runs;
-    #: the worker skips cases of the others.
+    #: Backend-implemented variants it runs (:func:`convbench.variants.backend_variants`:
+    #: the core's ``kernel`` and those plugins define); the worker skips cases of the others.
     variants: frozenset[str] = frozenset()
-    #: Executions it runs (names of :data:`convbench.cases.EXECUTIONS`), each mapped to the
-    #: name of the form it runs (an alias maps to its canonical name, e.g. tensorflow's
-    #: ``compiled`` to ``xla``); the base :meth:`skip_reason` skips cases of the others, and
-    #: the worker records the form in ``details["execution_used"]``.
+    #: Backend-implemented variant kinds it defines (a :class:`~convbench.variants.VariantKind`
+    #: whose rewrite is the identity, and whose ``applies_to`` names the nodes its own
+    #: implementation replaces): they join the variants suites accept; list them in
+    #: :attr:`variants` too.
+    variant_kinds: tuple[VariantKind, ...] = ()
+    #: Executions it runs, each mapped to the name of the form it runs (an alias maps to its
+    #: canonical name, e.g. tensorflow's ``compiled`` to ``xla``): the generic names
+    #: (:data:`convbench.cases.GENERIC_EXECUTIONS`) and names of its own, which join the
+    #: vocabulary a suite may use (:func:`execution_vocabulary`). The base
+    #: :meth:`skip_reason` skips cases of the others, and the worker records the form in
+    #: ``details["execution_used"]``.
     executions: Mapping[str, str] = MappingProxyType({"eager": "eager"})
+    #: What each execution is in this backend (its own names, and what a generic name runs
+    #: here), shown in ``convbench list``; a name without one is described by its form.
+    execution_descriptions: Mapping[str, str] = MappingProxyType({})
+    #: A virtual environment of its own, relative to the checkout (or absolute), e.g.
+    #: ``.venv-mxnet``: its ``bin/python`` hosts the backend's workers when it exists and
+    #: neither the suite nor the environment names another (:func:`convbench.runner.interpreter_for`).
+    venv: str | None = None
+    #: How ``tests/test_conformance.py`` holds it (:class:`Conformance`).
+    conformance: Conformance = Conformance()
 
     def info(self) -> BackendInfo:
         """Availability, version, devices and environment, without raising.
@@ -203,9 +239,15 @@ class Backend(ABC):
 EXTRA_BACKENDS_ENV = "CONVBENCH_EXTRA_BACKENDS"
 
 
+@functools.cache
+def _entry_points() -> tuple[tuple[str, str], ...]:
+    """The installed plugins' (name, ``module:attribute``), read once per process."""
+    return tuple((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
 def _registry() -> dict[str, str]:
     """Backend name -> ``module:attribute``, from entry points and CONVBENCH_EXTRA_BACKENDS."""
-    found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    found = dict(_entry_points())
     for item in filter(None, os.environ.get(EXTRA_BACKENDS_ENV, "").split(",")):
         name, sep, target = item.partition("=")
         if not sep or ":" not in target:
@@ -219,11 +261,81 @@ def backend_names() -> list[str]:
     return sorted(_registry())
 
 
-def load_backend(name: str) -> Backend:
-    """Instantiate the backend registered as ``name`` (imports the plugin, not its framework)."""
+def backend_targets() -> dict[str, str]:
+    """Each registered backend's ``module:attribute``, by name."""
+    return dict(sorted(_registry().items()))
+
+
+def _import_target(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as ``name``: imports the plugin module (never its framework)
+    and does not instantiate it. KeyError when no backend has that name; the plugin's own
+    error when it does not import."""
     registry = _registry()
     if name not in registry:
         raise KeyError(f"no backend named {name!r}; registered: {', '.join(sorted(registry))}")
-    module, _, attr = registry[name].partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls()
+    return _import_target(registry[name])
+
+
+def load_backend(name: str) -> Backend:
+    """Instantiate the backend registered as ``name`` (imports the plugin, not its framework)."""
+    return backend_class(name)()
+
+
+@functools.cache
+def _declaring(target: str) -> type[Backend] | None:
+    """The Backend subclass at ``target``, for its class-level declarations; None when it
+    does not import or is no Backend subclass (its worker then says why). Asked once."""
+    try:
+        cls = _import_target(target)
+    except Exception:
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, Backend) else None
+
+
+def declarations() -> dict[str, type[Backend]]:
+    """Each registered plugin's class by name, read for what it declares (executions,
+    venv, conformance) in any process: loading an entry point imports the plugin module
+    only. Plugins that do not load are left out (:func:`unloadable_backends`)."""
+    classes = {name: _declaring(target) for name, target in sorted(_registry().items())}
+    return {name: cls for name, cls in classes.items() if cls is not None}
+
+
+def unloadable_backends() -> list[str]:
+    """Registered backends whose plugin class does not load here (they declare nothing)."""
+    return [name for name, target in sorted(_registry().items()) if _declaring(target) is None]
+
+
+def backend_venv(name: str) -> str | None:
+    """The virtual environment the backend registered as ``name`` declares, or None."""
+    target = _registry().get(name)
+    cls = _declaring(target) if target is not None else None
+    return cls.venv if cls is not None else None
+
+
+def execution_vocabulary() -> dict[str, str]:
+    """Every execution a suite may name, with what it asks for: the generic names
+    (:data:`~convbench.cases.GENERIC_EXECUTIONS`) first, then those the registered plugins
+    declare (:attr:`Backend.executions`), by backend name; each is described by the
+    backends that run it (:attr:`Backend.execution_descriptions`, else the form it runs)."""
+    said: dict[str, list[str]] = {name: [] for name in GENERIC_EXECUTIONS}
+    for backend, cls in declarations().items():
+        for execution, form in cls.executions.items():
+            text = cls.execution_descriptions.get(execution)
+            if text is None and form != execution:
+                text = f"as {form}"
+            elif text is None and execution not in GENERIC_EXECUTIONS:
+                text = "a form of its own"
+            said.setdefault(execution, []).extend([f"{backend}: {text}"] if text else [])
+    vocabulary: dict[str, str] = {}
+    for execution, parts in said.items():
+        generic = GENERIC_EXECUTIONS.get(execution)
+        if generic is None:
+            vocabulary[execution] = "; ".join(parts)
+        else:
+            vocabulary[execution] = f"{generic} ({'; '.join(parts)})" if parts else generic
+    return vocabulary

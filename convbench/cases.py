@@ -13,29 +13,15 @@ Device = Literal["cpu", "cuda"]
 Mode = Literal["inference", "training"]
 DType = Literal["float32", "float16", "bfloat16"]
 Layout = Literal["nchw", "nhwc"]
-Execution = Literal["eager", "compiled", "graph", "xla", "jit", "hybridized", "disabled", "basic", "extended", "layout", "all", "cudagraph", "xnnpack", "reference"]
 
-#: The execution vocabulary: every name a suite may give, and what it asks for. Two are
-#: generic: ``eager`` (op by op) and ``compiled`` (each backend's default compiled form);
-#: the others name one backend's form. A backend runs the names in its
-#: :attr:`convbench.backend.Backend.executions`; other cases are skipped with the reason,
-#: and ``details["execution_used"]`` records which form a case ran.
-EXECUTIONS: dict[str, str] = {
-    "eager": "op by op, no compilation (onnxruntime: the graph as lowered, optimizations disabled)",
-    "compiled": "the backend's default compiled form: torch.compile; tensorflow XLA; jax jax.jit; "
-    "mxnet hybridize(); onnxruntime every graph optimization (all)",
-    "graph": "tensorflow: tf.function without XLA (TensorFlow's graph executor, Grappler's rewrites)",
-    "xla": "tensorflow: tf.function(jit_compile=True), the same as its compiled",
-    "jit": "jax: jax.jit of the whole step, the same as its compiled",
-    "hybridized": "mxnet: Gluon hybridize(static_alloc, static_shape), the same as its compiled",
-    "disabled": "onnxruntime: graph optimizations disabled (ORT_DISABLE_ALL), the same as its eager",
-    "basic": "onnxruntime: ORT_ENABLE_BASIC (constant folding, redundant node elimination)",
-    "extended": "onnxruntime: ORT_ENABLE_EXTENDED (basic + fusions such as Conv+Add+Relu)",
-    "layout": "onnxruntime: ORT_ENABLE_LAYOUT (extended + layout transformations, e.g. NCHWc on CPU)",
-    "all": "onnxruntime: ORT_ENABLE_ALL (every optimization), the same as its compiled",
-    "cudagraph": "torch on CUDA: the eager step captured once as a CUDA graph and replayed (no per-kernel launches)",
-    "xnnpack": "litert: the interpreter's default, the XNNPACK delegate (builtin kernels for the ops it does not take)",
-    "reference": "litert: TFLite's reference kernels (OpResolverType.BUILTIN_REF), no delegate",
+#: The generic executions, which every backend may run in a form of its own. A suite's
+#: ``execution`` is one of these or a name a backend plugin declares
+#: (:attr:`convbench.backend.Backend.executions`); :func:`convbench.backend.execution_vocabulary`
+#: is the whole vocabulary. A backend runs the names in its ``executions``; other cases
+#: are skipped with the reason, and ``details["execution_used"]`` records which form ran.
+GENERIC_EXECUTIONS: dict[str, str] = {
+    "eager": "op by op, no compilation",
+    "compiled": "the backend's default compiled form",
 }
 
 #: Fields that identify a case, in the order they are printed.
@@ -89,7 +75,7 @@ class Case(BaseModel):
     batch: int = 1
     dtype: DType = "float32"
     layout: Layout = "nchw"
-    execution: Execution = "eager"
+    execution: str = "eager"  #: a name of the vocabulary (checked when a suite loads)
     threads: int | None = None
 
     @property

@@ -24,6 +24,7 @@ from typing import Any
 
 from convbench import __version__
 from convbench.allocator import worker_environment
+from convbench.backend import backend_venv
 from convbench.cases import Case, format_case_id, parse_case_id
 from convbench.cpu_topology import format_cpu_list
 from convbench.results import CASE_COLUMNS, SCHEMA_ID, RunFolder, empty_row, now_iso
@@ -89,22 +90,23 @@ class WorkerError(Exception):
     """The worker died, hung or broke the protocol."""
 
 
-#: Per backend, a virtual environment of its own that ``make`` creates in the checkout
-#: (MXNet needs NumPy < 1.24); used when it exists and nothing else is configured.
-DEFAULT_VENVS = {"mxnet": ".venv-mxnet"}
+#: The checkout (or installed tree) a plugin's relative :attr:`~convbench.backend.Backend.venv` is in.
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def interpreter_for(backend: str, configured: dict[str, str] | None = None) -> str:
     """The Python that hosts ``backend``: the suite's ``interpreters`` entry, else the
-    environment variable ``CONVBENCH_PYTHON_<BACKEND>``, else the backend's own
-    environment in the checkout (:data:`DEFAULT_VENVS`) if it exists, else this interpreter."""
+    environment variable ``CONVBENCH_PYTHON_<BACKEND>``, else the virtual environment the
+    plugin declares (:attr:`~convbench.backend.Backend.venv`, e.g. mxnet's ``.venv-mxnet``
+    in the checkout) if it exists, else this interpreter."""
     if configured and backend in configured:
         return str(configured[backend])
     env = os.environ.get(f"CONVBENCH_PYTHON_{backend.upper()}")
     if env:
         return env
-    if backend in DEFAULT_VENVS:
-        python = Path(__file__).resolve().parent.parent / DEFAULT_VENVS[backend] / "bin" / "python"
+    venv = backend_venv(backend)
+    if venv:
+        python = CHECKOUT / venv / "bin" / "python"
         if python.exists():
             return str(python)
     return sys.executable

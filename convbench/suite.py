@@ -17,11 +17,12 @@ Schema (every mapping rejects unknown fields)::
       batch: [1, 32]                # integers >= 1, default [1]
       dtype: [float32]              # float32 | float16 | bfloat16, default [float32]
       layout: [nchw]                # nchw | nhwc, default [nchw]
-      execution: [eager]            # a name of cases.EXECUTIONS, default [eager]: eager |
-                                    # compiled (each backend's default compiled form) | a
-                                    # backend's own: graph, xla (tensorflow), jit (jax),
+      execution: [eager]            # default [eager]: eager | compiled (each backend's
+                                    # default compiled form) | a name an installed backend
+                                    # plugin declares: graph, xla (tensorflow), jit (jax),
                                     # hybridized (mxnet), disabled, basic, extended, layout,
-                                    # all (onnxruntime); a backend without that form skips
+                                    # all (onnxruntime)... (convbench list shows them all);
+                                    # a backend without that form skips its cases
       threads: [null]               # integers >= 1 or null (the machine's cores), default [null]
     exclude:                        # optional; a case matching every field given is dropped
       - {mode: training, batch: [1, 2]}     # keys as in matrix, plus kind; a list is any-of
@@ -92,16 +93,14 @@ from pydantic import (
     model_validator,
 )
 
-from convbench.backend import backend_names
+from convbench.backend import backend_names, execution_vocabulary, unloadable_backends
 from convbench.case_filter import FilterSyntaxError, compile_filter
 from convbench.cases import (
     DEFAULT_TOLERANCE,
-    EXECUTIONS,
     KEY_FIELDS,
     Case,
     Device,
     DType,
-    Execution,
     Layout,
     Mode,
 )
@@ -169,10 +168,15 @@ def _check_backend(name: str, info: ValidationInfo) -> str:
     return name
 
 
-def _check_execution(name: Any) -> Any:
-    """A name of the execution vocabulary (which backends run it is theirs to say)."""
-    if isinstance(name, str) and name not in EXECUTIONS:
-        raise ValueError(unknown_value("execution", name, EXECUTIONS))
+def _check_execution(name: Any, info: ValidationInfo) -> Any:
+    """A name of the execution vocabulary: a generic one or one an installed plugin declares
+    (which backends run it is theirs to say: a skipped row)."""
+    known = (info.context or {}).get("executions") or execution_vocabulary()
+    if isinstance(name, str) and name not in known:
+        unloaded = unloadable_backends()
+        plugins = "plugins" if len(unloaded) > 1 else "plugin"
+        note = f"; not known here: the executions of {', '.join(unloaded)}, whose {plugins} did not load" if unloaded else ""
+        raise ValueError(unknown_value("execution", name, known) + note)
     return name
 
 
@@ -197,7 +201,7 @@ PositiveFloat = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 VariantLabel = Annotated[str, AfterValidator(_canonical_variant)]
 BackendName = Annotated[str, AfterValidator(_check_backend)]
 KindName = Annotated[str, AfterValidator(_check_kind)]
-ExecutionName = Annotated[Execution, BeforeValidator(_check_execution)]
+ExecutionName = Annotated[str, BeforeValidator(_check_execution)]
 
 
 def _axis(item: Any) -> Any:
@@ -546,7 +550,7 @@ def loads_suite(text: str, path: str | os.PathLike[str] = "<suite>") -> Suite:
     issues = [Issue(format_loc(loc), msg, m.line + 1, m.column + 1) for loc, m, msg in duplicates]
     params, param_issues = _check_params(data.get("workloads"), locator)
     issues += param_issues
-    context = {"stem": Path(file).stem, "backends": backend_names()}
+    context = {"stem": Path(file).stem, "backends": backend_names(), "executions": execution_vocabulary()}
     try:
         suite = Suite.model_validate(data, context=context)
     except ValidationError as exc:

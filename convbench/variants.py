@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from convbench.backend import declarations
 from convbench.graph import Graph, GraphBuilder, Node, shift_runs
 
 Rewrite = Callable[[Graph, dict[str, Any]], Graph]
@@ -312,8 +313,31 @@ def _is_address_shift(node: Node, graph: Graph) -> bool:
 
 
 #: Variants a backend implements itself: their rewrite is the identity, and a backend that
-#: has no implementation skips their cases (see each backend's ``skip_reason``).
+#: has no implementation skips their cases (see each backend's ``skip_reason``). ``kernel``
+#: is the core's; a plugin may define more (:attr:`convbench.backend.Backend.variant_kinds`,
+#: :func:`backend_variants`).
 BACKEND_VARIANTS = frozenset({"kernel"})
+
+
+def plugin_variants() -> dict[str, VariantKind]:
+    """The backend-implemented variant kinds the registered plugins define, by name (a
+    name of :data:`VARIANTS` stays the core's; the first plugin to define one keeps it)."""
+    found: dict[str, VariantKind] = {}
+    for cls in declarations().values():
+        for kind in cls.variant_kinds:
+            if kind.name not in VARIANTS:
+                found.setdefault(kind.name, kind)
+    return found
+
+
+def known_variants() -> dict[str, VariantKind]:
+    """Every variant kind a label may name: :data:`VARIANTS`, then the plugins' own."""
+    return {**VARIANTS, **plugin_variants()}
+
+
+def backend_variants() -> frozenset[str]:
+    """Names of the backend-implemented variants: the core's and the plugins'."""
+    return BACKEND_VARIANTS | frozenset(plugin_variants())
 
 _LABEL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
@@ -387,9 +411,10 @@ def _parse_one(label: str) -> Variant:
     if not match:
         raise ValueError(f"malformed variant {label!r}: expected NAME or NAME(key=value, ...)")
     name, arg_text = match.group(1), match.group(2)
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r} (known: {', '.join(VARIANTS)})")
-    kind = VARIANTS[name]
+    kinds = known_variants()
+    if name not in kinds:
+        raise ValueError(f"unknown variant {name!r} (known: {', '.join(kinds)})")
+    kind = kinds[name]
     args = dict(kind.defaults)
     for item in filter(None, (arg_text or "").split(",")):
         key, sep, value = item.partition("=")

@@ -81,7 +81,7 @@ from convbench.timing import (
     measure_interleaved,
     summarize,
 )
-from convbench.variants import BACKEND_VARIANTS, parse_variant
+from convbench.variants import backend_variants, parse_variant
 from convbench.verify import verify
 from convbench.workloads import build_graph
 
@@ -175,7 +175,7 @@ class CaseRunner:
         executed = variant.apply(graph)
         row["executed_macs"] = executed.macs()
         self._work[case.case_id] = case_work_split(graph, case.mode, itemsize)
-        own = (set(variant.name.split("+")) & BACKEND_VARIANTS) - set(self.backend.variants)
+        own = (set(variant.name.split("+")) & backend_variants()) - set(self.backend.variants)
         reason = f"{self.backend.name}: no {'/'.join(sorted(own))} variant in this backend" if own else None
         reason = reason or self.backend.skip_reason(case)
         if reason:

@@ -4,6 +4,7 @@ compare above nothing that runs cases."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +14,22 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+
+
+def import_contracts() -> dict:
+    """import-linter's configuration (pyproject.toml [tool.importlinter])."""
+    tomllib = pytest.importorskip("tomllib")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+
+
+def core_contract(config: dict) -> dict:
+    """The contract that forbids the core every framework and backend."""
+    return next(c for c in config["contracts"] if c.get("source_modules") == ["convbench"])
+
+
+def frameworks() -> list[str]:
+    """The frameworks the core never imports (the core contract's non-plugin modules)."""
+    return [m for m in core_contract(import_contracts())["forbidden_modules"] if not m.startswith("convbench_")]
 
 
 def test_import_contracts_are_kept() -> None:
@@ -78,3 +95,43 @@ def test_the_shared_backend_info_says_why_and_how_to_install() -> None:
     probed = Probed()
     assert "failed to report its environment: RuntimeError: no devices yet" in (probed.info().reason or "")
     assert probed.info().available and probed.info().available and probed.calls == 2
+
+
+def test_every_plugin_declares_without_importing_its_framework() -> None:
+    """The core reads what every registered plugin declares (executions, venv,
+    conformance) in its own process: loading the plugins imports no framework, and
+    changes neither the environment nor anything else the workers inherit."""
+    code = (
+        "import json, os, sys\n"
+        "from convbench.backend import backend_names, declarations, execution_vocabulary, unloadable_backends\n"
+        "from convbench.runner import interpreter_for\n"
+        "before = dict(os.environ)\n"
+        "declared = declarations(); vocabulary = execution_vocabulary(); [interpreter_for(b) for b in backend_names()]\n"
+        f"frameworks = [m for m in {frameworks()!r} if m in sys.modules]\n"
+        "print(json.dumps({'declared': sorted(declared), 'unloadable': unloadable_backends(), 'frameworks': frameworks,"
+        " 'environ': sorted(set(os.environ.items()) ^ set(before.items()))}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "backends"), str(ROOT)])}
+    env.pop("CONVBENCH_EXTRA_BACKENDS", None)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["unloadable"] == [] and {"reference", "torch", "mxnet"} <= set(out["declared"])
+    assert out["frameworks"] == [] and out["environ"] == []
+
+
+def test_every_plugin_package_is_under_the_import_contracts() -> None:
+    """A backend's package is named in import-linter's configuration (pyproject.toml):
+    analysed, free of cycles, and forbidden to the core."""
+    from convbench.backend import backend_targets
+
+    config = import_contracts()
+    core = core_contract(config)
+    acyclic = next(c for c in config["contracts"] if c["type"] == "acyclic_siblings")
+    for name, target in backend_targets().items():
+        package = target.partition(":")[0].split(".")[0]
+        if package == "convbench":
+            continue  # the reference backend is the core's
+        assert package in config["root_packages"], f"{name}: add {package} to [tool.importlinter] root_packages"
+        assert package in acyclic["ancestors"], f"{name}: add {package} to the acyclic_siblings contract's ancestors"
+        assert package in core["forbidden_modules"], f"{name}: add {package} to the core contract's forbidden_modules"

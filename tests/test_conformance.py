@@ -4,7 +4,7 @@ Each backend runs in its own worker process (frameworks never share a process), 
 `convbench check`, on a generated suite; every case must verify against the float64
 reference: outputs, and in training the gradients of inputs and weights.
 
-What is covered: every backend of BACKENDS (onnxruntime in inference only, see CANNOT);
+What is covered: every backend of BACKENDS, as its plugin declares (onnxruntime in inference only);
 every workload of WORKLOADS and FAMILIES with each of its variants, in inference and
 training, in both layouts, float32, batch 2. The narrowings, all for time and none losing
 an op kind, variant, mode or layout: the split variant of a network runs in NCHW only
@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from convbench.backend import Conformance, backend_class, backend_names
 from convbench.runner import interpreter_for
 from tests.conftest import ROOT, run_cli
 
@@ -47,14 +48,23 @@ WORKLOADS = [
 #: early block), while torch in float64 agrees with it to ~1e-12, which proves the lowering.
 #: So network training is checked at this tolerance; everything else at the strict default.
 NETWORK_TRAINING_TOLERANCE = 2e-2
-BACKENDS = ["reference", "torch", "tensorflow", "onnxruntime", "mxnet", "jax"]
-#: What a backend legitimately cannot do: (case field, value, words its skip reason holds).
-#: Exactly those cases must be skipped with that reason; every other case must verify.
-CANNOT = {"onnxruntime": ("mode", "training", "runs inference only")}
-#: The execution each backend is checked in (default eager). JAX op by op compiles every
-#: primitive for every shape and retraces the gradient each step, 3-4x slower than one
-#: jax.jit per case here; its eager path is checked by tests/backends/jax.
-EXECUTION = {"jax": "compiled"}
+#: Every registered backend (the installed plugins, and the reference): each is held to
+#: this module as its plugin declares (:attr:`convbench.backend.Backend.conformance`): the
+#: execution it is checked in (default eager; JAX: compiled), what it legitimately cannot
+#: do (onnxruntime: training), or why its own tests hold it instead (an exempt backend's
+#: test is skipped with that reason).
+BACKENDS = ["reference", *(b for b in backend_names() if b != "reference")]
+
+
+def declared(backend: str) -> Conformance:
+    """The backend's conformance declaration; the default for a plugin that does not load
+    (its check then reports it unavailable, with the reason)."""
+    try:
+        return backend_class(backend).conformance
+    except Exception:
+        return Conformance()
+
+
 #: Environment of a backend's check. XLA's CPU compile dominates JAX's check (the split
 #: variants of the networks are thousands of small convs: ~1 min each to compile);
 #: without LLVM's optimizations it compiles ~2x faster and computes the same function,
@@ -139,7 +149,7 @@ def conformance_suite(path: Path, backend: str, network_training: bool) -> Path:
         "mode": ["inference", "training"],
         "batch": [2],
         "layout": ["nchw", "nhwc"],
-        "execution": [EXECUTION.get(backend, "eager")],
+        "execution": [declared(backend).execution],
         # correctness, not speed: one thread keeps the many tiny ops of the split variants
         # from stalling in OpenMP barriers on a loaded 2-core machine (0.9 s vs 10-18 s a step)
         "threads": [1],
@@ -209,6 +219,7 @@ def started(request, tmp_path_factory):
     """Every selected backend's checks, started at once (CHECK_JOBS at a time): backend ->
     (future of its unavailability, futures of its parts' rows)."""
     selected = [b for b in BACKENDS if any(getattr(i, "callspec", None) and i.callspec.params.get("checked") == b for i in request.session.items)]
+    selected = [b for b in selected if declared(b).exempt is None]
     probes, pool = ThreadPoolExecutor(2), ThreadPoolExecutor(CHECK_JOBS)
     reasons = {b: probes.submit(unavailable, b) for b in selected}
 
@@ -231,6 +242,9 @@ def started(request, tmp_path_factory):
 @pytest.fixture(scope="module", params=BACKENDS)
 def checked(request, started) -> tuple[str, pd.DataFrame]:
     backend = request.param
+    exempt = declared(backend).exempt
+    if exempt is not None:
+        pytest.skip(f"{backend} is not held to this module: {exempt}")
     reason, parts = started[backend]
     require_available(reason.result())
     rows = pd.concat([f.result() for f in parts], ignore_index=True)
@@ -243,21 +257,22 @@ def test_every_case_of_the_backend_verifies(checked: tuple[str, pd.DataFrame]) -
     one_layout = sum(1 for i, _, _, v in FAMILIES for x in v if (i, x) in ONE_LAYOUT)
     left_out = sum(1 if (i, v) in ONE_LAYOUT else 2 for i, _, _, vs in FAMILIES for v in vs for m in ("inference", "training") if (i, v, m) in LEFT_OUT.get(backend, ()))
     assert len(rows) == 2 * 2 * (len(WORKLOADS) * len(VARIANTS) + sum(len(v) for *_, v in FAMILIES)) - 2 * one_layout - left_out
-    if backend in CANNOT:
-        field, value, words = CANNOT[backend]
+    cannot_train = False
+    for field, value, words in declared(backend).cannot:
         nothing_to_rewrite = (rows.workload == "pw_bn_relu") & (rows.variant != "native")  # skipped before
         cannot = (rows[field] == value) & ~nothing_to_rewrite
         assert (rows[cannot].status == "skipped").all() and rows[cannot].reason.str.contains(words).all()
         rows = rows[~cannot]
+        cannot_train |= (field, value) == ("mode", "training")
     skipped = rows[rows.status == "skipped"]  # diagonalwise has nothing to rewrite in a 1x1 conv
     nothing_to_rewrite = rows[(rows.workload == "pw_bn_relu") & (rows.variant != "native")]
     assert set(skipped.case_id) == set(nothing_to_rewrite.case_id)
-    assert len(skipped) == 2 * len(set(rows["mode"])) * (len(VARIANTS) - 1)
+    assert len(skipped) == len(set(rows["layout"])) * len(set(rows["mode"])) * (len(VARIANTS) - 1)
     bad = rows[~rows.status.isin(["ok", "skipped"])]
     assert bad.empty, bad[["case_id", "status", "reason"]].to_string()
     ok = rows[rows.status == "ok"]
     strict = ok[~(ok.workload.isin(NETWORKS) & (ok["mode"] == "training"))]
     assert (strict.verify_error <= 1e-4).all() and (strict.verify_tolerance == 1e-4).all()
     # training checks gradients: the worst tensor of some case is a gradient
-    if backend not in CANNOT or CANNOT[backend][:2] != ("mode", "training"):
+    if not cannot_train:
         assert ok[ok["mode"] == "training"].verify_worst.str.startswith("grad:").any()

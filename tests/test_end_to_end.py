@@ -161,13 +161,14 @@ def probed() -> dict[str, Future]:
         yield {"list": pool.submit(run_cli, "list", SMOKE), "env": pool.submit(run_cli, "env", "--json")}
 
 
-def test_list_shows_workloads_variants_and_backends(probed: dict[str, Future]) -> None:
+def test_list_shows_workloads_variants_executions_and_backends(probed: dict[str, Future]) -> None:
     proc = probed["list"].result()
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert "mobilenet_v1" in out and "4,231,976" in out and "568,740,352" in out
     assert "dw_odd" in out and "diagonalwise" in out
     assert "torch" in out and "2.13" in out and "reference" in out
+    assert "executions" in out and "hybridized" in out and "xnnpack" in out  # the plugins' own
 
 
 def test_env_reports_machine_and_backends_as_json(probed: dict[str, Future]) -> None:

@@ -85,6 +85,25 @@ def test_interpreter_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert interpreter_for("mxnet", {"mxnet": "/suite/python"}) == "/suite/python"
 
 
+def test_a_plugin_declares_the_virtual_environment_its_workers_run_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A plugin's ``venv`` (relative to the checkout, or absolute) hosts its workers when it
+    exists and neither the suite nor CONVBENCH_PYTHON_<NAME> names another interpreter."""
+    from convbench.backend import backend_venv
+    from tests.fake_backends import WarpBackend
+
+    assert backend_venv("mxnet") == ".venv-mxnet" and backend_venv("torch") is None
+    monkeypatch.setenv("CONVBENCH_EXTRA_BACKENDS", "warpfake=tests.fake_backends:WarpBackend")
+    monkeypatch.delenv("CONVBENCH_PYTHON_WARPFAKE", raising=False)
+    assert backend_venv("warpfake") == ".venv-warpfake"
+    assert interpreter_for("warpfake") == sys.executable  # no such environment in the checkout
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    monkeypatch.setattr(WarpBackend, "venv", str(tmp_path / "venv"))
+    assert interpreter_for("warpfake") == str(python)
+    assert interpreter_for("warpfake", {"warpfake": "/suite/python"}) == "/suite/python"
+
+
 def test_processes_run_each_group_in_fresh_workers(tmp_path: Path) -> None:
     suite = write_suite(tmp_path / "p.yaml", ["a", "b"], backend="reference")
     suite.write_text(suite.read_text().replace("guard: flag}", "guard: flag, processes: 2}"))

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from convbench.cases import DEFAULT_TOLERANCE, EXECUTIONS
+from convbench.backend import execution_vocabulary
+from convbench.cases import DEFAULT_TOLERANCE, GENERIC_EXECUTIONS, Case
 from convbench.suite import (
     FILTER_COLUMNS,
     FilterError,
@@ -148,7 +149,7 @@ def test_unknown_literal(tmp_path) -> None:
 
 def test_unknown_execution_names_file_line_field_and_the_vocabulary(tmp_path) -> None:
     msg = suite_error(tmp_path, BASE + "matrix: {backend: [torch], execution: [eager, jitt]}\n")
-    assert_at(msg, 8, "matrix.execution[1]", "unknown execution 'jitt'", "did you mean 'jit'?", "known: eager, compiled, graph")
+    assert_at(msg, 8, "matrix.execution[1]", "unknown execution 'jitt'", "did you mean 'jit'?", "known: eager, compiled, ", "graph")
     msg = suite_error(tmp_path, BASE + "exclude:\n  - {execution: XLA}\n")
     assert_at(msg, 9, "exclude[0].execution", "unknown execution 'XLA'")
     msg = suite_error(tmp_path, BASE + "matrix: {execution: 3}\n")
@@ -157,11 +158,26 @@ def test_unknown_execution_names_file_line_field_and_the_vocabulary(tmp_path) ->
 
 def test_every_execution_of_the_vocabulary_expands_for_every_backend(tmp_path) -> None:
     """Which backend runs a name is the backend's to say (a skipped row), not the suite's."""
-    names = ", ".join(EXECUTIONS)
-    suite = load_suite(write(tmp_path, BASE + f"matrix: {{backend: [torch, reference], execution: [{names}]}}\n"))
+    vocabulary = list(execution_vocabulary())
+    suite = load_suite(write(tmp_path, BASE + f"matrix: {{backend: [torch, reference], execution: [{', '.join(vocabulary)}]}}\n"))
     cases = expand(suite)
-    assert [c.execution for c in cases if c.workload == "dw1" and c.backend == "torch"] == list(EXECUTIONS)
-    assert len(cases) == 2 * 2 * len(EXECUTIONS)
+    assert [c.execution for c in cases if c.workload == "dw1" and c.backend == "torch"] == vocabulary
+    assert len(cases) == 2 * 2 * len(vocabulary)
+
+
+def test_a_plugin_adds_its_executions_to_the_vocabulary(tmp_path, monkeypatch) -> None:
+    """Suites accept the generic names and those of every registered plugin; a plugin that
+    does not load declares none, and the error says so."""
+    monkeypatch.delenv("CONVBENCH_EXTRA_BACKENDS", raising=False)
+    text = BASE + "matrix: {backend: [reference], execution: [warp]}\n"
+    msg = suite_error(tmp_path, text)
+    assert_at(msg, 8, "matrix.execution[0]", "unknown execution 'warp'", "known: eager, compiled, ")
+    monkeypatch.setenv("CONVBENCH_EXTRA_BACKENDS", "warpfake=tests.fake_backends:WarpBackend,broken=no_such_module:Nothing")
+    assert [c.execution for c in expand(load_suite(write(tmp_path, text)))] == ["warp", "warp"]
+    assert execution_vocabulary()["warp"] == "warpfake: the reference executor, at warp speed"
+    assert "warpfake: as warp" in execution_vocabulary()["compiled"]
+    msg = suite_error(tmp_path, BASE + "matrix: {execution: [warpp]}\n")
+    assert_at(msg, 8, "matrix.execution[0]", "did you mean 'warp'?", "not known here: the executions of broken, whose plugin did not load")
 
 
 def test_backends_skip_an_execution_they_lack_naming_the_forms_they_have() -> None:
@@ -518,9 +534,12 @@ def test_shipped_suites_load(path) -> None:
         assert expand(suite, preset)
 
 
-def test_the_execution_type_and_the_vocabulary_name_the_same_forms() -> None:
-    from typing import get_args
+def test_the_vocabulary_is_the_generic_names_then_the_plugins_own() -> None:
+    from convbench.backend import declarations
 
-    from convbench.cases import Execution
-
-    assert get_args(Execution) == tuple(EXECUTIONS)
+    vocabulary = execution_vocabulary()
+    assert list(vocabulary)[: len(GENERIC_EXECUTIONS)] == list(GENERIC_EXECUTIONS)
+    assert set(vocabulary) == {*GENERIC_EXECUTIONS, *(e for cls in declarations().values() for e in cls.executions)}
+    assert vocabulary["jit"] == "jax: jax.jit of the whole step, the same as its compiled"
+    assert "torch: torch.compile" in vocabulary["compiled"] and "tensorflow: as xla" in vocabulary["compiled"]
+    assert Case.model_fields["execution"].annotation is str  # validated when a suite loads

@@ -134,3 +134,20 @@ def test_chain_applies_only_when_every_step_changes_the_graph() -> None:
 )
 def test_variants_of_networks_equal_native(kind: str, params: dict, label: str, mode: str) -> None:
     _same_function(kind, params, 2, label, mode)
+
+
+def test_a_plugin_defines_a_backend_implemented_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variant kind a registered plugin declares (``variant_kinds``) is a variant like
+    ``kernel``: labels may name it, and backends that do not run it skip its cases."""
+    from convbench.variants import backend_variants, known_variants
+
+    monkeypatch.delenv("CONVBENCH_EXTRA_BACKENDS", raising=False)
+    with pytest.raises(ValueError, match="unknown variant 'warpkernel'"):
+        parse_variant("warpkernel")
+    assert backend_variants() == {"kernel"}
+    monkeypatch.setenv("CONVBENCH_EXTRA_BACKENDS", "warpfake=tests.fake_backends:WarpBackend")
+    assert "warpkernel" in known_variants() and backend_variants() == {"kernel", "warpkernel"}
+    variant = parse_variant("warpkernel")
+    depthwise, pointwise = build_graph("depthwise", {"channels": 8, "size": 5}, 1), build_graph("pointwise", {"in_channels": 4, "out_channels": 8, "size": 5}, 1)
+    assert variant.label == "warpkernel" and variant.applies(depthwise) and not variant.applies(pointwise)
+    assert variant.apply(depthwise) is depthwise

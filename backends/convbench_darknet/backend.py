@@ -15,7 +15,7 @@ import functools
 import subprocess
 from typing import Any
 
-from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
+from convbench.backend import Backend, BackendInfo, Conformance, Prepared, UnsupportedCase
 from convbench.cases import Case
 from convbench.data import Tensors
 from convbench.graph import Graph
@@ -37,6 +37,10 @@ class DarknetBackend(Backend):
 
     name = "darknet"
     install_hint = INSTALL_HINT
+    conformance = Conformance(
+        exempt="darknet cannot express much of the IR (ReLU6, channel shuffle, slices, shifts, pads, dilation, NHWC): "
+        "tests/test_darknet_backend.py checks what it can"
+    )
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None

@@ -14,18 +14,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
+from convbench.backend import Backend, BackendInfo, Conformance, Prepared, UnsupportedCase
 from convbench.cases import Case
 from convbench.data import Tensors
 from convbench.graph import Graph
 
-#: XLA's GPU client preallocates 75% of the device's memory at start unless told not to:
-#: convbench turns it off (set before jax creates its client, in the worker process),
-#: unless the environment already says otherwise; the value is recorded in the environment.
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-
 INSTALL_HINT = "pip install 'convbench[jax]' (on a CUDA machine: pip install 'jax[cuda12]')"
 EXECUTIONS = {"eager": "eager", "jit": "jit", "compiled": "jit"}
+EXECUTION_DESCRIPTIONS = {"jit": "jax.jit of the whole step, the same as its compiled"}
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -61,11 +57,20 @@ class JaxBackend(Backend):
     install_hint = INSTALL_HINT
     requires = ("jax", "jaxlib")
     executions = EXECUTIONS
+    execution_descriptions = EXECUTION_DESCRIPTIONS
+    #: Op by op, JAX compiles every primitive for every shape and retraces the gradient each
+    #: step (3-4x slower than one jax.jit per case): its eager path is checked by
+    #: tests/backends/jax.
+    conformance = Conformance(execution="compiled")
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
         self._threads: int | None = None  #: what the current case asks for
         self._runtime_threads: int | None = None  #: what the runtime started with (once started)
+        # XLA's GPU client preallocates 75% of the device's memory at start unless told not
+        # to: off (set here, in the process that hosts the backend, before jax creates its
+        # client), unless the environment already says otherwise; recorded in the environment.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
     def probe(self) -> BackendInfo:
         import jax

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
+from convbench.backend import Backend, BackendInfo, Conformance, Prepared, UnsupportedCase
 from convbench.cases import Case
 from convbench.cpu_topology import available_cpus
 from convbench.data import Tensors
@@ -30,6 +30,10 @@ LITERT_PIN = "ai-edge-litert==2.3.0"
 INSTALL_HINT = "pip install 'convbench[litert]' (ai-edge-litert; TensorFlow's converter makes the models)"
 #: case execution -> the interpreter's op resolver it runs
 EXECUTIONS = {"xnnpack": "xnnpack", "reference": "reference"}
+EXECUTION_DESCRIPTIONS = {
+    "xnnpack": "the interpreter's default, the XNNPACK delegate (builtin kernels for the ops it does not take)",
+    "reference": "TFLite's reference kernels (OpResolverType.BUILTIN_REF), no delegate",
+}
 DTYPES = ("float32", "float16")
 TRAINING_REASON = "litert: the LiteRT interpreter runs inference only (no gradients, no optimizer); training is not in this backend"
 BFLOAT16_REASON = (
@@ -45,6 +49,8 @@ class LitertBackend(Backend):
     install_hint = INSTALL_HINT
     requires = ("ai_edge_litert.interpreter", "tensorflow")
     executions = EXECUTIONS
+    execution_descriptions = EXECUTION_DESCRIPTIONS
+    conformance = Conformance(exempt="inference only, and no eager execution: tests/test_litert_backend.py verifies its cases instead")
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None

@@ -21,6 +21,7 @@ from convbench_mxnet.threads import record_threads
 
 INSTALL_HINT = "make mxnet-venv (scripts/setup-mxnet.sh: Python 3.11, mxnet==1.9.1, numpy==1.23.5)"
 EXECUTIONS = {"eager": "eager", "hybridized": "hybridized", "compiled": "hybridized"}
+EXECUTION_DESCRIPTIONS = {"hybridized": "Gluon hybridize(static_alloc, static_shape), the same as its compiled"}
 DTYPES = ("float32",)
 FLOAT16_CPU_REASON = (
     "mxnet: no float16 on CPU: MXNet 1.9's CPU Convolution has no float16 kernel ('FP16 gemm on cpu not "
@@ -49,6 +50,8 @@ class MxnetBackend(Backend):
     install_hint = INSTALL_HINT
     requires = ("mxnet",)  # fails with AttributeError np.bool under NumPy >= 1.24
     executions = EXECUTIONS
+    execution_descriptions = EXECUTION_DESCRIPTIONS
+    venv = ".venv-mxnet"  # make mxnet-venv (scripts/setup-mxnet.sh)
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase
+from convbench.backend import Backend, BackendInfo, Conformance, Prepared, UnsupportedCase
 from convbench.cases import Case
 from convbench.data import Tensors
 from convbench.graph import Graph
@@ -34,6 +34,14 @@ EXECUTIONS = {
     "all": "all",
     "eager": "disabled",
     "compiled": "all",
+}
+#: What each level is (the vocabulary of `convbench list`).
+EXECUTION_DESCRIPTIONS = {
+    "disabled": "graph optimizations disabled (ORT_DISABLE_ALL): the graph as lowered, the same as its eager",
+    "basic": "ORT_ENABLE_BASIC (constant folding, redundant node elimination)",
+    "extended": "ORT_ENABLE_EXTENDED (basic + fusions such as Conv+Add+Relu)",
+    "layout": "ORT_ENABLE_LAYOUT (extended + layout transformations, e.g. NCHWc on CPU)",
+    "all": "ORT_ENABLE_ALL (every optimization), the same as its compiled",
 }
 #: level -> onnxruntime.GraphOptimizationLevel member name
 LEVELS = {
@@ -61,6 +69,8 @@ class OnnxruntimeBackend(Backend):
     install_hint = INSTALL_HINT
     requires = ("onnx", "onnxruntime")
     executions = EXECUTIONS
+    execution_descriptions = EXECUTION_DESCRIPTIONS
+    conformance = Conformance(cannot=(("mode", "training", "runs inference only"),))
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None

@@ -22,6 +22,11 @@ from convbench.graph import Graph
 INSTALL_HINT = "pip install 'convbench[tensorflow]'"
 #: case execution -> form of :class:`~convbench_tensorflow.prepared.TensorflowPrepared`.
 EXECUTIONS = {"eager": "eager", "graph": "graph", "xla": "xla", "compiled": "xla"}
+#: What each execution is here (the vocabulary of `convbench list`).
+EXECUTION_DESCRIPTIONS = {
+    "graph": "tf.function without XLA (TensorFlow's graph executor, Grappler's rewrites)",
+    "xla": "tf.function(jit_compile=True), the same as its compiled",
+}
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -32,6 +37,7 @@ class TensorflowBackend(Backend):
     install_hint = INSTALL_HINT
     requires = ("tensorflow",)
     executions = EXECUTIONS
+    execution_descriptions = EXECUTION_DESCRIPTIONS
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None

@@ -23,8 +23,11 @@ class TorchBackend(Backend):
     install_hint = INSTALL_HINT
     requires = ("torch",)
     variants = frozenset({"kernel"})  # Triton kernels: convbench_torch.kernels
-    #: compiled: torch.compile; cudagraph: the eager step captured as a CUDA graph, replayed
     executions = {"eager": "eager", "compiled": "compiled", "cudagraph": "cudagraph"}
+    execution_descriptions = {
+        "compiled": "torch.compile",
+        "cudagraph": "on CUDA, the eager step captured once as a CUDA graph and replayed (no per-kernel launches)",
+    }
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None

@@ -58,7 +58,8 @@ def _suites_table() -> Table:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from convbench.variants import VARIANTS
+    from convbench.backend import execution_vocabulary
+    from convbench.variants import known_variants
     from convbench.workloads import WORKLOADS
 
     if args.workloads and args.format == "markdown":
@@ -94,8 +95,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     table = Table(title="variants")
     for col in ("variant", "defaults", "description"):
         table.add_column(col)
-    for v in VARIANTS.values():
+    for v in known_variants().values():
         table.add_row(v.name, json.dumps(v.defaults), v.description)
+    console.print(table)
+    table = Table(title="executions (generic, then those the installed backends declare)")
+    for col in ("execution", "description"):
+        table.add_column(col)
+    for name, description in execution_vocabulary().items():
+        table.add_row(escape(name), escape(description))
     console.print(table)
     console.print(_backends_table(backend_infos()))
     return EXIT_OK

@@ -22,8 +22,9 @@ class FakeDevice:
 
 
 def test_preallocation_is_off_and_recorded() -> None:
+    backend = JaxBackend()  # set where the backend is hosted, not when its plugin is imported
     assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
-    assert JaxBackend().info().environment["xla_python_client_preallocate"] == "false"
+    assert backend.info().environment["xla_python_client_preallocate"] == "false"
 
 
 def test_peak_memory_only_when_the_case_raised_the_process_wide_peak() -> None:
