@@ -88,7 +88,7 @@ def test_unavailable_reason_says_how_to_install() -> None:
 def test_list_shows_version_and_devices() -> None:
     proc = run_cli("list")
     assert proc.returncode == 0, proc.stderr
-    row = next(line for line in proc.stdout.splitlines() if "litert" in line)
+    row = next(line for line in proc.stdout.splitlines() if line.strip("│ ").startswith("litert "))
     from importlib.metadata import version
 
     assert "yes" in row and version("ai-edge-litert") in row and "cpu" in row, row
