@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
+#: Runs in tests keep their machine-speed history (convbench.speed_probe) apart from the user's.
+os.environ["CONVBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="convbench-test-cache-")
 
 
 def cli_env(**extra: str) -> dict[str, str]:
