@@ -170,6 +170,7 @@ from convbench.workloads import (  # noqa: E402,F401  (registration)
     layers,
     menet,
     mixconv,
+    mixnet,
     mobilenet,
     mobilenet_v2,
     scc,

@@ -32,11 +32,15 @@ at other widths; dropout is not part of the computation).
 Counts: ECA adds k parameters and N * C * k multiply-adds per layer. ECA-MobileNetV2 1.0
 at 224: 3,504,872 (MobileNetV2) + 10 * 1 + 7 * 3 = 3,504,903 parameters with the
 ``released`` rule (3,504,897 with ``released-2019``). The authors' README and the
-paper's Table 2 print 3.34 M for ECA-MobileNetV2 and the paper 3.34 M for its MobileNetV2
-baseline too, a counting convention 0.16 M below torchvision's exact 3,504,872 for
-MobileNetV2 that convbench could not reproduce; the ECA layers themselves add 31
-parameters, which no printed figure resolves. So no published parameter figure is
-checked. MACs: 300,774,272 (MobileNetV2) + 3,680 (the ECA convs, ``released``); the
+paper's Table 2 print 3.34 M for ECA-MobileNetV2 and 3.34 M for its MobileNetV2
+baseline too: that is the exact count in units of 2**20 (3,504,872 / 2**20 = 3.343 and
+3,504,903 / 2**20 = 3.343; the ECA layers' 31 parameters do not show at that
+precision), not a different network or a different counting of the classifier or BN.
+The same unit turns torchvision's ResNet-50 (25,557,032) into 24.37 M, the figure the
+paper's table gives its ResNet-50 as far as this session recalls it (the table was not
+re-read). ``tests/test_networks.py`` checks the arithmetic. No ``Published`` figure is
+set, since :class:`~convbench.workloads.Published` reads "M" as 10**6.
+MACs: 300,774,272 (MobileNetV2) + 3,680 (the ECA convs, ``released``); the
 authors print 319.9 M FLOPs (thop, their ``paras_flops.py``).
 
 Verification: in a whole network trained in float32 the gradient of an ECA weight (k
