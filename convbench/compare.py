@@ -252,7 +252,7 @@ def _reason_kind(reason: str) -> str:
     if reason.startswith("not tested"):
         return "too few samples to test"
     if "contended" in reason:
-        return "contended (other processes used the CPU while timed)"
+        return "contended (other processes used the CPU, or the machine ran at another speed, while timed)"
     if "canary" in reason:
         return "the machine itself changed speed (canary)"
     return reason.split(":")[0]

@@ -19,7 +19,9 @@ said otherwise):
 * ``runnable``: tasks running or runnable at the end of the interval, this one
   excepted (``procs_running`` of ``/proc/stat``);
 * ``freq_mhz``: the mean current clock of the CPUs, where the OS exposes it (else None,
-  shown as "unknown").
+  shown as "unknown");
+* ``speed_compute``, ``speed_memory``: the speed probe's time relative to the machine's
+  reference (1.0: as fast), where one runs.
 
 ``/proc/stat`` counts in clock ticks (10 ms), too coarse for one short sample, so
 ``foreign_cpu`` and ``steal`` of a sample are taken over a window reaching back at least
@@ -27,7 +29,9 @@ said otherwise):
 
 The rule (:class:`ContentionRule`): an interval is *contended* when other work used at
 least ``cores`` CPU cores (``foreign_cpu + steal``; default 0.25), or tasks waited for a
-CPU at least ``pressure`` of the time (default 5%). A case is contended when more than
+CPU at least ``pressure`` of the time (default 5%), or, where a speed probe runs
+(:mod:`convbench.speed_probe`: CPU cases of ``convbench run``), the machine itself ran
+more than ``speed`` (default 10%) slower or faster than its reference. A case is contended when more than
 :data:`CONTENDED_FRACTION` of the samples its statistics use are, or when those samples
 taken together are (see :func:`convbench.timing.measure`).
 """
@@ -35,16 +39,22 @@ taken together are (see :func:`convbench.timing.measure`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from convbench.speed_probe import SpeedProbe
 
 __all__ = [
     "CONTENDED_FRACTION",
+    "CONTENDED_MEANING",
     "ContentionRule",
     "Load",
     "Monitor",
@@ -68,6 +78,8 @@ QUIET_WINDOW = 0.25
 CONTENDED_FRACTION = 0.1
 #: Snapshots kept by a monitor for windowed loads.
 HISTORY = 256
+#: What "contended" means, in words, wherever a table, page or verdict explains the mark.
+CONTENDED_MEANING = "other processes used the CPU, or the machine itself ran at another speed than its reference, while it was timed"
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,10 @@ class Load:
     cpu_pressure: float | None = None  #: fraction of the interval
     runnable: int | None = None
     freq_mhz: float | None = None
+    #: the speed probe's parts relative to the machine's reference (convbench.speed_probe):
+    #: 1.0 as fast, 1.4 1.4x slower; None where no probe ran
+    speed_compute: float | None = None
+    speed_memory: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +123,11 @@ class Load:
             parts.append(f"the hypervisor stole {self.steal:.2f} cores")
         if self.cpu_pressure is not None:
             parts.append(f"tasks waited for a CPU {self.cpu_pressure:.0%} of the time")
+        if self.speed_compute is not None and self.speed_memory is not None:
+            parts.append(
+                f"the speed probe took {self.speed_compute:.2f}x (compute) and {self.speed_memory:.2f}x (memory) "
+                "the machine's reference time"
+            )
         return "; ".join(parts) or "no telemetry"
 
 
@@ -270,14 +291,23 @@ class ContentionRule:
 
     cores: float = 0.25  #: foreign CPU + steal, in cores
     pressure: float = 0.05  #: fraction of the time some task waited for a CPU
+    #: a speed-probe part further than this from the reference, either way (None: not judged)
+    speed: float | None = 0.10
 
     def reason(self, load: Load) -> str | None:
         """Why ``load`` is contended, or None when it is quiet (or unknown)."""
         other = (load.foreign_cpu or 0.0) + (load.steal or 0.0)
         waited = load.cpu_pressure or 0.0
-        if other >= self.cores or waited >= self.pressure:
+        if other >= self.cores or waited >= self.pressure or self.off_speed(load):
             return load.describe()
         return None
+
+    def off_speed(self, load: Load) -> bool:
+        """Whether a probe part ran more than ``speed`` slower or faster than the reference."""
+        if not self.speed:
+            return False
+        limit = math.log1p(self.speed)
+        return any(v is not None and v > 0 and abs(math.log(v)) > limit for v in (load.speed_compute, load.speed_memory))
 
 
 @dataclass
@@ -293,17 +323,21 @@ class QuietBudget:
 
 
 class Monitor:
-    """Snapshots around samples, windowed loads, and waiting for quiet."""
+    """Snapshots around samples, windowed loads, and waiting for quiet. With a ``probe``
+    (:class:`convbench.speed_probe.SpeedProbe`) every load also carries the machine's
+    speed, read after the interval it describes."""
 
     def __init__(
         self,
         reader: Reader | None = None,
         rule: ContentionRule | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        probe: SpeedProbe | None = None,
     ) -> None:
         self.reader = reader or Reader()
         self.rule = rule or ContentionRule()
         self.sleep = sleep
+        self.probe = probe
         self.history: deque[Snapshot] = deque(maxlen=HISTORY)
 
     def mark(self) -> Snapshot:
@@ -320,7 +354,13 @@ class Monitor:
                 window = snap
                 if end.t - snap.t >= MIN_WINDOW:
                     break
-        return load_between(start, end, window)
+        return self._with_speed(load_between(start, end, window))
+
+    def _with_speed(self, load: Load, fresh: bool = False) -> Load:
+        speed = self.probe.reading(fresh) if self.probe is not None else None
+        if speed is None:
+            return load
+        return dataclasses.replace(load, speed_compute=speed.compute, speed_memory=speed.memory)
 
     def wait_quiet(self, budget: QuietBudget) -> Load | None:
         """Wait until one QUIET_WINDOW is quiet, spending at most ``budget.left`` (windows
@@ -334,7 +374,7 @@ class Monitor:
             self.sleep(min(QUIET_WINDOW, budget.left))
             end = self.mark()
             budget.waited += max(0.0, end.t - start.t)
-            last = load_between(start, end)
+            last = self._with_speed(load_between(start, end), fresh=True)
             if self.rule.reason(last) is None:
                 return last
         return last
@@ -357,4 +397,5 @@ def mean_load(loads: Iterable[Load]) -> Load | None:
     return Load(
         wall=wall, own_cpu=avg("own_cpu") or 0.0, foreign_cpu=avg("foreign_cpu"), steal=avg("steal"),
         cpu_pressure=avg("cpu_pressure"), runnable=max(runnable) if runnable else None, freq_mhz=avg("freq_mhz"),
+        speed_compute=avg("speed_compute"), speed_memory=avg("speed_memory"),
     )  # fmt: skip

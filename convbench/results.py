@@ -84,6 +84,7 @@ CASE_COLUMNS = (
     + ["contended", "contention", "foreign_cpu", "steal", "cpu_pressure", "dropped", "quiet_wait", "threads_all_cores"]
     + ["side"]  # `convbench ab`: base or new (None in a plain run)
     + ["page_faults"]  # median page faults per iteration (convbench.allocator)
+    + ["speed_compute", "speed_memory"]  # the speed probe against the machine's reference (convbench.speed_probe)
     # GPU cases (convbench.worker, docs/gpu.md): host wall time beside device events, the
     # launch-bound flag, clocks/temperature/throttling (convbench.gpuclocks), which peak
     # the roofline used and whether the timing was warm or cold cache (convbench.peaks)
@@ -98,6 +99,7 @@ SAMPLE_COLUMNS = [
     # its wall and own CPU seconds, and the machine's load (convbench.contention.Load)
     "kept", "contended", "wall", "cpu", "foreign_cpu", "steal", "cpu_pressure", "runnable", "freq_mhz",
     "page_faults",  # per iteration of the sample
+    "speed_compute", "speed_memory",  # the speed probe after the sample (convbench.speed_probe)
     "host_seconds",  # per iteration, host wall clock, of a device-timed sample (else None)
 ]  # fmt: skip
 

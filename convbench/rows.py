@@ -21,6 +21,8 @@ def timing_fields(m: Measurement, timer: str) -> dict[str, Any]:
         "contended": m.contended, "contention": m.contention, "dropped": m.dropped, "quiet_wait": m.quiet_waited,
         "foreign_cpu": None if load is None else load.foreign_cpu, "steal": None if load is None else load.steal,
         "cpu_pressure": None if load is None else load.cpu_pressure, "page_faults": m.page_faults,
+        "speed_compute": None if load is None else load.speed_compute,
+        "speed_memory": None if load is None else load.speed_memory,
     }  # fmt: skip
 
 
@@ -42,10 +44,11 @@ def threads_all_cores(threads: int | None, device: str) -> bool | None:
 
 def _load_fields(load: Load | None) -> dict[str, Any]:
     if load is None:
-        return dict.fromkeys(("wall", "cpu", "foreign_cpu", "steal", "cpu_pressure", "runnable", "freq_mhz"))
+        return dict.fromkeys(("wall", "cpu", "foreign_cpu", "steal", "cpu_pressure", "runnable", "freq_mhz", "speed_compute", "speed_memory"))
     return {
         "wall": load.wall, "cpu": load.own_cpu * load.wall, "foreign_cpu": load.foreign_cpu, "steal": load.steal,
         "cpu_pressure": load.cpu_pressure, "runnable": load.runnable, "freq_mhz": load.freq_mhz,
+        "speed_compute": load.speed_compute, "speed_memory": load.speed_memory,
     }  # fmt: skip
 
 

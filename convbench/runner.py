@@ -287,6 +287,7 @@ class Runner:
         todo = [c for c in cases if c.case_id not in done]
         groups = group_cases(todo)
         try:
+            self.establish_speed(todo)
             self.canary("start")
             for i, group in enumerate(groups):
                 if i and i == len(groups) // 2:
@@ -312,11 +313,26 @@ class Runner:
             "tolerance": self.options.tolerance,
             "verify_only": self.options.verify_only,
             "peaks": env.get("peaks", {}),  # measured once per run (convbench.peaks)
+            "speed_reference": self.folder.meta.get("speed_reference"),  # convbench.speed_probe
         }
 
     def result_of(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The row and samples of a worker's result event."""
         return event["row"], event.get("samples") or []
+
+    def establish_speed(self, cases: list[Case]) -> None:
+        """The machine's reference speed (:func:`convbench.speed_probe.establish`) into
+        run.json, when CPU cases will be timed and the timing judges speed. A resumed run
+        keeps the reference it started with."""
+        timing = self.options.timing
+        if self.options.verify_only or not timing.speed_tolerance or "speed_reference" in self.folder.meta:
+            return
+        if not any(c.device == "cpu" for c in cases):
+            return
+        from convbench.speed_probe import establish
+
+        self.folder.meta["speed_reference"] = establish(self.options.cpus)
+        self.folder.save_meta()
 
     def canary(self, at: str) -> None:
         """Time the canary (:mod:`convbench.canary`) into run.json; not for verify-only runs."""

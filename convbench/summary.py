@@ -9,6 +9,8 @@ import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 
+from convbench.contention import CONTENDED_MEANING
+
 #: Columns that identify a row of the summary (a case without its variant).
 GROUP_COLUMNS = ["workload", "backend", "device", "mode", "batch", "dtype", "layout", "execution", "threads"]
 
@@ -44,7 +46,7 @@ def _inv(value: Any) -> float | None:
 #: The marks a summary cell may carry, and what each means (the table's legend).
 MARKS = {
     "*": "did not converge to the requested precision",
-    "!": "contended: other processes used the CPU while it was timed (see below)",
+    "!": f"contended: {CONTENDED_MEANING} (see below)",
     "†": "as many threads as usable cores: one busy neighbour stalls a thread at every barrier",
 }
 
@@ -71,6 +73,19 @@ def cell(row: pd.Series) -> str:
 PAGE_FAULTS_NOTED = 1.0
 
 
+def _worst_load(hit: pd.DataFrame) -> str:
+    """The worst foreign CPU and the speed probe's range over contended cases, in words."""
+    parts = []
+    worst = pd.to_numeric(hit["foreign_cpu"], errors="coerce").max() if "foreign_cpu" in hit else float("nan")
+    if math.isfinite(worst):
+        parts.append(f"other processes used up to {worst:.2f} cores")
+    speeds = [pd.to_numeric(hit[c], errors="coerce") for c in ("speed_compute", "speed_memory") if c in hit]
+    known = pd.concat(speeds).dropna() if speeds else pd.Series(dtype=float)
+    if len(known):
+        parts.append(f"the speed probe took {known.min():.2f}-{known.max():.2f}x the machine's reference time")
+    return "; ".join(parts) or "see their telemetry"
+
+
 def contention_lines(cases: pd.DataFrame) -> list[str]:
     """Lines for under the summary: how many timed cases were contended, the worst load,
     how many page-faulted in their timed steps, and how many ran with as many threads as cores."""
@@ -78,8 +93,7 @@ def contention_lines(cases: pd.DataFrame) -> list[str]:
     if "contended" in cases.columns:
         hit = cases[cases["contended"].map(_flag)]
         if len(hit):
-            worst = hit["foreign_cpu"].astype(float).max() if "foreign_cpu" in hit else float("nan")
-            load = f"other processes used up to {worst:.2f} cores" if math.isfinite(worst) else "see their telemetry"
+            load = _worst_load(hit)
             lines.append(
                 f"! {len(hit)} of {int(cases['contended'].notna().sum())} timed cases were contended while timed ({load}): "
                 "their times and ratios are less trustworthy; the reasons are in cases.parquet (contention)"

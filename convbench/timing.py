@@ -137,6 +137,11 @@ class TimingConfig(BaseModel):
     contention_pressure: float = Field(
         0.05, gt=0, le=1, description="contended when tasks wait for a CPU this fraction of the time (Linux PSI)"
     )
+    speed_tolerance: float | None = Field(
+        0.10, ge=0,
+        description="contended when the machine's own speed (the speed probe, convbench.speed_probe: CPU cases) "
+        "is this far from its reference, either way; 0 or null: no probe",
+    )
     allocator: Literal["steady", "system"] = Field(
         "steady",
         description="steady: workers keep freed memory (glibc tunables), so no step page-faults on memory a "
@@ -154,7 +159,7 @@ class TimingConfig(BaseModel):
         return self.guard or ("wait" if device == "cpu" else "flag")
 
     def rule(self) -> ContentionRule:
-        return ContentionRule(cores=self.contention_cores, pressure=self.contention_pressure)
+        return ContentionRule(cores=self.contention_cores, pressure=self.contention_pressure, speed=self.speed_tolerance or None)
 
     @model_validator(mode="after")
     def _check_sample_bounds(self) -> TimingConfig:

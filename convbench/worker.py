@@ -71,6 +71,7 @@ from convbench.peaks import (
 )
 from convbench.results import SCHEMA_ID, empty_row, now_iso
 from convbench.rows import rates, sample_rows, threads_all_cores, timing_fields
+from convbench.speed_probe import Speed, SpeedProbe
 from convbench.timing import (
     DeviceTimed,
     Guard,
@@ -123,6 +124,18 @@ class CaseRunner:
         self.peaks: dict[str, dict[str, Any] | None] = {}  #: peak_key -> measured peaks
         self.reader = Reader()  #: this process's CPU time and the machine's counters
         self.held: dict[str, tuple[Prepared, Any]] = {}  #: case_id -> (prepared, sampler), for `prepare`
+        self.speed_reference: Speed | None = None  #: the run's machine speed (convbench.speed_probe)
+        self._probe: SpeedProbe | None = None
+
+    def probe_for(self, device: str, timing: TimingConfig) -> SpeedProbe | None:
+        """The speed probe for a CPU case group, when the runner sent a reference and the
+        timing judges speed (None otherwise: a GPU's timing does not hang on the host's speed)."""
+        if device != "cpu" or self.speed_reference is None or not timing.speed_tolerance:
+            return None
+        if self._probe is None:
+            self._probe = SpeedProbe()
+        self._probe.reference = self.speed_reference
+        return self._probe
 
     def reference(self, case: Case, graph, tensors, cotangents) -> dict[str, np.ndarray]:  # noqa: ANN001
         """Float64 reference of the native graph, cached across variants of one workload."""
@@ -220,7 +233,7 @@ class CaseRunner:
                     self.ensure_peaks(case, timing)
         baseline = next((c.case_id for c in cases if c.case_id in ready and c.variant == "native"), order[0])
         baseline_variant = next(c.variant for c in cases if c.case_id == baseline)
-        monitor = Monitor(self.reader, timing.rule())
+        monitor = Monitor(self.reader, timing.rule(), probe=self.probe_for(cases[0].device, timing))
         guard = Guard.for_case(monitor, timing, cases[0].device)
         if timing.interleave and len(order) > 1:
             result = measure_interleaved({cid: samplers[cid] for cid in order}, timing, baseline, guard=guard)
@@ -425,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             timing = TimingConfig.model_validate(msg.get("timing", {}))
             started = time.perf_counter()
             runner.peaks.update(msg.get("peaks") or {})
+            runner.speed_reference = Speed.from_dict(msg.get("speed_reference"))
             runner.run_group(cases, timing, msg.get("tolerance", {}), bool(msg.get("verify_only")))
             protocol.send("done", seconds=time.perf_counter() - started)
         if msg.get("cmd") == "prepare":

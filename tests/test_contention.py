@@ -238,6 +238,8 @@ def test_load_between_exact(tmp_path: Path) -> None:
             "cpu_pressure": 0.2,
             "runnable": 2,
             "freq_mhz": 2700.0,
+            "speed_compute": None,  # no probe: convbench.speed_probe, tests/test_speed_probe.py
+            "speed_memory": None,
         }
     )
     assert load.describe() == (
@@ -509,6 +511,8 @@ def test_mean_load_is_wall_weighted() -> None:
         cpu_pressure=None,
         runnable=2,
         freq_mhz=None,
+        speed_compute=1.2,
+        speed_memory=None,
     )
     m = mean_load([a, b, Load(wall=0.0, own_cpu=9.0)])
     assert m is not None
@@ -521,6 +525,8 @@ def test_mean_load_is_wall_weighted() -> None:
             "cpu_pressure": 0.1,
             "runnable": 2,
             "freq_mhz": 2000.0,
+            "speed_compute": 1.2,  # over the loads that know it
+            "speed_memory": None,
         }
     )
     assert mean_load([]) is None and mean_load([Load(wall=0.0, own_cpu=0.0)]) is None

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from convbench.contention import CONTENDED_MEANING
 from convbench.report.data import KEY_COLUMNS, Run, flag, num
 from convbench.report.plots import Plot, _finite, _layout, case_hover, esc, log_axis, to_json
 from convbench.report.tables import (
@@ -83,7 +84,7 @@ def _contended(row: pd.Series) -> tuple[Badge, ...]:
     if not sides:
         return ()
     names = " and ".join(s.upper() for s in sides)
-    return (Badge(f"contended: {names}", "contended", f"{names} contended while timed (other processes used the CPU); the reason column says how"),)
+    return (Badge(f"contended: {names}", "contended", f"{names} contended: {CONTENDED_MEANING}; the reason column says how"),)
 
 
 def suite_line(suite: dict[str, Any]) -> dict[str, str] | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from convbench.contention import CONTENDED_MEANING
 from convbench.display import show
 from convbench.environment import environment_rows
 from convbench.report.data import KEY_COLUMNS, Run, flag, num, row_keys
@@ -106,7 +107,7 @@ def contended_badges(row: pd.Series) -> tuple[Badge, ...]:
     if not flag(row.get("contended")):
         return ()
     why = row.get("contention")
-    return (Badge("contended", "contended", why if isinstance(why, str) and why else "other processes used the CPU while it was timed"),)
+    return (Badge("contended", "contended", why if isinstance(why, str) and why else CONTENDED_MEANING),)
 
 
 def has_telemetry(frame: pd.DataFrame) -> bool:
@@ -333,7 +334,7 @@ def run_badges(run: Run) -> tuple[Badge, ...]:
     n = run.contended
     if not n:
         return ()
-    return (Badge(f"{n} contended", "contended", f"{n} of {run.timed} timed cases were contended: other processes used the CPU while they were timed"),)
+    return (Badge(f"{n} contended", "contended", f"{n} of {run.timed} timed cases were contended: {CONTENDED_MEANING}"),)
 
 
 def canary_cell(run: Run) -> Cell:
@@ -472,7 +473,7 @@ def headlines(suites: dict[str, tuple[list[Run], pd.DataFrame]], suite_pages: di
                     notes.append(Badge("emulated", "emulated", "taken under an emulator: these times say nothing about that CPU"))
                 contended = sum(map(flag, part["contended"])) if "contended" in part else 0
                 if contended:
-                    notes.append(Badge(f"{contended} contended", "contended", f"{contended} of these cases were contended: other processes used the CPU while they were timed"))
+                    notes.append(Badge(f"{contended} contended", "contended", f"{contended} of these cases were contended: {CONTENDED_MEANING}"))
                 lines.append(HeadlineLine(
                     f"{first['variant']} vs {baseline}", f"{first['backend']} on {first['device']}", run.name,
                     run_pages.get(run.name, ""), str(run.core_env.get("hostname") or ""), speedup_summary(part, baseline), tuple(notes),
