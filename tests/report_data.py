@@ -169,6 +169,7 @@ def telemetry(case: Case) -> dict[str, object]:
         "contended": contended, "contention": CONTENTION if contended else None,
         "foreign_cpu": 0.82 if contended else 0.05, "steal": 0.0, "cpu_pressure": 0.5 if contended else 0.01,
         "dropped": 2 if contended else 0, "quiet_wait": 0.0, "threads_all_cores": case.device == "cpu" and case.threads == 2,
+        "speed_compute": 1.31 if contended else 1.01, "speed_memory": 1.02,
     }  # fmt: skip
 
 

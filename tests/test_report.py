@@ -487,6 +487,7 @@ def test_case_tables_show_other_cpu_a_contended_badge_and_the_all_cores_mark(con
     assert len(badged) == 4 and all(r[col["workload"]].text == "dw_a" and r[col["backend"]].text == "torch" for r in badged)
     assert {(b.text, b.cls, b.title) for r in badged for b in r[col["status"]].badges} == {("contended", "contended", CONTENTION)}
     assert {r[col["foreign_cpu"]].text for r in badged} == {f"0.82 {ALL_CORES_MARK}"} and badged[0][col["foreign_cpu"]].sort == "0.82"
+    assert "the speed probe took 1.31x (compute) and 1.02x (memory) the machine's reference time" in badged[0][col["foreign_cpu"]].title
     assert {r[col["foreign_cpu"]].text for r in rows if not r[col["status"]].badges} == {f"0.05 {ALL_CORES_MARK}"}
     page = (contended["site"] / "suite-synthetic.html").read_text()
     assert '<button type="button">other CPU</button>' in page and ALL_CORES_LEGEND in page

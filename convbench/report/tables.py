@@ -127,6 +127,9 @@ def load_cell(row: pd.Series) -> Cell:
     parts += [f"tasks waited for a CPU {pressure:.0%} of the time"] if pressure is not None else []
     parts += [f"{int(dropped)} contended samples dropped"] if dropped else []
     parts += [f"waited {wait:.1f} s for quiet"] if wait else []
+    compute, memory = num(row.get("speed_compute")), num(row.get("speed_memory"))
+    if compute is not None and memory is not None:
+        parts.append(f"the speed probe took {compute:.2f}x (compute) and {memory:.2f}x (memory) the machine's reference time")
     text = "–" if foreign is None else f"{foreign:.2f}"
     if flag(row.get("threads_all_cores")):
         text, parts = f"{text} {ALL_CORES_MARK}", [*parts, "threads = usable cores"]
