@@ -30,6 +30,18 @@ def test_contention_lines_count_and_name_the_worst_load() -> None:
     assert contention_lines(pd.DataFrame([{"status": "ok", "median": 1e-3}])) == []  # a run made before telemetry
 
 
+def test_contention_lines_name_the_speed_probe_range() -> None:
+    frame = pd.DataFrame([
+        row(contended=True, foreign_cpu=0.0, speed_compute=1.42, speed_memory=1.05),
+        row(contended=True, foreign_cpu=0.02, speed_compute=0.86, speed_memory=0.97),
+        row(speed_compute=3.0, speed_memory=3.0),  # not contended: not counted
+    ])  # fmt: skip
+    assert contention_lines(frame)[0].startswith(
+        "! 2 of 3 timed cases were contended while timed (other processes used up to 0.02 cores; "
+        "the speed probe took 0.86-1.42x the machine's reference time)"
+    )
+
+
 def test_page_faulting_cases_are_named() -> None:
     frame = pd.DataFrame([row(page_faults=37635.0), row(page_faults=0.0), row(page_faults=None), row(status="error", page_faults=9.0)])
     lines = contention_lines(frame)
