@@ -178,4 +178,5 @@ from convbench.workloads import (  # noqa: E402,F401  (registration)
     shiftnet,
     shuffle,
     shufflenet,
+    thundernet,
 )

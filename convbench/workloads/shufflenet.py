@@ -173,9 +173,10 @@ def build_shufflenet_v1_unit(p: ShuffleNetV1UnitParams, batch: int) -> Graph:
 
 
 def shufflenet_v2_unit(
-    b: GraphBuilder, x: str, out: int, stride: int, prefix: str, downsampling: str = "torchvision"
+    b: GraphBuilder, x: str, out: int, stride: int, prefix: str, downsampling: str = "torchvision", kernel: int = 3
 ) -> str:
-    """One ShuffleNet v2 unit (see the module docstring); returns its output."""
+    """One ShuffleNet v2 unit (see the module docstring); returns its output. ``kernel`` is
+    the depthwise convs' (5 in ThunderNet's SNet, :mod:`convbench.workloads.thundernet`)."""
     c_in, half = b.shape(x)[1], out // 2
     keep_channels = c_in if stride > 1 and downsampling == "original" else half
 
@@ -183,7 +184,7 @@ def shufflenet_v2_unit(
         y = _bn_act(b, b.conv2d(y, half, 1, name=f"{name}.pw1"), f"{name}.pw1")
         y = _bn_act(
             b,
-            b.conv2d(y, half, 3, stride=stride, groups=half, name=f"{name}.dw"),
+            b.conv2d(y, half, kernel, stride=stride, groups=half, name=f"{name}.dw"),
             f"{name}.dw",
             None,
         )
@@ -193,7 +194,7 @@ def shufflenet_v2_unit(
         keep, rest = channel_split(b, x, 2, name=f"{prefix}split")
         parts = [keep, branch(rest, f"{prefix}branch2", half)]
     else:
-        left = b.conv2d(x, c_in, 3, stride=stride, groups=c_in, name=f"{prefix}branch1.dw")
+        left = b.conv2d(x, c_in, kernel, stride=stride, groups=c_in, name=f"{prefix}branch1.dw")
         left = _bn_act(b, left, f"{prefix}branch1.dw", None)
         left = _bn_act(
             b, b.conv2d(left, keep_channels, 1, name=f"{prefix}branch1.pw"), f"{prefix}branch1.pw"
