@@ -357,7 +357,7 @@ class Monitor:
         return self._with_speed(load_between(start, end, window))
 
     def _with_speed(self, load: Load, fresh: bool = False) -> Load:
-        speed = self.probe.reading(fresh) if self.probe is not None else None
+        speed = self.probe.reading(fresh, after_idle=fresh) if self.probe is not None else None
         if speed is None:
             return load
         return dataclasses.replace(load, speed_compute=speed.compute, speed_memory=speed.memory)

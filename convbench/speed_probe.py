@@ -106,12 +106,17 @@ class SpeedProbe:
             compute, memory = min(compute, t1 - t0), min(memory, t2 - t1)
         return Speed(compute, memory)
 
-    def reading(self, fresh: bool = False) -> Speed | None:
+    def reading(self, fresh: bool = False, after_idle: bool = False) -> Speed | None:
         """The speed relative to the reference: a new reading when ``fresh`` or when the
-        last is older than ``interval``, else the last one. None without a reference."""
+        last is older than ``interval``, else the last one. None without a reference.
+        ``after_idle``: the process slept just before (a quiet-wait window), so one
+        reading is thrown away first: a CPU waking from idle read the compute part 16%
+        slower on the first try here."""
         if self.reference is None:
             return None
         if fresh or self._last is None or self.clock() - self._at >= self.interval:
+            if after_idle:
+                self.measure()
             self._last = self.measure().over(self.reference)
             self._at = self.clock()
         return self._last

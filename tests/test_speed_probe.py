@@ -52,8 +52,9 @@ def test_reading_is_reused_within_the_interval() -> None:
     clock.t += 0.05
     assert probe.reading() is first and probe.measured == 1
     assert probe.reading(fresh=True).compute == pytest.approx(1.05) and probe.measured == 2
+    assert probe.reading(fresh=True, after_idle=True) is not None and probe.measured == 4  # one thrown away
     clock.t += 0.2
-    assert probe.reading().compute == pytest.approx(1.25) and probe.measured == 3
+    assert probe.reading().compute == pytest.approx(1.25) and probe.measured == 5
 
 
 @pytest.mark.parametrize(
