@@ -286,6 +286,44 @@ def test_calibration_ignores_slow_first_call() -> None:
     assert m.stats.median == pytest.approx(1e-4)
 
 
+@pytest.mark.parametrize(("slow_calls", "decay"), [(3, False), (4, True)])
+def test_calibration_rechecks_a_warmup_slow_throughout(slow_calls: int, decay: bool) -> None:
+    """A fresh process's first calls were all slow (measured: a 0.2 ms conv took 70-96 ms
+    per iteration through the whole quick warm-up): calibration must not take n = 1."""
+    clock = FakeClock()
+    op = FakeOp(clock, base=1e-4)
+    slow = {"left": slow_calls}
+    inner_step = op.step
+
+    def step() -> None:
+        if slow["left"]:
+            slow["left"] -= 1
+            clock.advance(0.08 / (slow_calls - slow["left"]) if decay else 0.08)  # 80 ms each, or 80, 40, 27, 20: settling
+        else:
+            inner_step()
+
+    op.step = step  # type: ignore[method-assign]
+    op._sample = host_sampler(op.step, lambda: None, clock)
+    cfg = TimingConfig(warmup_time=0.05, min_samples=7, precision=0.05, max_time=1.5)
+    m = measure(op, cfg, clock)
+    assert m.warmup_iters == 3
+    assert 55 <= m.inner <= 56  # SAFETY * min_sample_time / 1e-4, not 1
+    assert m.stats.median == pytest.approx(1e-4)
+
+
+def test_calibration_keeps_one_iteration_for_an_op_slower_than_min_sample_time() -> None:
+    clock = FakeClock()
+    op = FakeOp(clock, base=0.02)  # 20 ms: every iteration is a long enough sample
+    cfg = TimingConfig(warmup_time=0.05, min_samples=7, precision=0.05, max_time=1.5)
+    m = measure(op, cfg, clock)
+    assert m.inner == 1
+    # one recheck iteration beyond warm-up, none for an op slower than the cap (max_time / min_samples)
+    assert sum(op.calls[: len(op.calls) - len(m.samples)]) == m.warmup_iters + 1
+    slow = FakeOp(FakeClock(), base=0.5)
+    m = measure(slow, cfg, slow.clock)
+    assert m.inner == 1 and sum(slow.calls[: len(slow.calls) - len(m.samples)]) == m.warmup_iters
+
+
 def test_low_noise_converges_at_min_samples() -> None:
     clock = FakeClock()
     op = FakeOp(clock, base=0.001, sigma=0.01, seed=5)
