@@ -142,9 +142,11 @@ def depthwise_ratios(run: Path) -> dict[str, dict[str, Any]]:
             continue
         flagged = any(truthy(v) for v in g.get("contended", pd.Series(dtype=object)))
         foreign = [float(v) for v in g.get("foreign_cpu", pd.Series(dtype=float)) if v is not None and v == v]
+        speed = {c: float(diag.iloc[0][c]) for c in ("speed_compute", "speed_memory") if c in diag and pd.notna(diag.iloc[0][c])}
         out[f"{workload} {mode} b{batch}"] = {
             "ratio": float(diag.iloc[0]["ratio"]), "contended": flagged,
-            "foreign_cpu": max(foreign) if foreign else None,
+            "foreign_cpu": max(foreign) if foreign else None, **speed,
+            "inner": [int(v) for v in g["inner"].dropna()], "reason": next((r for r in g.get("contention", []) if isinstance(r, str)), None),
         }  # fmt: skip
     return out
 
