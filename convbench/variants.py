@@ -39,8 +39,24 @@ shape (G*m, G, 1, 1) into a (G*m, G, k, k) weight that is zero off the diagonal,
 grouped conv with C / G groups runs them all (one dense conv when G = C). The mask
 multiplication is part of the graph, so in training gradients flow only into the real
 depthwise weight. When C is not a multiple of G, the last r = C mod G channels form a
-smaller group: the rewrite slices the input and weight into the C - r channels of full
-groups and the r remaining ones, runs one conv on each, and concatenates the outputs.
+smaller group: by default (``remainder=split``) the rewrite slices the input and weight
+into the C - r channels of full groups and the r remaining ones, runs one conv on each,
+and concatenates the outputs (an extra conv, two slices and a concat per such layer);
+``remainder=pad`` instead appends G - r zero channels to the input and the weight, runs
+one grouped conv over full groups and keeps the first C output channels (one conv, more
+arithmetic on zeros).
+
+How the authors ran it (qinzheng93/diagonalwise-refactorization-*), in convbench's terms:
+PyTorch, groups = max(C / 32, 1): ``diagonalwise`` (their trainable parameter is the
+expanded (C, G, k, k) tensor, masked in every forward; convbench's is the compact
+(C, 1, k, k) one, expanded by the mask in the graph, so the optimizer updates C k^2
+values instead of C G k^2 and the backward has one more reduction, over the mask's
+broadcast: the same function and the same gradient on the real weights; the expanded
+parameter is not offered, because a variant keeps the graph's parameters); Caffe, one
+dense C x C conv with the weight gradient masked after backward:
+``diagonalwise(group_size=N)`` with N >= the widest layer (the mask in the forward
+instead of on the gradient); TensorFlow, the input split into groups, each with its own
+masked G x G conv, concatenated: ``diagonalwise+split`` (run as a graph, not XLA).
 """
 
 from __future__ import annotations
@@ -67,6 +83,7 @@ class VariantKind:
     defaults: dict[str, Any]
     description: str
     applies_to: Callable[[Node, Graph], bool] | None = None  #: nodes it changes; None: none
+    choices: dict[str, tuple[str, ...]] | None = None  #: the values a text argument may take
 
     def changes(self, graph: Graph) -> bool:
         """Whether the rewrite changes anything in ``graph``."""
@@ -148,9 +165,23 @@ def _masked_conv(
     return b.add("conv2d", inputs, name=name or b.unique(f"{node.name}.part"), groups=c // group, **attrs)
 
 
+def _padded_masked_conv(b: GraphBuilder, node: Node, x: str, w: str, bias: str | None, group: int, m: int, extra: int) -> None:
+    """``remainder=pad``: ``extra`` zero channels appended to the input, the weight (and
+    bias) padded alike, one grouped masked conv over full groups, then the first C*m
+    output channels. The padded channels are zeros, so the function is the same; the
+    gradient of the padding is dropped by the pads' backward."""
+    c = b.shape(x)[1]
+    xp = b.pad(x, [(0, 0), (0, extra), (0, 0), (0, 0)], name=b.unique(f"{node.name}.x_padded"))
+    wp = b.pad(w, [(0, extra * m), (0, 0), (0, 0), (0, 0)], name=b.unique(f"{node.name}.w_padded"))
+    bp = b.pad(bias, [(0, extra * m)], name=b.unique(f"{node.name}.b_padded")) if bias else None
+    y = _masked_conv(b, node, xp, wp, bp, group, m, None)
+    b.add("slice", [y], name=node.name, axis=1, start=0, stop=c * m)
+
+
 def diagonalwise(graph: Graph, args: dict[str, Any]) -> Graph:
     """Rewrite every depthwise conv as grouped standard convs with diagonal weights."""
     group_size = int(args["group_size"])
+    pad_remainder = args.get("remainder", "split") == "pad"
     b = GraphBuilder()
     for node in graph.nodes:
         if not is_depthwise(node, graph):
@@ -164,6 +195,9 @@ def diagonalwise(graph: Graph, args: dict[str, Any]) -> Graph:
         rest = c % g
         if rest == 0:
             _masked_conv(b, node, x, w, bias, g, m, node.name)
+            continue
+        if pad_remainder:
+            _padded_masked_conv(b, node, x, w, bias, g, m, g - rest)
             continue
         full = c - rest
         parts = []
@@ -280,9 +314,10 @@ VARIANTS: dict[str, VariantKind] = {
     "diagonalwise": VariantKind(
         "diagonalwise",
         diagonalwise,
-        {"group_size": 32},
+        {"group_size": 32, "remainder": "split"},
         "depthwise conv as a grouped standard conv with (block-)diagonal weights",
         is_depthwise,
+        {"remainder": ("split", "pad")},
     ),
     "blockdiag": VariantKind(
         "blockdiag",
@@ -428,5 +463,8 @@ def _parse_one(label: str) -> Variant:
             raise ValueError(f"variant {name}: {key} must be {type(default).__name__}, got {value.strip()!r}")
         if isinstance(parsed, int) and parsed < 1:
             raise ValueError(f"variant {name}: {key} must be >= 1, got {parsed}")
+        allowed = (kind.choices or {}).get(key)
+        if allowed and parsed not in allowed:
+            raise ValueError(f"variant {name}: {key} must be one of {', '.join(allowed)}, got {value.strip()!r}")
         args[key] = parsed
     return Variant(kind, tuple(sorted(args.items())))

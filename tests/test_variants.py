@@ -33,6 +33,10 @@ def _same_function(kind: str, params: dict, batch: int, label: str, mode: str) -
         ({"channels": 70, "size": 7, "stride": 2}, "diagonalwise(group_size=16)"),  # 70 = 4*16 + 6
         ({"channels": 5, "size": 6, "multiplier": 3, "bias": True}, "diagonalwise(group_size=2)"),
         ({"channels": 33, "size": 9, "kernel": 5, "stride": 2, "bn": True, "act": "relu6"}, "diagonalwise"),
+        ({"channels": 70, "size": 7, "stride": 2}, "diagonalwise(group_size=16, remainder=pad)"),  # 70 -> 80
+        ({"channels": 5, "size": 6, "multiplier": 3, "bias": True}, "diagonalwise(group_size=2, remainder=pad)"),
+        ({"channels": 70, "size": 5}, "diagonalwise(group_size=16)+split"),  # the authors' TensorFlow form
+        ({"channels": 70, "size": 5}, "diagonalwise(group_size=1024)"),  # the authors' Caffe form: one dense conv
     ],
 )
 def test_diagonalwise_equals_native(params: dict, label: str, mode: str) -> None:
@@ -61,6 +65,21 @@ def test_diagonalwise_on_a_network_keeps_parameters_and_multiplies_macs() -> Non
     assert rewritten.macs() > graph.macs()
     assert not any(n.op == "conv2d" and n.attrs["groups"] == rewritten.shape(n.inputs[0])[1] > 1 for n in rewritten.nodes)
     _same_function("mobilenet_v1", {"width": 0.25, "resolution": 32, "classes": 10}, 2, "diagonalwise", "training")
+
+
+def test_remainder_pad_is_one_conv_over_zero_padded_channels() -> None:
+    graph = build_graph("depthwise", {"channels": 70, "size": 7}, 1)
+    split = parse_variant("diagonalwise(group_size=16)").apply(graph)
+    padded = parse_variant("diagonalwise(group_size=16, remainder=pad)").apply(graph)
+    convs = [n for n in padded.nodes if n.op == "conv2d"]
+    assert len(convs) == 1 and convs[0].attrs["groups"] == 5 and padded.shape(convs[0].inputs[0])[1] == 80
+    assert not any(n.op == "concat" for n in padded.nodes) and sum(n.op == "conv2d" for n in split.nodes) == 2
+    assert padded.macs() == 80 * 16 * 7 * 7 * 9 > split.macs() == (64 * 16 + 6 * 6) * 7 * 7 * 9
+    assert [(n.name, n.shape) for n in padded.params] == [(n.name, n.shape) for n in graph.params]
+    assert parse_variant("diagonalwise(remainder=pad)").label == "diagonalwise(remainder=pad)"
+    assert parse_variant("diagonalwise(remainder=split)").label == "diagonalwise"
+    with pytest.raises(ValueError, match="remainder must be one of split, pad, got 'zero'"):
+        parse_variant("diagonalwise(remainder=zero)")
 
 
 def test_diagonalwise_macs_grow_by_the_group_size() -> None:
