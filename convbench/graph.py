@@ -40,6 +40,12 @@ simple ops instead of one op per paper):
   :func:`shift_offsets` builds the offsets of Wu et al.'s k x k shift (the channels
   left over by k*k groups stay in place, as in the authors' kernel) and
   :func:`shift_runs` groups consecutive channels that share an offset.
+* ``gather`` (attrs ``axis`` and ``indices``, a fixed tuple of ints in
+  ``[0, size of axis)``, repeats allowed): ``out`` along ``axis`` is
+  ``x[..., indices[j], ...]`` for j < len(indices) (``numpy.take``, ``torch.index_select``,
+  ``tf.gather``, ``jnp.take``, ONNX ``Gather``, MXNet ``take``). Its gradient is the
+  adjoint, a scatter-add: ``gx[..., i, ...]`` sums ``gy`` over every j with
+  ``indices[j] = i``. :func:`index_runs` groups consecutive indices.
 
 Composite layers (defined once here, as :class:`GraphBuilder` methods built from the ops
 above, so every backend runs them through the ops it already lowers):
@@ -68,7 +74,10 @@ above, so every backend runs them through the ops it already lowers):
   is a (C_out, C_in) ``param`` times a 0/1 ``const`` mask (``mul``; form ``masked``: only
   the windows' C_out * U entries get gradients), or the SCC's own (C_out, U) ``param``
   scattered into it by a ``mul`` with a const pattern and an ``avgpool`` summing over U
-  (form ``compact``).
+  (form ``compact``); or (form ``gather``) a ``gather`` of the C_out * U channels the
+  windows read, in window order, then a grouped 1x1 ``conv2d`` with C_out groups of U
+  channels and the SCC's own (C_out, U, 1, 1) weight: the SCC's own multiply-adds, at
+  the cost of a C_out * U channel temporary.
 
 Counting conventions (README, "Counting"):
 
@@ -114,6 +123,7 @@ OPS = SOURCE_OPS | ELEMENTWISE_UNARY | frozenset(
         "transpose",
         "pad",
         "shift",
+        "gather",
     }
 )
 
@@ -344,6 +354,18 @@ def infer_shape(op: str, in_shapes: list[Shape], attrs: Mapping[str, Any]) -> Sh
         if any(abs(dy) >= x[2] or abs(dx) >= x[3] for dy, dx in offsets):
             raise GraphError(f"shift: an offset moves a channel out of its {x[2]}x{x[3]} plane")
         return x
+    if op == "gather":
+        arity(1)
+        x, indices = in_shapes[0], attrs["indices"]
+        axis = attrs["axis"]
+        if not -len(x) <= axis < len(x):
+            raise GraphError(f"gather: axis {axis} out of range for {x}")
+        axis %= len(x)
+        if not indices or any(not 0 <= int(i) < x[axis] for i in indices):
+            raise GraphError(f"gather: indices must be non-empty and in [0, {x[axis]}), got {len(indices)} of them")
+        out = list(x)
+        out[axis] = len(indices)
+        return tuple(out)
     if op == "linear":
         arity(2, 3)
         x, w = in_shapes[0], in_shapes[1]
@@ -467,6 +489,30 @@ def shift_runs(offsets: Sequence[Sequence[int]]) -> list[tuple[int, int, int, in
         else:
             runs.append((c, c + 1, int(dy), int(dx)))
     return runs
+
+
+def index_runs(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive increasing indices, ``(start, stop)``: ``indices`` is
+    the concatenation of ``range(start, stop)`` over the runs."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        i = int(i)
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def scc_gather_indices(in_channels: int, out_channels: int, groups: int, overlap: float) -> tuple[int, ...]:
+    """The input channels a sliding-channel conv reads, window after window: entry
+    ``c * U + u`` is ``(start_c + u) mod C_in`` (:func:`scc_window_starts`)."""
+    width = in_channels // groups
+    return tuple(
+        (start + u) % in_channels
+        for start in scc_window_starts(in_channels, out_channels, groups, overlap)
+        for u in range(width)
+    )
 
 
 class GraphBuilder:
@@ -602,6 +648,9 @@ class GraphBuilder:
     def shift(self, x: str, offsets: Sequence[Sequence[int]], name: str | None = None) -> str:
         return self.add("shift", [x], name=name, offsets=tuple((int(a), int(b)) for a, b in offsets))
 
+    def gather(self, x: str, axis: int, indices: Sequence[int], name: str | None = None) -> str:
+        return self.add("gather", [x], name=name, axis=int(axis), indices=tuple(int(i) for i in indices))
+
     def mixconv(
         self,
         x: str,
@@ -668,11 +717,26 @@ class GraphBuilder:
         ``<name>.mask``. ``compact``: the trainable weight is the SCC's own (C_out, U),
         scattered into the dense weight with existing ops: ``reshape`` (C_out, 1, U, 1),
         ``mul`` by a const (C_out, 1, U, C_in) holding U where input channel i is entry u
-        of channel c's window, ``avgpool`` over U (the sum / U), ``reshape``. He init uses
-        the fan-in a window sees, ``C_in / groups``."""
+        of channel c's window, ``avgpool`` over U (the sum / U), ``reshape``. ``gather``:
+        ``<name>.gather`` takes the windows' C_out * U channels
+        (:func:`scc_gather_indices`), then ``<name>`` is a 1x1 conv with C_out groups and
+        the weight ``<name>.weight`` (C_out, U, 1, 1), entry (c, u) the masked form's
+        (c, (start_c + u) mod C_in). He init uses the fan-in a window sees,
+        ``C_in / groups``."""
         name = name or self.unique("scc")
         c_in = self.shape(x)[1]
         width = c_in // groups
+        if form == "gather":
+            if c_in % groups:
+                raise GraphError(f"{name}: {c_in} input channels are not {groups} groups")
+            taken = self.gather(x, 1, scc_gather_indices(c_in, out_channels, groups, overlap), name=f"{name}.gather")
+            w = self.param(f"{name}.weight", (out_channels, width, 1, 1), "he_normal", width)
+            inputs = [taken, w]
+            if bias:
+                inputs.append(self.param(f"{name}.bias", (out_channels,), "fan_in_uniform", width))
+            return self.add(
+                "conv2d", inputs, name=name, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=out_channels
+            )
         mask = scc_mask(c_in, out_channels, groups, overlap)
         if form == "masked":
             w = self.param(f"{name}.weight", mask.shape, "he_normal", width)

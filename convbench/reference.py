@@ -13,9 +13,10 @@ Conventions (those of :mod:`convbench.graph`):
 * ``batchnorm`` inputs are (x, gamma, beta, running_mean, running_var). Inference uses the
   running statistics; training uses the batch statistics over every axis but 1, with the
   biased variance (PyTorch's train mode). Gradients flow through the batch statistics;
-* ``reshape``, ``transpose``, ``pad`` and ``shift`` move data only; the gradient of each is
-  its adjoint: reshape back, the inverse permutation, the interior slice, and the shift by
-  the opposite offsets (zero fill again);
+* ``reshape``, ``transpose``, ``pad``, ``shift`` and ``gather`` move data only; the
+  gradient of each is its adjoint: reshape back, the inverse permutation, the interior
+  slice, the shift by the opposite offsets (zero fill again), and a scatter-add into
+  zeros (an input element read by several indices receives the sum of their gradients);
 * ``backward`` differentiates loss = sum over outputs of sum(output * cotangent). Only
   nodes that depend on an ``input`` or ``param`` receive gradients; ``const`` nodes never do.
 """
@@ -429,6 +430,21 @@ def _shift_bwd(
     return [shift(gy, node.attrs["offsets"], sign=-1)]
 
 
+def _gather_fwd(node: Node, ins: list[Array], training: bool) -> Array:
+    return np.take(ins[0], np.asarray(node.attrs["indices"], dtype=np.intp), axis=node.attrs["axis"])
+
+
+def _gather_bwd(
+    node: Node, ins: list[Array], y: Array, gy: Array, needs: list[bool], training: bool
+) -> list[Array | None]:
+    """The adjoint of a gather: a scatter-add of ``gy`` into zeros (repeated indices sum)."""
+    axis = node.attrs["axis"] % gy.ndim
+    gx = np.zeros(ins[0].shape)
+    moved = np.moveaxis(gx, axis, 0)  # a view: adding into it adds into gx
+    np.add.at(moved, np.asarray(node.attrs["indices"], dtype=np.intp), np.moveaxis(gy, axis, 0))
+    return [gx]
+
+
 def _linear_fwd(node: Node, ins: list[Array], training: bool) -> Array:
     y = ins[0] @ ins[1].T
     return y + ins[2] if len(ins) > 2 else y
@@ -553,6 +569,7 @@ _FORWARD: dict[str, ForwardFn] = {
     "transpose": _transpose_fwd,
     "pad": _pad_fwd,
     "shift": lambda node, ins, training: shift(ins[0], node.attrs["offsets"]),
+    "gather": _gather_fwd,
 }
 
 _BACKWARD: dict[str, BackwardFn] = {
@@ -574,6 +591,7 @@ _BACKWARD: dict[str, BackwardFn] = {
     "transpose": _transpose_bwd,
     "pad": _pad_bwd,
     "shift": _shift_bwd,
+    "gather": _gather_bwd,
 }
 
 

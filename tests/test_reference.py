@@ -292,6 +292,31 @@ def test_shift_forward_matches_loops() -> None:
     np.testing.assert_array_equal(got, want)
 
 
+def test_gather_forward_and_scatter_add_backward() -> None:
+    """out[:, j] = x[:, indices[j]]; gx[:, i] sums gy[:, j] over j with indices[j] = i."""
+    indices = (3, 0, 3, 4, 1, 3, 0)
+    graph = single(_gather(1, indices))
+    out = graph.outputs[0]
+    assert graph.shape(out) == (2, 7, 3, 2) and graph.macs() == 0
+    x = make_tensors(graph, SEED)["x"]
+    got = forward(graph, {"x": x}, False)[out]
+    for j, i in enumerate(indices):
+        np.testing.assert_array_equal(got[:, j], x[:, i])
+    gy = make_cotangents(graph, SEED)[out]
+    gx = backward(graph, forward(graph, {"x": x}, False), {out: gy}, False)["x"]
+    want = np.zeros(x.shape)
+    for j, i in enumerate(indices):
+        want[:, i] += gy[:, j]
+    np.testing.assert_allclose(gx, want, rtol=1e-15, atol=0)
+    assert (gx[:, 2] == 0).all()  # channel 2 is never read
+    b = GraphBuilder()
+    x_in = b.input("x", (1, 4, 2, 2))
+    with pytest.raises(ValueError, match="indices"):
+        b.gather(x_in, 1, (0, 4))
+    with pytest.raises(ValueError, match="indices"):
+        b.gather(x_in, 1, ())
+
+
 def test_reshape_transpose_pad_forward() -> None:
     b = GraphBuilder()
     x = b.input("x", (2, 6, 2, 3))
@@ -414,6 +439,11 @@ def _shift(b: GraphBuilder) -> str:
     return b.shift(b.input("x", (2, 7, 4, 5)), offsets)
 
 
+def _gather(axis: int, indices: tuple[int, ...]) -> Callable[[GraphBuilder], str]:
+    # repeated and out-of-order indices, some input entries never read: the scatter-add
+    return lambda b: b.gather(b.input("x", (2, 5, 3, 2)), axis, indices)
+
+
 OP_GRAPHS: dict[str, tuple[Callable[[GraphBuilder], str], dict[str, float]]] = {
     "batchnorm": (_bn((3, 2, 3, 2)), {}),
     "batchnorm_2d": (_bn((4, 3)), {}),
@@ -445,6 +475,8 @@ OP_GRAPHS: dict[str, tuple[Callable[[GraphBuilder], str], dict[str, float]]] = {
     "transpose": (_transpose, {}),
     "pad": (_pad, {}),
     "shift": (_shift, {}),
+    "gather_channels": (_gather(1, (3, 0, 3, 4, 1, 3, 0)), {}),
+    "gather_height": (_gather(2, (2, 2, 0)), {}),
 }
 
 

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from convbench.data import make_tensors
-from convbench.graph import GraphError, scc_mask, scc_window_starts
+from convbench.graph import GraphError, index_runs, scc_gather_indices, scc_mask, scc_window_starts
 from convbench.reference import forward
 from convbench.workloads import WORKLOADS, build_graph
 from convbench.workloads.scc import SccParams, scc_macs, scc_params
@@ -111,3 +111,52 @@ def test_compact_form_trains_the_scc_weight_itself(groups: int, overlap: float) 
 def test_compact_gradients_match_finite_differences(mode: str) -> None:
     p = {"in_channels": 6, "out_channels": 5, "size": 3, "groups": 2, "overlap": 0.33, "form": "compact", "bn": True}
     fd_check(build_graph("scc", p, 2), mode)
+
+
+# -- form gather: a channel gather, then a grouped 1x1 conv --------------------------------
+def test_gather_indices_are_the_windows_in_order() -> None:
+    # U = 4, starts 0, 2, 4, 6, 0 (mod 8): window 3 wraps
+    idx = scc_gather_indices(8, 5, 2, 0.5)
+    assert idx == (0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 0, 1, 0, 1, 2, 3)
+    assert index_runs(idx) == [(0, 4), (2, 6), (4, 8), (6, 8), (0, 2), (0, 4)]
+    assert index_runs([5]) == [(5, 6)] and index_runs([1, 2, 3, 7, 8]) == [(1, 4), (7, 9)]
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+@pytest.mark.parametrize("overlap", [0.25, 0.33, 0.5, 0.75])
+def test_gather_form_equals_the_masked_form(groups: int, overlap: float) -> None:
+    """Weight (c, u) of the gather form is the masked weight's (c, (start_c + u) mod C_in):
+    with those weights both forms give the same output (the SCC), and the gather form
+    runs the SCC's own multiply-adds and holds its own parameters."""
+    common = {"in_channels": 16, "out_channels": 12, "size": 3, "groups": groups, "overlap": overlap}
+    masked = build_graph("scc", common, 2)
+    gathered = build_graph("scc", {**common, "form": "gather"}, 2)
+    u = 16 // groups
+    p = SccParams(**common)
+    assert gathered.shape("scc.gather") == (2, 12 * u, 3, 3)
+    assert gathered.shape("scc.weight") == (12, u, 1, 1) and gathered["scc"].attrs["groups"] == 12
+    assert gathered.param_count() == scc_params(p) and gathered.macs() == scc_macs(p, 2)
+    t = make_tensors(masked, 4)
+    dense = t["scc.weight"][:, :, 0, 0] * scc_mask(16, 12, groups, overlap)[:, :, 0, 0]
+    own = np.zeros((12, u, 1, 1))
+    for c, start in enumerate(scc_window_starts(16, 12, groups, overlap)):
+        own[c, :, 0, 0] = dense[c, (start + np.arange(u)) % 16]
+    y_masked = forward(masked, t, False)["scc"]
+    y_gather = forward(gathered, {"x": t["x"], "scc.weight": own}, False)["scc"]
+    np.testing.assert_allclose(y_gather, y_masked, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(y_gather, _scc(t["x"], dense, groups, overlap), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"in_channels": 6, "out_channels": 5, "size": 3, "groups": 2, "overlap": 0.33, "form": "gather"},
+        {"in_channels": 8, "out_channels": 6, "size": 2, "groups": 4, "overlap": 0.75, "form": "gather", "bn": True, "act": "relu"},
+    ],
+    ids=str,
+)
+def test_gather_gradients_match_finite_differences(params: dict, mode: str) -> None:
+    """The input gradient goes through the gather's scatter-add (every input channel is
+    read by several windows here)."""
+    fd_check(build_graph("scc", params, 2), mode)

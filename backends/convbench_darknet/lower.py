@@ -59,6 +59,7 @@ REASONS = {
     "pad": "darknet has no padding layer",
     "shift": "darknet has no shift layer",
     "mul": "darknet has no elementwise product of activations",
+    "gather": "darknet's [route] (2018) concatenates whole layers; it cannot gather channels by an index list",
 }
 
 

@@ -173,6 +173,13 @@ def shift(ctx: Context, site: Site, ins: list[Any]) -> Any:
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=3 if nhwc else 1)
 
 
+def gather(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    """``jnp.take`` with the node's fixed index list (a constant of the traced function);
+    JAX's gradient is the scatter-add."""
+    axis = physical_axis(site.attrs["axis"], len(site.node.shape), site.out_perm)
+    return jnp.take(ins[0], np.asarray(site.attrs["indices"], dtype=np.int32), axis=axis)
+
+
 #: The op table: every IR op this backend lowers.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -193,4 +200,5 @@ OPS: dict[str, OpFn] = {
     "transpose": lambda ctx, site, ins: jnp.transpose(ins[0], [int(a) for a in site.attrs["perm"]]),
     "pad": pad,
     "shift": shift,
+    "gather": gather,
 }

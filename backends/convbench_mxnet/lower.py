@@ -9,7 +9,8 @@ logical NCHW order. Ops: Convolution (``num_group``; depthwise is groups = C), B
 with leading unit axes, as NumPy broadcasting does), concat, slice_axis, Pooling
 (``count_include_pad=False`` for avg; MXNet's max pooling ignores the padding), mean
 over H and W, Flatten, FullyConnected, reshape, transpose, pad (zeros concatenated) and
-``shift`` (one padding, a slice per run of channels sharing an offset, concat).
+``shift`` (one padding, a slice per run of channels sharing an offset, concat) and
+``gather`` (``take``, its index vector built from ``arange`` runs).
 
 This module imports mxnet; :mod:`convbench_mxnet.backend` imports it lazily.
 """
@@ -22,7 +23,7 @@ from typing import Any
 from convbench_lowering.drive import OpFn, Site
 from convbench_lowering.layout import Converter
 
-from convbench.graph import shift_runs
+from convbench.graph import index_runs, shift_runs
 
 
 @dataclass
@@ -138,6 +139,20 @@ def shift(ctx: Context, site: Site, ins: list[Any]) -> Any:
     return parts[0] if len(parts) == 1 else _concat(ctx, parts, 1, 4)
 
 
+def gather(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    """``take`` along the axis with the node's fixed index list. Neither ``mx.nd`` nor
+    ``mx.sym`` has a literal here (a Gluon Constant would be the block's, in the case's
+    float dtype), so the index vector is built in the graph from one ``arange`` per run of
+    consecutive indices (:func:`convbench.graph.index_runs`), concatenated: a few tiny
+    ops per run, which a sliding-channel gather with overlap has about one of per output
+    channel. MXNet's gradient of ``take`` is the scatter-add."""
+    F = ctx.F  # noqa: N806 - Gluon's name
+    runs = index_runs(site.attrs["indices"])
+    parts = [F.arange(start, stop, dtype="int32") for start, stop in runs]
+    index = parts[0] if len(parts) == 1 else F.concat(*parts, dim=0)
+    return F.take(ins[0], index, axis=int(site.attrs["axis"]), mode="clip")
+
+
 #: The op table: every IR op this backend lowers.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -158,4 +173,5 @@ OPS: dict[str, OpFn] = {
     "transpose": lambda ctx, site, ins: ctx.F.transpose(ins[0], axes=tuple(int(a) for a in site.attrs["perm"])),
     "pad": pad,
     "shift": shift,
+    "gather": gather,
 }

@@ -7,7 +7,8 @@ Imports ``onnx`` only (never onnxruntime), so ``convbench export`` can use it an
   Relu, Clip(0, 6), Sigmoid, Add, Mul (NumPy broadcasting), Concat, Slice, AveragePool
   (``count_include_pad=0``), MaxPool (ONNX pads max pooling with -inf), GlobalAveragePool,
   Flatten(axis=1), Gemm(transB=1), Reshape, Transpose, Pad (constant zeros) and ``shift``
-  as Pad + one Slice per run of channels sharing an offset + Concat;
+  as Pad + one Slice per run of channels sharing an offset + Concat; ``gather`` as
+  Gather (int64 indices);
 * graph ``input`` nodes become model inputs, ``param`` and ``const`` nodes initializers
   (weights are the convbench data given, so an exported model computes what a run
   verified), graph outputs model outputs, all float32;
@@ -149,6 +150,12 @@ def shift(b: Builder, site: Site, ins: list[str]) -> str:
     return b.node("Concat", parts, _named(site), axis=1)
 
 
+def gather(b: Builder, site: Site, ins: list[str]) -> str:
+    """``Gather`` along the axis with the node's index list as an int64 initializer."""
+    indices = b.ints([int(i) for i in site.attrs["indices"]], "indices")
+    return b.node("Gather", [ins[0], indices], _named(site), axis=int(site.attrs["axis"]))
+
+
 #: The op table: every IR op this lowering knows.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -169,6 +176,7 @@ OPS: dict[str, OpFn] = {
     "transpose": lambda b, site, ins: b.node("Transpose", ins, _named(site), perm=[int(a) for a in site.attrs["perm"]]),
     "pad": pad,
     "shift": shift,
+    "gather": gather,
 }
 
 

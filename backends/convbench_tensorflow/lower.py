@@ -10,7 +10,7 @@ average pool already excludes the padding, its max pool ignores it); otherwise t
 is padded explicitly (zeros for avgpool, -inf for maxpool) and the average is rescaled by
 a constant k*k / count, where count is the number of real elements in each window.
 ``reshape`` and ``transpose`` run on logical (NCHW) values; ``pad`` pads the physical
-axes; ``shift`` pads H and W once and slices each run of channels sharing an offset.
+axes; ``shift`` pads H and W once and slices each run of channels sharing an offset; ``gather`` is ``tf.gather``.
 
 This module imports tensorflow; :mod:`convbench_tensorflow.backend` imports it lazily.
 """
@@ -236,6 +236,13 @@ def shift(ctx: Context, site: Site, ins: list[Any]) -> Any:
     return parts[0] if len(parts) == 1 else tf.concat(parts, axis=3 if nhwc else 1)
 
 
+def gather(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    """``tf.gather`` with the node's fixed index list (its gradient is TensorFlow's
+    scatter of the gathered gradient, ``IndexedSlices`` summed into the input)."""
+    axis = physical_axis(site.attrs["axis"], len(site.node.shape), site.out_perm)
+    return tf.gather(ins[0], tf.constant([int(i) for i in site.attrs["indices"]], dtype=tf.int32), axis=axis)
+
+
 #: The op table: every IR op this backend lowers.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -256,4 +263,5 @@ OPS: dict[str, OpFn] = {
     "transpose": lambda ctx, site, ins: tf.transpose(ins[0], [int(a) for a in site.attrs["perm"]]),
     "pad": pad,
     "shift": shift,
+    "gather": gather,
 }

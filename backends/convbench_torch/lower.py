@@ -48,6 +48,7 @@ SUPPORTED_OPS = SOURCE_OPS | frozenset(
         "transpose",
         "pad",
         "shift",
+        "gather",
     }
 )
 
@@ -284,6 +285,11 @@ def lower(
             out = _call(F.pad, ins[0], _torch_pads(tuple(a["pads"])))
         elif op == "shift":
             out = _call(shift_channels, ins[0], tuple(shift_runs(a["offsets"])))
+        elif op == "gather":
+            # the index list as an int64 buffer of the module (on its device), read by index_select
+            attr = sanitize(f"{node.name}.indices", taken)
+            root.register_buffer(attr, torch.tensor([int(i) for i in a["indices"]], dtype=torch.long, device=device))
+            out = _call(torch.index_select, ins[0], int(a["axis"]), fg.get_attr(attr))
         else:  # pragma: no cover - SUPPORTED_OPS and this chain must agree
             raise UnsupportedCase(f"torch: op {op!r} is not lowered")
         fn, args, kwargs = out

@@ -27,6 +27,17 @@ broadcasting ``mul`` by a const (C_out, 1, U, C_in) scatter pattern and an ``avg
 that sums over U; no multiply-adds counted, a C_out * U * C_in temporary), so the graph's
 parameter count is the SCC's, C_out * U.
 
+Form ``gather`` computes the SCC's own multiply-adds instead: a ``gather`` IR op takes
+the C_out * U input channels the windows read, in window order
+(:func:`convbench.graph.scc_gather_indices`; ``torch.index_select``, ``tf.gather``,
+``jnp.take``, ONNX ``Gather``, MXNet ``take``), then a grouped 1x1 ``conv2d`` with C_out
+groups of U channels applies the SCC's (C_out, U, 1, 1) weight. Its MACs are
+N * C_out * U * H * W (:func:`scc_macs`) and its parameters C_out * U, and its output is
+the masked form's when weight (c, u) equals the masked weight's (c, (start_c + u) mod
+C_in) (``tests/test_workloads_scc.py``). The price is data movement: the gathered tensor
+has C_out * U channels, ``C_out / G`` times the input (a 128 -> 128 SCC with G = 4 holds
+32 copies of its input), and its gradient is a scatter-add over the repeated channels.
+
 Where convbench's reading differs from the authors' code, stated:
 
 * the authors' PyTorch version of the layer (``models/DW_SCC.py``, ``SCC``) advances the
@@ -60,7 +71,7 @@ class SccParams(_Params):
     size: int = Field(ge=1, description="input height and width")
     groups: int = Field(2, ge=1, description="G: each window is in_channels / G channels")
     overlap: float = Field(0.5, ge=0, lt=1, description="fraction of a window shared with the next")
-    form: Literal["masked", "compact"] = "masked"
+    form: Literal["masked", "compact", "gather"] = "masked"
     bn: bool = False
     act: Activation = "none"
 
@@ -98,7 +109,7 @@ register(
         "scc",
         SccParams,
         build_scc,
-        "sliding-channel 1x1 conv (DSXplore); masked form: dense C_out x C_in weight (form compact: C_out x C_in/G)",
+        "sliding-channel 1x1 conv (DSXplore); masked form: dense C_out x C_in weight (forms compact, gather: C_out x C_in/G)",
         configs=CONFIGS,
     )
 )
