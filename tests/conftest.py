@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, **env: st
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def probed() -> Iterator[dict[str, Future]]:
+    """`convbench list suites/smoke.yaml` and `convbench env --json`, started together once
+    for the session: each probes every backend in a worker of its own (~25 s quiet, most of
+    it importing frameworks). Read by tests/test_end_to_end.py and the litert test (its row
+    of the backends table, which `list SUITE` prints as `list` does, after the suite's
+    workloads), instead of a probe each."""
+    with ThreadPoolExecutor(2) as pool:
+        yield {"list": pool.submit(run_cli, "list", str(ROOT / "suites" / "smoke.yaml")), "env": pool.submit(run_cli, "env", "--json")}

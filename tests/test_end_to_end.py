@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import pandas as pd
@@ -151,14 +151,6 @@ def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path: Path, 
     kept = after.set_index("case_id").loc[before.case_id, "finished_at"]
     assert list(kept) == list(before.finished_at), "finished cases were redone"
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
-
-
-@pytest.fixture(scope="module")
-def probed() -> dict[str, Future]:
-    """`convbench list SMOKE` and `convbench env --json`, started together: each probes
-    every backend in a worker of its own (~25 s, most of it importing frameworks)."""
-    with ThreadPoolExecutor(2) as pool:
-        yield {"list": pool.submit(run_cli, "list", SMOKE), "env": pool.submit(run_cli, "env", "--json")}
 
 
 def test_list_shows_workloads_variants_executions_and_backends(probed: dict[str, Future]) -> None:
