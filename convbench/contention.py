@@ -30,7 +30,7 @@ said otherwise):
 The rule (:class:`ContentionRule`): an interval is *contended* when other work used at
 least ``cores`` CPU cores (``foreign_cpu + steal``; default 0.25), or tasks waited for a
 CPU at least ``pressure`` of the time (default 5%), or, where a speed probe runs
-(:mod:`convbench.speed_probe`: CPU cases of ``convbench run``), the machine itself ran
+(:mod:`convbench.speed_probe`, opt-in: CPU cases of ``convbench run``), the machine itself ran
 more than ``speed`` (default 10%) slower or faster than its reference. A case is contended when more than
 :data:`CONTENDED_FRACTION` of the samples its statistics use are, or when those samples
 taken together are (see :func:`convbench.timing.measure`).
@@ -79,7 +79,10 @@ CONTENDED_FRACTION = 0.1
 #: Snapshots kept by a monitor for windowed loads.
 HISTORY = 256
 #: What "contended" means, in words, wherever a table, page or verdict explains the mark.
-CONTENDED_MEANING = "other processes used the CPU, or the machine itself ran at another speed than its reference, while it was timed"
+CONTENDED_MEANING = (
+    "other processes used the CPU while it was timed (or, with the opt-in speed probe, the machine itself ran at "
+    "another speed than its reference)"
+)
 
 
 @dataclass(frozen=True)

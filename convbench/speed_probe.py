@@ -8,7 +8,10 @@ steal and other processes' CPU stayed at zero; a compute-bound conv (diagonalwis
 with it and a memory-bound one (native depthwise) much less, so their ratio moved from
 2.6 to 4.2 within one process. Interleaving cannot cancel that: the ratio itself changed.
 
-So every CPU worker times a tiny fixed probe, at most every :data:`INTERVAL` seconds
+With ``timing: speed_tolerance`` set (it is off by default: see docs/timing.md, "The
+speed probe", and benchmarks/machine_speed.md: on that VM the NumPy probe's compute part
+read 25% slower in some fresh processes than in others while the convs did not move), every
+CPU worker times a tiny fixed probe, at most every :data:`INTERVAL` seconds
 between rounds (or samples), in two parts: ``compute`` (float64 matmuls that stay in the
 L1/L2 caches) and ``memory`` (a copy larger than a core's L2). Each part is the fastest
 of :data:`REPEATS` tries, divided by the machine's reference time for it: 1.0 is the

@@ -140,9 +140,9 @@ class TimingConfig(BaseModel):
         0.05, gt=0, le=1, description="contended when tasks wait for a CPU this fraction of the time (Linux PSI)"
     )
     speed_tolerance: float | None = Field(
-        0.10, ge=0,
-        description="contended when the machine's own speed (the speed probe, convbench.speed_probe: CPU cases) "
-        "is this far from its reference, either way; 0 or null: no probe",
+        None, ge=0,
+        description="opt-in: contended when the machine's own speed (the speed probe, convbench.speed_probe: "
+        "CPU cases) is this far from its reference, either way (e.g. 0.1); 0 or null (the default): no probe",
     )
     allocator: Literal["steady", "system"] = Field(
         "steady",

@@ -70,6 +70,7 @@ def test_rule_judges_speed_both_ways(compute: float | None, memory: float | None
     if off:
         assert f"the speed probe took {compute:.2f}x (compute) and {memory:.2f}x (memory)" in reason
     assert ContentionRule(speed=None).reason(load) is None  # speed not judged
+    assert TimingConfig().rule().speed is None  # opt-in: off by default
     assert TimingConfig(speed_tolerance=0).rule().speed is None
     assert TimingConfig(speed_tolerance=0.2).rule().off_speed(load) is False
 
@@ -159,3 +160,29 @@ def test_reference_file_follows_the_cache_environment(monkeypatch: pytest.Monkey
     monkeypatch.delenv("CONVBENCH_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert reference_file() == tmp_path / "x" / "convbench" / "speed-reference.json"
+
+
+def test_run_with_the_probe_records_the_reference_and_per_case_speed(tmp_path: Path) -> None:
+    """End to end: ``speed_tolerance`` set, a torch run keeps the machine's reference in
+    run.json and the probe's readings in both tables (off by default: test_rule_judges_speed_both_ways)."""
+    import pandas as pd
+
+    from tests.conftest import run_cli
+
+    suite = tmp_path / "probe.yaml"
+    suite.write_text(
+        "name: probe\n"
+        "workloads:\n  - {id: dw, kind: depthwise, params: {channels: 8, size: 8}}\n"
+        "matrix:\n  - {variant: [native, diagonalwise], backend: [torch], device: [cpu], mode: [inference], batch: [1]}\n"
+        "timing: {warmup_time: 0.01, min_samples: 3, max_time: 0.2, speed_tolerance: 0.5}\n"
+    )
+    cache = tmp_path / "cache"
+    proc = run_cli("run", str(suite), "--out", str(tmp_path / "on"), CONVBENCH_CACHE_DIR=str(cache))
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((tmp_path / "on" / "run.json").read_text())
+    ref = meta["speed_reference"]
+    assert ref["runs"] == 1 and ref["compute"] > 0 and ref["memory"] > 0 and ref["file"] == str(cache / "speed-reference.json")
+    cases = pd.read_parquet(tmp_path / "on" / "cases.parquet")
+    samples = pd.read_parquet(tmp_path / "on" / "samples.parquet")
+    assert cases["speed_compute"].notna().all() and cases["speed_memory"].notna().all()
+    assert samples["speed_compute"].notna().all()
