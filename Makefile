@@ -23,10 +23,14 @@ venv: $(BIN)/.installed
 # wheel, ~60 MB installed, ~8 s on top of TensorFlow): the backends
 # never share a process, each runs in its own worker. MXNet needs NumPy < 1.24, so it
 # gets its own venv (scripts/setup-mxnet.sh), which the runner uses for mxnet.
+# tvm: apache-tvm 0.27.0.post1 fits the same venv (it needs only apache-tvm-ffi, ml_dtypes,
+# numpy, typing_extensions: pip install --dry-run changes nothing else); a 100.5 MB wheel,
+# ~318 MB installed (tvm 305 MB + tvm_ffi 13 MB), 8.6 s to install here (the wheel already
+# in pip's cache from a --dry-run); plus cloudpickle (2 s) for MetaSchedule's workers.
 VENV_MXNET ?= .venv-mxnet
 PYTHON_MXNET ?= python3.11
 $(BIN)/.frameworks: $(BIN)/.installed
-	$(BIN)/pip install -q -e ".[torch,tensorflow,onnxruntime,jax,litert,fleet,dev]"
+	$(BIN)/pip install -q -e ".[torch,tensorflow,onnxruntime,jax,litert,tvm,fleet,dev]"
 	touch $@
 
 $(VENV_MXNET)/.installed: pyproject.toml scripts/setup-mxnet.sh scripts/mxnet-constraints.txt

@@ -1,0 +1,114 @@
+"""The ``tvm`` backend plugin: availability, environment, skip rules and ``prepare``.
+
+A case's graph is lowered to ONNX by the onnxruntime backend's lowering (the model
+``convbench export`` writes, with the case's seeded weights), imported by TVM's Relax
+ONNX frontend (``tvm.relax.frontend.onnx.from_onnx``), compiled for the ``llvm`` target
+of this machine (``-mcpu`` from LLVM's host CPU when it reports one; the target is in
+``details()["target"]``) and run by the Relax VM (:mod:`convbench_tvm.prepared`).
+
+Executions (:data:`EXECUTIONS`): ``default`` (``tvm.compile`` with the default Relax
+pipeline: its DLight fallback schedules, no tuning) and ``tuned`` (MetaSchedule within a
+per-case budget of :data:`TRIALS_ENV` trials, default :data:`DEFAULT_TRIALS`, run in a
+child process so that a crash of the tuner is the case's error, not the worker's;
+recorded in ``details()["tuning"]``). ``compiled`` is ``default``.
+
+Inference only, on the CPU: training is skipped with the reason. float32 and float16
+(the ONNX model in float16, compiled by LLVM); bfloat16 is skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convbench.backend import Backend, BackendInfo, Conformance, Prepared, UnsupportedCase
+from convbench.cases import Case
+from convbench.cpu_topology import available_cpus
+from convbench.data import Tensors
+from convbench.graph import Graph
+
+#: The version pinned in pyproject's ``tvm`` extra.
+TVM_PIN = "apache-tvm==0.27.0.post1"
+INSTALL_HINT = "pip install 'convbench[tvm]' (apache-tvm 0.27; onnx for the model it imports)"
+#: case execution -> the form it runs
+EXECUTIONS = {"default": "default", "tuned": "tuned", "compiled": "default"}
+EXECUTION_DESCRIPTIONS = {
+    "default": "tvm.compile with the default Relax pipeline (DLight fallback schedules), no tuning; the same as its compiled",
+    "tuned": "MetaSchedule tuning within a per-case trial budget (CONVBENCH_TVM_TRIALS, default 64), then compiled with its database",
+}
+#: Environment variable holding the per-case MetaSchedule trial budget of ``tuned``.
+TRIALS_ENV = "CONVBENCH_TVM_TRIALS"
+DEFAULT_TRIALS = 64
+DTYPES = ("float32", "float16")
+TRAINING_REASON = "tvm: this backend compiles inference graphs only (Relax's training API is not used); training is not in this backend"
+BFLOAT16_REASON = "tvm: no bfloat16: the ONNX lowering it imports (opset 17) writes float32 and float16 models only"
+
+
+def tuning_trials() -> int:
+    """The per-case MetaSchedule budget of ``tuned`` (:data:`TRIALS_ENV`, else the default)."""
+    import os
+
+    text = os.environ.get(TRIALS_ENV, "").strip()
+    if not text:
+        return DEFAULT_TRIALS
+    trials = int(text)
+    if trials < 1:
+        raise ValueError(f"{TRIALS_ENV} must be a positive number of trials, got {text!r}")
+    return trials
+
+
+class TvmBackend(Backend):
+    """Apache TVM (Relax): ONNX import, llvm target of the host, Relax VM, on the CPU."""
+
+    name = "tvm"
+    install_hint = INSTALL_HINT
+    requires = ("tvm", "onnx")
+    executions = EXECUTIONS
+    execution_descriptions = EXECUTION_DESCRIPTIONS
+    conformance = Conformance(exempt="inference only and compiled only: tests/test_tvm_backend.py verifies its cases instead")
+
+    def __init__(self) -> None:
+        self._info: BackendInfo | None = None
+        self._threads: int | None = None
+
+    def probe(self) -> BackendInfo:
+        import onnx
+        import tvm
+
+        from convbench_tvm.target import host_target
+
+        env: dict[str, Any] = {
+            "tvm": tvm.__version__,
+            "onnx": onnx.__version__,
+            "target": str(host_target(len(available_cpus()))),
+            "cpu_threads": len(available_cpus()),
+            "tuning_trials": tuning_trials(),
+        }
+        return BackendInfo(self.name, True, version=tvm.__version__, devices=["cpu"], environment=env)
+
+    def set_threads(self, threads: int | None) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be positive, got {threads}")
+        self._threads = threads
+
+    def skip_reason(self, case: Case) -> str | None:
+        reason = super().skip_reason(case)
+        if reason is not None:
+            return reason
+        if case.mode == "training":
+            return TRAINING_REASON
+        if case.variant == "kernel":
+            return "tvm: no hand-written kernel variant is implemented in this backend"
+        if case.dtype == "bfloat16":
+            return BFLOAT16_REASON
+        if case.dtype not in DTYPES:
+            return f"tvm: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
+        return None
+
+    def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
+        reason = self.skip_reason(case)
+        if reason is not None:
+            raise UnsupportedCase(reason)
+        from convbench_tvm.prepared import TvmPrepared
+
+        trials = tuning_trials() if EXECUTIONS[case.execution] == "tuned" else 0
+        return TvmPrepared(case, graph, tensors, EXECUTIONS[case.execution], self._threads or len(available_cpus()), trials)

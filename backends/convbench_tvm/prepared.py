@@ -1,0 +1,151 @@
+"""One case as a Relax VM: convbench's ONNX model imported, compiled for the host, inputs set once.
+
+The model is the onnxruntime backend's ONNX lowering of the graph with the case's
+weights as initializers (:func:`convbench_onnxruntime.onnx_graph.build_model`, what
+``convbench export`` writes), imported by ``tvm.relax.frontend.onnx.from_onnx`` with the
+weights kept as constants (so the compiler may fold and pre-pack them), compiled by
+``tvm.compile`` for :func:`convbench_tvm.target.host_target` and loaded into a
+``relax.VirtualMachine`` on the CPU. The timed step is ``invoke_stateful("main")``: the
+inputs are set once with ``set_input`` (outside the timed step) and outputs are read only
+by :meth:`TvmPrepared.check`. ONNX operators are NCHW: an NHWC case's model takes and
+returns NHWC with a Transpose at each boundary, inside the step (as onnxruntime's).
+
+``tuned`` first runs MetaSchedule (``relax.get_pipeline("static_shape_tuning")``) in a
+child process (:mod:`convbench_tvm.tune`) that writes its database to a temporary work
+directory; the model is then compiled with that database applied. A tuner that crashes
+or overruns is the case's error, with the child's last lines.
+
+This module imports tvm and onnx; :mod:`convbench_tvm.backend` imports it lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import tvm
+from convbench_lowering.layout import to_logical
+from convbench_onnxruntime.onnx_graph import OPSET, build_model, physical_inputs
+from tvm import relax
+from tvm.relax.frontend.onnx import from_onnx
+
+from convbench.backend import Prepared, UnsupportedCase
+from convbench.cases import Case
+from convbench.data import Tensors
+from convbench.graph import Graph
+from convbench_tvm.target import host_target
+
+#: Seconds a ``tuned`` case's tuning child may take before the case is an error.
+TUNE_TIMEOUT = 1500
+
+
+def import_onnx(proto: onnx.ModelProto) -> tvm.IRModule:
+    """The Relax module of an ONNX model, its initializers bound as constants."""
+    try:
+        return from_onnx(proto, keep_params_in_input=False)
+    except Exception as exc:  # an operator or attribute the frontend does not take
+        raise UnsupportedCase(f"tvm: the Relax ONNX frontend refused the model: {str(exc).strip().splitlines()[-1][:300]}") from exc
+
+
+def tune(model: onnx.ModelProto, target: tvm.target.Target, trials: int, work_dir: Path) -> dict[str, Any]:
+    """Run MetaSchedule on ``model`` in a child process; its database lands in ``work_dir``."""
+    path = work_dir / "model.onnx"
+    onnx.save(model, str(path))
+    spec = {"model": str(path), "work_dir": str(work_dir / "ms"), "target": json.loads(target.export_json()) if hasattr(target, "export_json") else str(target), "trials": trials}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "convbench_tvm.tune", json.dumps(spec)],
+            capture_output=True, text=True, timeout=TUNE_TIMEOUT,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"tvm: MetaSchedule tuning ({trials} trials) ran past {TUNE_TIMEOUT} s") from exc
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = " | ".join(line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip() and not line.strip().startswith("File "))[-600:]
+        raise RuntimeError(f"tvm: MetaSchedule tuning ({trials} trials) failed in its child process (exit {proc.returncode}): {tail}")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary["tune_seconds"] = round(seconds, 3)
+    return summary
+
+
+class TvmPrepared(Prepared):
+    """A Relax VM running the compiled ONNX model of the case's graph."""
+
+    def __init__(self, case: Case, graph: Graph, tensors: Tensors, execution: str, threads: int, trials: int) -> None:
+        self.case = case
+        self.graph = graph
+        self.model = build_model(graph, tensors, layout=case.layout, dtype=case.dtype, name=case.workload)
+        target = host_target(threads)
+        mod = import_onnx(self.model.proto)
+        tuning: dict[str, Any] | None = None
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="convbench-tvm-") as tmp:
+            if execution == "tuned":
+                tuning = tune(self.model.proto, target, trials, Path(tmp))
+                with target:
+                    mod = relax.get_pipeline("static_shape_tuning", target=target, work_dir=str(Path(tmp) / "ms"), total_trials=0)(mod)
+            compile_start = time.perf_counter()
+            try:
+                executable = tvm.compile(mod, target=target)
+            except TypeError as exc:
+                if case.dtype != "float16":
+                    raise
+                raise UnsupportedCase(
+                    "tvm: float16: TVM rejected the float16 model its Relax ONNX frontend built (a float32 value "
+                    f"meets float16 weights; seen after BatchNormalization): {str(exc).strip().splitlines()[0][:240]}"
+                ) from exc
+        compile_seconds = time.perf_counter() - compile_start
+        tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
+        self.device = tvm.cpu(0)
+        self.vm = relax.VirtualMachine(executable, self.device)
+        inputs = physical_inputs(self.model, tensors, case.dtype)
+        self._args = [tvm.runtime.tensor(value, self.device) for value in inputs.values()]
+        self.vm.set_input("main", *self._args)
+        self.output_names = [o.name for o in self.model.proto.graph.output]
+        self._details: dict[str, Any] = {
+            "tvm": tvm.__version__,
+            "frontend": "tvm.relax.frontend.onnx.from_onnx (weights as constants)",
+            "opset": OPSET,
+            "target": str(target),
+            "runtime": "relax.VirtualMachine (invoke_stateful)",
+            "compile_seconds": round(compile_seconds, 3),
+            "prepare_seconds": round(time.perf_counter() - start, 3),
+            "num_threads": int(threads),
+            "layout_requested": case.layout,
+            "layout_used": "nchw",
+        }
+        if tuning is not None:
+            self._details["tuning"] = {"tuner": "MetaSchedule (relax static_shape_tuning pipeline)", "max_trials_global": trials, **tuning}
+        else:
+            self._details["tuning"] = "none (default schedules)"
+        if case.layout == "nhwc":
+            self._details["layout_note"] = "ONNX operators are NCHW: the model takes and returns NHWC with a Transpose at each boundary, inside the timed step"
+        if case.dtype == "float16":
+            self._details["half_precision"] = "the ONNX model in float16 (weights, activations), compiled by LLVM for the host; arithmetic as LLVM lowers float16 on this CPU"
+
+    def step(self) -> None:
+        self.vm.invoke_stateful("main")
+
+    def check(self) -> dict[str, np.ndarray]:
+        self.step()
+        result = self.vm.get_outputs("main")
+        values = [result] if len(self.output_names) == 1 else [result[i] for i in range(len(self.output_names))]
+        return {
+            name: to_logical(np.asarray(value.numpy(), dtype=np.float64), self.model.output_perms[onnx_name])
+            for name, onnx_name, value in zip(self.graph.outputs, self.output_names, values, strict=True)
+        }
+
+    def details(self) -> dict[str, Any]:
+        return dict(self._details)
+
+    def close(self) -> None:
+        self.vm = None  # type: ignore[assignment]
+        self._args = []
