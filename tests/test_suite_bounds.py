@@ -26,10 +26,10 @@ MATRIX = "matrix:\n  variant: [native]\n  backend: [reference]\n"
 
 
 def error_of(text: str) -> str:
-    start = time.monotonic()
+    start = time.process_time()  # CPU seconds: a busy neighbour does not inflate them as it does wall time
     with pytest.raises(SuiteError) as info:
         loads_suite(text, "s.yaml")
-    assert time.monotonic() - start < 5, "took too long to refuse"
+    assert time.process_time() - start < 5, "took too long to refuse (the matrix was expanded?)"
     return str(info.value)
 
 
