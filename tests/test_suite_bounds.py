@@ -134,11 +134,11 @@ def test_fuzzed_suites_give_a_suite_error_or_a_suite(seed: int) -> None:
     sources = [p.read_text() for p in packaged_suites().values()]
     for _ in range(50):
         text = _mutate(rng.choice(sources), rng)
-        start = time.monotonic()
+        start = time.process_time()  # CPU seconds, not wall: robust to a busy neighbour
         try:
             suite = loads_suite(text, "fuzz.yaml")
             for preset in suite.preset_names:
                 suite.resolved(preset)
         except SuiteError as exc:
             assert str(exc).startswith("fuzz.yaml"), str(exc)[:300]
-        assert time.monotonic() - start < 10, text[:300]
+        assert time.process_time() - start < 10, text[:300]
