@@ -37,7 +37,9 @@ def test_run_and_list_by_name_from_another_folder(tmp_path: Path) -> None:
     listed = run_cli("list", "--suites", cwd=tmp_path)
     assert listed.returncode == 0 and "depthwise" in listed.stdout and "smoke" in listed.stdout
     missing = run_cli("check", "nosuch", cwd=tmp_path)
-    assert missing.returncode == 2 and "packaged suites: depthwise" in missing.stderr
+    assert missing.returncode == 2 and "packaged suites: " in missing.stderr
+    named = missing.stderr.split("packaged suites: ", 1)[1].split(")")[0].split(", ")
+    assert {"depthwise", "smoke", "networks"} <= set(named) and named == sorted(named)  # every suite, by name
 
 
 def test_the_wheel_carries_the_suites(tmp_path: Path) -> None:
