@@ -117,6 +117,7 @@ FAMILIES = [
     ("scc_g4", "scc", {"in_channels": 16, "out_channels": 12, "size": 4, "groups": 4, "overlap": 0.33}, ["native"]),
     ("scc_g2_bn", "scc", {"in_channels": 8, "out_channels": 10, "size": 5, "groups": 2, "overlap": 0.75, "bn": True, "act": "relu"}, ["native"]),
     ("scc_compact", "scc", {"in_channels": 9, "out_channels": 10, "size": 5, "groups": 3, "overlap": 0.33, "form": "compact"}, ["native"]),
+    ("scc_gather", "scc", {"in_channels": 8, "out_channels": 6, "size": 4, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True}, ["native"]),
 ]
 NETWORKS = {"mobilenet_tiny"} | {i for i, k, _, _ in FAMILIES if k in ("mobilenet_v1", "mobilenet_v2", "fd_mobilenet", "shufflenet_v1", "shufflenet_v2", "menet", "shiftresnet")}
 #: The split form of a network is thousands of small convs, slices and concats (minutes of
