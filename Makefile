@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch 2.13.0: the CPU build is what these machines carry; override for a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# pytest processes of the core tests (pytest-xdist, one test file per process at a time:
+# their module fixtures stay whole). Two on a 2-core machine: the core tests take about
+# 1,150 CPU seconds, most of them in subprocesses and framework imports.
+TEST_WORKERS ?= 2
 SUITE ?= suites/depthwise.yaml
 PRESET ?= quick
 
@@ -58,7 +62,7 @@ run: venv
 # The browser tests drive Debian's chromium (installed here where missing; run as root).
 test: venv frameworks
 	$(BIN)/ruff check convbench backends tests
-	$(BIN)/python -m pytest -q --durations=12 tests --ignore=tests/backends --ignore=tests/browser
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=12 tests --ignore=tests/backends --ignore=tests/browser
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -q tests/browser
 	@for dir in tests/backends/*/; do \

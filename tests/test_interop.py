@@ -4,6 +4,7 @@ into a run folder, and a run out to JSON that `pytest-benchmark compare` reads."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,8 @@ def pb_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_bench.py", f"--benchmark-json={out}",
          "--benchmark-max-time=0.02", "--benchmark-min-rounds=15"],
         cwd=root, capture_output=True, text=True, timeout=300, check=False,
+        # not as an xdist worker (make test runs pytest -n 2): pytest-benchmark skips timing there
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return out
