@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import Future
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -97,8 +98,8 @@ def test_unavailable_reason_says_how_to_install() -> None:
 
 
 @needs_tvm
-def test_list_shows_version_and_devices() -> None:
-    proc = run_cli("list")
+def test_list_shows_version_and_devices(probed: dict[str, Future]) -> None:
+    proc = probed["list"].result()  # `convbench list SMOKE` (tests/conftest.py): the backends table as `list` prints it
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if line.strip("│ ").startswith("tvm "))
     from importlib.metadata import version
