@@ -22,8 +22,9 @@ from typing import Any
 
 from convbench_lowering.drive import OpFn, Site
 from convbench_lowering.layout import Converter
+from convbench_lowering.shift import shift_windows
 
-from convbench.graph import index_runs, shift_runs
+from convbench.graph import index_runs
 
 
 @dataclass
@@ -128,14 +129,11 @@ def pad(ctx: Context, site: Site, ins: list[Any]) -> Any:
 def shift(ctx: Context, site: Site, ins: list[Any]) -> Any:
     """Zero-pad H and W once by the largest offset; slice each run of channels (start,
     stop, dy, dx) from its window, ``out[h, w] = x[h - dy, w - dx]``; concatenate."""
-    runs = shift_runs(site.attrs["offsets"])
+    p, windows = shift_windows(site.attrs["offsets"])
     h, w = site.in_shapes[0][2:]
-    p = max(max(abs(dy), abs(dx)) for _, _, dy, dx in runs)
     F = ctx.F  # noqa: N806 - Gluon's name
     x = F.pad(ins[0], mode="constant", pad_width=(0, 0, 0, 0, p, p, p, p), constant_value=0) if p else ins[0]
-    parts = []
-    for a, b, dy, dx in runs:
-        parts.append(F.slice(x, begin=(None, a, p - dy, p - dx), end=(None, b, p - dy + h, p - dx + w)))
+    parts = [F.slice(x, begin=(None, *win.begin()), end=(None, *win.end(h, w))) for win in windows]
     return parts[0] if len(parts) == 1 else _concat(ctx, parts, 1, 4)
 
 

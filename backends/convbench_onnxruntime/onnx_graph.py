@@ -27,9 +27,10 @@ import numpy as np
 import onnx
 from convbench_lowering.drive import OpFn, Site, compile_program
 from convbench_lowering.layout import NHWC, Converter, inverse, plan_layouts, to_physical
+from convbench_lowering.shift import shift_windows
 from onnx import TensorProto, helper, numpy_helper
 
-from convbench.graph import Graph, shift_runs
+from convbench.graph import Graph
 
 OPSET = 17
 ELEM = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
@@ -136,14 +137,13 @@ def pad(b: Builder, site: Site, ins: list[str]) -> str:
 def shift(b: Builder, site: Site, ins: list[str]) -> str:
     """Pad H and W once by the largest offset, Slice each run of channels (start, stop,
     dy, dx) from its window, ``out[h, w] = x[h - dy, w - dx]``, Concat the runs."""
-    runs = shift_runs(site.attrs["offsets"])
+    p, windows = shift_windows(site.attrs["offsets"])
     h, w = site.in_shapes[0][2:]
-    p = max(max(abs(dy), abs(dx)) for _, _, dy, dx in runs)
     x = b.node("Pad", [ins[0], b.ints([0, 0, p, p, 0, 0, p, p], "pads")], mode="constant") if p else ins[0]
     axes = b.ints([1, 2, 3], "axes")
     parts = [
-        b.node("Slice", [x, b.ints([a, p - dy, p - dx], "starts"), b.ints([c, p - dy + h, p - dx + w], "ends"), axes])
-        for a, c, dy, dx in runs
+        b.node("Slice", [x, b.ints(list(win.begin()), "starts"), b.ints(list(win.end(h, w)), "ends"), axes])
+        for win in windows
     ]
     if len(parts) == 1:
         return b.node("Identity", parts, _named(site))

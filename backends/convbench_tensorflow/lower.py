@@ -24,8 +24,9 @@ import numpy as np
 import tensorflow as tf
 from convbench_lowering.drive import OpFn, Site
 from convbench_lowering.layout import NHWC, Converter, physical_axis, physical_pads
+from convbench_lowering.shift import shift_windows
 
-from convbench.graph import conv_output_hw, shift_runs
+from convbench.graph import conv_output_hw
 
 
 @dataclass
@@ -224,15 +225,11 @@ def pad(ctx: Context, site: Site, ins: list[Any]) -> Any:
 def shift(ctx: Context, site: Site, ins: list[Any]) -> Any:
     """Zero-pad the plane once by the largest offset; take each run of channels (start,
     stop, dy, dx) from its window, ``out[h, w] = x[h - dy, w - dx]``; concatenate."""
-    runs = shift_runs(site.attrs["offsets"])
+    p, windows = shift_windows(site.attrs["offsets"])
     nhwc = site.in_perms[0] == NHWC
     h, w = site.in_shapes[0][2:]
-    p = max(max(abs(dy), abs(dx)) for _, _, dy, dx in runs)
     x = tf.pad(ins[0], _explicit((p, p), "NHWC" if nhwc else "NCHW")) if p else ins[0]
-    parts = []
-    for a, b, dy, dx in runs:
-        rows, cols = slice(p - dy, p - dy + h), slice(p - dx, p - dx + w)
-        parts.append(x[:, rows, cols, a:b] if nhwc else x[:, a:b, rows, cols])
+    parts = [x[win.index(h, w, nhwc)] for win in windows]
     return parts[0] if len(parts) == 1 else tf.concat(parts, axis=3 if nhwc else 1)
 
 

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from convbench_lowering.shift import shift_windows
 from torch import fx, nn
 
 from convbench.backend import UnsupportedCase
-from convbench.graph import SOURCE_OPS, Graph, Node, shift_runs
+from convbench.graph import SOURCE_OPS, Graph, Node
 
 #: Every op the lowering understands (sources included).
 SUPPORTED_OPS = SOURCE_OPS | frozenset(
@@ -129,16 +130,13 @@ def _check_pool(node: Node) -> None:
             )
 
 
-def shift_channels(x: torch.Tensor, runs: tuple[tuple[int, int, int, int], ...]) -> torch.Tensor:
-    """The IR's ``shift``: zero-pad the plane once by the largest offset, then take each
-    run of channels (start, stop, dy, dx) from its window, ``out[h, w] = x[h - dy, w - dx]``,
-    and concatenate the runs along the channels."""
-    p = max(max(abs(dy), abs(dx)) for _, _, dy, dx in runs)
+def shift_channels(x: torch.Tensor, offsets: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """The IR's ``shift`` (:mod:`convbench_lowering.shift`): zero-pad the plane once, take
+    each run of channels from its window, concatenate the runs along the channels."""
+    p, windows = shift_windows(offsets)
     height, width = x.shape[-2:]
     xp = F.pad(x, (p, p, p, p)) if p else x
-    parts = [
-        xp[:, a:b, p - dy : p - dy + height, p - dx : p - dx + width] for a, b, dy, dx in runs
-    ]
+    parts = [xp[win.index(height, width, nhwc=False)] for win in windows]
     return parts[0].contiguous() if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
@@ -284,7 +282,7 @@ def lower(
         elif op == "pad":
             out = _call(F.pad, ins[0], _torch_pads(tuple(a["pads"])))
         elif op == "shift":
-            out = _call(shift_channels, ins[0], tuple(shift_runs(a["offsets"])))
+            out = _call(shift_channels, ins[0], tuple(tuple(o) for o in a["offsets"]))
         elif op == "gather":
             # the index list as an int64 buffer of the module (on its device), read by index_select
             attr = sanitize(f"{node.name}.indices", taken)
