@@ -5,4 +5,6 @@
   weights HWIO, and the conversions between them;
 * :mod:`convbench_lowering.drive`: the table-driven lowering loop (one function per op)
   that every backend uses, and the shared training-step conventions.
+* :mod:`convbench_lowering.shift`: where the windows of a ``shift`` are, which every
+  backend then pads, slices and concatenates.
 """
