@@ -281,6 +281,35 @@ def backend_class(name: str) -> type[Backend]:
     return _import_target(registry[name])
 
 
+class InferenceOnlyBackend(Backend):
+    """A backend that runs inference graphs only, in the dtypes it lists, and keeps the
+    thread count it is given in ``_threads`` for its cases (onnxruntime, litert, tvm).
+    Subclasses set ``dtypes``, ``training_reason`` and ``bfloat16_reason``."""
+
+    dtypes: tuple[str, ...] = ("float32",)
+    training_reason: str = ""
+    bfloat16_reason: str = ""
+    _threads: int | None = None
+
+    def set_threads(self, threads: int | None) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be positive, got {threads}")
+        self._threads = threads
+
+    def skip_reason(self, case: Case) -> str | None:
+        reason = super().skip_reason(case)
+        if reason is not None:
+            return reason
+        if case.mode == "training":
+            return self.training_reason
+        if case.variant == "kernel":
+            return f"{self.name}: no hand-written kernel variant is implemented in this backend"
+        if case.dtype == "bfloat16":
+            return self.bfloat16_reason
+        if case.dtype not in self.dtypes:
+            return f"{self.name}: only {', '.join(self.dtypes)} is implemented in this backend (asked {case.dtype})"
+        return None
+
 def load_backend(name: str) -> Backend:
     """Instantiate the backend registered as ``name`` (imports the plugin, not its framework)."""
     return backend_class(name)()

@@ -19,7 +19,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from convbench.backend import Backend, BackendInfo, Conformance, Prepared, UnsupportedCase
+from convbench.backend import (
+    BackendInfo,
+    Conformance,
+    InferenceOnlyBackend,
+    Prepared,
+    UnsupportedCase,
+)
 from convbench.cases import Case
 from convbench.cpu_topology import available_cpus
 from convbench.data import Tensors
@@ -42,10 +48,13 @@ BFLOAT16_REASON = (
 )
 
 
-class LitertBackend(Backend):
+class LitertBackend(InferenceOnlyBackend):
     """LiteRT (TensorFlow Lite): the XNNPACK delegate or the reference kernels, on the CPU."""
 
     name = "litert"
+    dtypes = DTYPES
+    training_reason = TRAINING_REASON
+    bfloat16_reason = BFLOAT16_REASON
     install_hint = INSTALL_HINT
     requires = ("ai_edge_litert.interpreter", "tensorflow")
     executions = EXECUTIONS
@@ -75,24 +84,6 @@ class LitertBackend(Backend):
         }
         return BackendInfo(self.name, True, version=litert, devices=["cpu"], environment=env)
 
-    def set_threads(self, threads: int | None) -> None:
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be positive, got {threads}")
-        self._threads = threads
-
-    def skip_reason(self, case: Case) -> str | None:
-        reason = super().skip_reason(case)
-        if reason is not None:
-            return reason
-        if case.mode == "training":
-            return TRAINING_REASON
-        if case.variant == "kernel":
-            return "litert: no hand-written kernel variant is implemented in this backend"
-        if case.dtype == "bfloat16":
-            return BFLOAT16_REASON
-        if case.dtype not in DTYPES:
-            return f"litert: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
-        return None
 
     def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
         reason = self.skip_reason(case)

@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from convbench.backend import Backend, BackendInfo, Conformance, Prepared, UnsupportedCase
+from convbench.backend import (
+    BackendInfo,
+    Conformance,
+    InferenceOnlyBackend,
+    Prepared,
+    UnsupportedCase,
+)
 from convbench.cases import Case
 from convbench.data import Tensors
 from convbench.graph import Graph
@@ -62,10 +68,13 @@ TRAINING_REASON = (
 )
 
 
-class OnnxruntimeBackend(Backend):
+class OnnxruntimeBackend(InferenceOnlyBackend):
     """ONNX Runtime: CPU (and CUDA) execution providers, graph optimization levels."""
 
     name = "onnxruntime"
+    dtypes = DTYPES
+    training_reason = TRAINING_REASON
+    bfloat16_reason = BFLOAT16_REASON
     install_hint = INSTALL_HINT
     requires = ("onnx", "onnxruntime")
     executions = EXECUTIONS
@@ -90,24 +99,6 @@ class OnnxruntimeBackend(Backend):
         devices = ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in providers else [])
         return BackendInfo(self.name, True, version=ort.__version__, devices=devices, environment=env)
 
-    def set_threads(self, threads: int | None) -> None:
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be positive, got {threads}")
-        self._threads = threads
-
-    def skip_reason(self, case: Case) -> str | None:
-        reason = super().skip_reason(case)
-        if reason is not None:
-            return reason
-        if case.mode == "training":
-            return TRAINING_REASON
-        if case.variant == "kernel":
-            return "onnxruntime: no hand-written kernel variant is implemented in this backend"
-        if case.dtype == "bfloat16":
-            return BFLOAT16_REASON
-        if case.dtype not in DTYPES:
-            return f"onnxruntime: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
-        return None
 
     def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
         reason = self.skip_reason(case)

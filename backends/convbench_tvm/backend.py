@@ -20,7 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from convbench.backend import Backend, BackendInfo, Conformance, Prepared, UnsupportedCase
+from convbench.backend import (
+    BackendInfo,
+    Conformance,
+    InferenceOnlyBackend,
+    Prepared,
+    UnsupportedCase,
+)
 from convbench.cases import Case
 from convbench.cpu_topology import available_cpus
 from convbench.data import Tensors
@@ -56,10 +62,13 @@ def tuning_trials() -> int:
     return trials
 
 
-class TvmBackend(Backend):
+class TvmBackend(InferenceOnlyBackend):
     """Apache TVM (Relax): ONNX import, llvm target of the host, Relax VM, on the CPU."""
 
     name = "tvm"
+    dtypes = DTYPES
+    training_reason = TRAINING_REASON
+    bfloat16_reason = BFLOAT16_REASON
     install_hint = INSTALL_HINT
     requires = ("tvm", "onnx")
     executions = EXECUTIONS
@@ -85,24 +94,6 @@ class TvmBackend(Backend):
         }
         return BackendInfo(self.name, True, version=tvm.__version__, devices=["cpu"], environment=env)
 
-    def set_threads(self, threads: int | None) -> None:
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be positive, got {threads}")
-        self._threads = threads
-
-    def skip_reason(self, case: Case) -> str | None:
-        reason = super().skip_reason(case)
-        if reason is not None:
-            return reason
-        if case.mode == "training":
-            return TRAINING_REASON
-        if case.variant == "kernel":
-            return "tvm: no hand-written kernel variant is implemented in this backend"
-        if case.dtype == "bfloat16":
-            return BFLOAT16_REASON
-        if case.dtype not in DTYPES:
-            return f"tvm: only {', '.join(DTYPES)} is implemented in this backend (asked {case.dtype})"
-        return None
 
     def prepare(self, case: Case, graph: Graph, tensors: Tensors, cotangents: Tensors) -> Prepared:
         reason = self.skip_reason(case)
