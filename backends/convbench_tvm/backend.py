@@ -73,7 +73,7 @@ class TvmBackend(InferenceOnlyBackend):
     requires = ("tvm", "onnx")
     executions = EXECUTIONS
     execution_descriptions = EXECUTION_DESCRIPTIONS
-    conformance = Conformance(exempt="inference only and compiled only: tests/test_tvm_backend.py verifies its cases instead")
+    conformance = Conformance(execution="default", cannot=(("mode", "training", "inference graphs only"),))
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
