@@ -282,9 +282,10 @@ def infer_shape(op: str, in_shapes: list[Shape], attrs: Mapping[str, Any]) -> Sh
         return in_shapes[0]
     if op == "add":
         arity(2)
-        if in_shapes[0] != in_shapes[1]:
-            raise GraphError(f"add: shapes differ, {in_shapes[0]} and {in_shapes[1]}")
-        return in_shapes[0]
+        try:  # NumPy broadcasting, as ``mul`` (ThunderNet's CEM adds a (N, C, 1, 1) vector)
+            return tuple(np.broadcast_shapes(in_shapes[0], in_shapes[1]))
+        except ValueError as exc:
+            raise GraphError(f"add: {in_shapes[0]} and {in_shapes[1]} do not broadcast") from exc
     if op == "mul":
         arity(2)
         try:

@@ -388,6 +388,11 @@ def _add(b: GraphBuilder) -> str:
     return b.add("add", [x, b.param("p", (2, 3, 2, 2), "bn_beta")])
 
 
+def _add_broadcast(b: GraphBuilder) -> str:
+    x = b.input("x", (2, 3, 2, 2))
+    return b.add("add", [x, b.input("v", (2, 3, 1, 1))])  # a broadcast vector: gradient summed over H, W
+
+
 def _add_same(b: GraphBuilder) -> str:
     x = b.input("x", (2, 3, 2, 2))
     return b.add("add", [x, x])  # one node feeding both operands: gradients accumulate
@@ -452,6 +457,7 @@ OP_GRAPHS: dict[str, tuple[Callable[[GraphBuilder], str], dict[str, float]]] = {
     "sigmoid": (_unary("sigmoid"), {"x": 3.0}),
     "add": (_add, {}),
     "add_same_node": (_add_same, {}),
+    "add_broadcast": (_add_broadcast, {}),
     "mul_same": (_mul((2, 3, 2, 2), (2, 3, 2, 2)), {}),
     "mul_channel": (_mul((2, 3, 2, 2), (2, 3, 1, 1)), {}),
     "mul_both_broadcast": (_mul((1, 3, 1, 4), (2, 1, 3, 1)), {}),

@@ -267,6 +267,8 @@ def lower(graph: Graph, tensors: Mapping[str, np.ndarray], training: bool = Fals
             push(Layer("activation", {"activation": ACTIVATIONS[op]}, node.name))
         elif op == "add":
             a, b = node.inputs
+            if graph.shape(a) != graph.shape(b):
+                raise UnsupportedCase(f"darknet: add {node.name!r} broadcasts; [shortcut] adds layers of one shape")
             if a not in dyn or b not in dyn:
                 raise UnsupportedCase(f"darknet: add {node.name!r} of a constant; darknet adds layers only")
             last = len(layers) - 1
