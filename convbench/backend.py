@@ -130,6 +130,10 @@ class Conformance:
     cannot: tuple[tuple[str, Any, str], ...] = ()
     #: Why the module does not hold it at all (its own tests do), or None: it is held.
     exempt: str | None = None
+    #: Set when its NHWC model is its NCHW model with a transpose at each boundary (the
+    #: ONNX-based backends), saying so: the layer workloads check NHWC, the families (their
+    #: ops already checked in NCHW, the boundary by the layers) run in NCHW only.
+    boundary_layout: str | None = None
 
 
 class Backend(ABC):

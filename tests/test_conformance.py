@@ -8,7 +8,8 @@ What is covered: every backend of BACKENDS, as its plugin declares (onnxruntime 
 every workload of WORKLOADS and FAMILIES with each of its variants, in inference and
 training, in both layouts, float32, batch 2. The narrowings, all for time and none losing
 an op kind, variant, mode or layout: the split variant of a network runs in NCHW only
-(ONE_LAYOUT), JAX leaves out the training of split networks (LEFT_OUT), and networks are
+(ONE_LAYOUT), so do all the families in a backend whose NHWC model is its NCHW model with
+boundary transposes (Conformance.boundary_layout: the ONNX-based ones), JAX leaves out the training of split networks (LEFT_OUT), and networks are
 trained in a second suite at NETWORK_TRAINING_TOLERANCE.
 
 How it is kept cheap (`make test`'s budget): the checks of all the selected backends
@@ -131,12 +132,19 @@ ONE_LAYOUT = {(i, "split") for i in NETWORKS}
 LEFT_OUT = {"jax": {(i, "split", "training") for i in NETWORKS}}
 
 
+def one_layout(backend: str, workload: str, variant: str) -> bool:
+    """Whether a family case runs in NCHW only for this backend: a split network, or any
+    family case of a backend whose NHWC is a boundary transpose (Conformance.boundary_layout)."""
+    return (workload, variant) in ONE_LAYOUT or declared(backend).boundary_layout is not None
+
+
 def family_matrix(matrix: dict) -> list[dict]:
     """One mapping per family workload (its variants), the one-layout cases apart."""
     out = []
+    backend = matrix["backend"][0]
     for i, _, _, variants in FAMILIES:
-        both = [v for v in variants if (i, v) not in ONE_LAYOUT]
-        one = [v for v in variants if (i, v) in ONE_LAYOUT]
+        both = [v for v in variants if not one_layout(backend, i, v)]
+        one = [v for v in variants if one_layout(backend, i, v)]
         out += [{**matrix, "workload": [i], "variant": both}] if both else []
         out += [{**matrix, "workload": [i], "variant": one, "layout": ["nchw"]}] if one else []
     return out
@@ -255,9 +263,9 @@ def checked(request, started) -> tuple[str, pd.DataFrame]:
 def test_every_case_of_the_backend_verifies(checked: tuple[str, pd.DataFrame]) -> None:
     backend, rows = checked
     # modes x layouts x variants
-    one_layout = sum(1 for i, _, _, v in FAMILIES for x in v if (i, x) in ONE_LAYOUT)
-    left_out = sum(1 if (i, v) in ONE_LAYOUT else 2 for i, _, _, vs in FAMILIES for v in vs for m in ("inference", "training") if (i, v, m) in LEFT_OUT.get(backend, ()))
-    assert len(rows) == 2 * 2 * (len(WORKLOADS) * len(VARIANTS) + sum(len(v) for *_, v in FAMILIES)) - 2 * one_layout - left_out
+    layouts = {(i, v): 1 if one_layout(backend, i, v) else 2 for i, _, _, vs in FAMILIES for v in vs}
+    left_out = sum(layouts[i, v] for i, _, _, vs in FAMILIES for v in vs for m in ("inference", "training") if (i, v, m) in LEFT_OUT.get(backend, ()))
+    assert len(rows) == 2 * (2 * len(WORKLOADS) * len(VARIANTS) + sum(layouts.values())) - left_out
     cannot_train = False
     for field, value, words in declared(backend).cannot:
         nothing_to_rewrite = (rows.workload == "pw_bn_relu") & (rows.variant != "native")  # skipped before

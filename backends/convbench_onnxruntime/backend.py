@@ -79,7 +79,7 @@ class OnnxruntimeBackend(InferenceOnlyBackend):
     requires = ("onnx", "onnxruntime")
     executions = EXECUTIONS
     execution_descriptions = EXECUTION_DESCRIPTIONS
-    conformance = Conformance(cannot=(("mode", "training", "runs inference only"),))
+    conformance = Conformance(cannot=(("mode", "training", "runs inference only"),), boundary_layout="ONNX operators are NCHW: NHWC is a Transpose at each boundary of the same model")
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None

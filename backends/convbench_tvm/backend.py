@@ -73,7 +73,7 @@ class TvmBackend(InferenceOnlyBackend):
     requires = ("tvm", "onnx")
     executions = EXECUTIONS
     execution_descriptions = EXECUTION_DESCRIPTIONS
-    conformance = Conformance(execution="default", cannot=(("mode", "training", "inference graphs only"),))
+    conformance = Conformance(execution="default", cannot=(("mode", "training", "inference graphs only"),), boundary_layout="ONNX operators are NCHW: NHWC is a Transpose at each boundary of the same model")
 
     def __init__(self) -> None:
         self._info: BackendInfo | None = None
