@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm, wilcoxon
 
 from convbench.cases import KEY_FIELDS, Case
 from convbench.compare import (
@@ -54,12 +53,12 @@ from convbench.compare import (
     threshold_for,
 )
 from convbench.contention import Monitor, Reader
-from convbench.ratio_stats import RatioTest, median_se, random_effects, z_value
+from convbench.ratio_stats import RatioTest, median_se, paired_test, random_effects, z_value
 from convbench.results import SCHEMA_ID, RunFolder, empty_row, now_iso
 from convbench.rows import rates, sample_rows, timing_fields
 from convbench.run_record import as_record
 from convbench.runner import RunOptions, Worker, WorkerError, group_cases, merge_processes
-from convbench.timing import Guard, SamplerError, measure_interleaved, summarize
+from convbench.timing import Guard, SamplerError, measure_interleaved
 
 SIDES = ("base", "new")
 PROBE_TIMEOUT = 180.0
@@ -371,41 +370,6 @@ class AbRunner:
 
 
 # --------------------------------------------------------------------------- verdicts
-def paired_test(ratios: Sequence[float], confidence: float = 0.95, groups: Sequence[Any] | None = None) -> RatioTest:
-    """The paired test of per-round ratios NEW/BASE.
-
-    One process pair (``groups`` None or one label): their median with its order-statistic
-    CI, the two-sided Wilcoxon signed-rank p-value of the log ratios against 0, and the
-    smallest p-value ``n`` rounds allow. Several pairs (``groups`` labels each round with
-    its pair): each pair's median log ratio with its standard error, pooled by
-    :func:`random_effects`, so that a pair whose processes differ from the others widens
-    the interval instead of deciding the verdict; z-interval and z-test on the pooled
-    mean. ``se`` is the standard error of the log ratio either way.
-    """
-    values = np.asarray(ratios, dtype=np.float64)
-    keep = (values > 0) & np.isfinite(values)
-    r = values[keep]
-    n = int(r.size)
-    if n < 1:
-        raise ValueError("paired_test needs at least one ratio")
-    labels = None if groups is None else np.asarray(groups)[keep]
-    min_p = min(1.0, 2.0 ** (1 - n))
-    if labels is not None and len(set(labels.tolist())) >= 2:
-        logs = np.log(r)
-        parts = [logs[labels == g] for g in dict.fromkeys(labels.tolist())]
-        parts = [x for x in parts if x.size >= 2]
-        if len(parts) >= 2:
-            mean, se, _ = random_effects([float(np.median(x)) for x in parts], [median_se(x) for x in parts])
-            half = z_value(confidence) * se
-            p = float(2 * norm.sf(abs(mean) / se)) if se > 0 else (1.0 if mean == 0 else 0.0)
-            return RatioTest(math.exp(mean), math.exp(mean - half), math.exp(mean + half), p, n, n, min_p, se)
-    stats = summarize(r.tolist(), confidence)
-    logs = np.log(r)
-    p = float(wilcoxon(logs).pvalue) if n >= 2 and np.any(logs != 0) else 1.0
-    se = 1.2533 * float(np.std(logs, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
-    return RatioTest(stats.median, stats.ci_low, stats.ci_high, p, n, n, min_p, se)
-
-
 def paired_doubt(decided: tuple[str, str], test: RatioTest, row: dict[str, Any], alpha: float, pairs: int = 2) -> tuple[str, str]:
     """Contention in ``ab``: both sides were timed in the same rounds, so a load hit both
     alike, and with two or more process ``pairs`` a significant change stands (its reason

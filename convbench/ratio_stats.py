@@ -1,4 +1,5 @@
-"""Statistics of a ratio NEW/BASE: the bootstrap ratio test of two samples, run-to-run
+"""Statistics of a ratio NEW/BASE: the bootstrap ratio test of two samples, the paired
+test of per-round ratios (across process pairs by random-effects pooling), run-to-run
 noise across cases, and random-effects pooling of estimates with their own errors.
 
 Used by the verdicts of :mod:`convbench.compare` (run against run) and
@@ -14,7 +15,9 @@ from typing import Any
 
 import numpy as np
 from scipy.special import comb
-from scipy.stats import mannwhitneyu, norm
+from scipy.stats import mannwhitneyu, norm, wilcoxon
+
+from convbench.timing import summarize
 
 N_BOOT = 2000
 #: Most values drawn at once by the bootstrap (bounds its memory: 8 bytes each).
@@ -163,3 +166,38 @@ def random_effects(estimates: Sequence[float], ses: Sequence[float]) -> tuple[fl
     tau2 = max(0.0, (q - (y.size - 1)) / scale) if scale > 0 else 0.0
     w_star = 1 / (v + tau2)
     return float(np.sum(w_star * y) / np.sum(w_star)), math.sqrt(1 / float(np.sum(w_star))), math.sqrt(tau2)
+
+
+def paired_test(ratios: Sequence[float], confidence: float = 0.95, groups: Sequence[Any] | None = None) -> RatioTest:
+    """The paired test of per-round ratios NEW/BASE.
+
+    One process pair (``groups`` None or one label): their median with its order-statistic
+    CI, the two-sided Wilcoxon signed-rank p-value of the log ratios against 0, and the
+    smallest p-value ``n`` rounds allow. Several pairs (``groups`` labels each round with
+    its pair): each pair's median log ratio with its standard error, pooled by
+    :func:`random_effects`, so that a pair whose processes differ from the others widens
+    the interval instead of deciding the verdict; z-interval and z-test on the pooled
+    mean. ``se`` is the standard error of the log ratio either way.
+    """
+    values = np.asarray(ratios, dtype=np.float64)
+    keep = (values > 0) & np.isfinite(values)
+    r = values[keep]
+    n = int(r.size)
+    if n < 1:
+        raise ValueError("paired_test needs at least one ratio")
+    labels = None if groups is None else np.asarray(groups)[keep]
+    min_p = min(1.0, 2.0 ** (1 - n))
+    if labels is not None and len(set(labels.tolist())) >= 2:
+        logs = np.log(r)
+        parts = [logs[labels == g] for g in dict.fromkeys(labels.tolist())]
+        parts = [x for x in parts if x.size >= 2]
+        if len(parts) >= 2:
+            mean, se, _ = random_effects([float(np.median(x)) for x in parts], [median_se(x) for x in parts])
+            half = z_value(confidence) * se
+            p = float(2 * norm.sf(abs(mean) / se)) if se > 0 else (1.0 if mean == 0 else 0.0)
+            return RatioTest(math.exp(mean), math.exp(mean - half), math.exp(mean + half), p, n, n, min_p, se)
+    stats = summarize(r.tolist(), confidence)
+    logs = np.log(r)
+    p = float(wilcoxon(logs).pvalue) if n >= 2 and np.any(logs != 0) else 1.0
+    se = 1.2533 * float(np.std(logs, ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+    return RatioTest(stats.median, stats.ci_low, stats.ci_high, p, n, n, min_p, se)

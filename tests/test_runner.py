@@ -44,6 +44,26 @@ def test_merge_processes_pools_samples_and_reports_between_process_spread() -> N
     assert [s["index"] for s in samples] == list(range(6))
 
 
+def interleaved_row(c: Case, ratios: list[float]) -> tuple[dict, list[dict]]:
+    row, samples = ok_row(c, [1.0] * len(ratios))
+    return row, [{**s, "ratio": r} for s, r in zip(samples, ratios, strict=True)]
+
+
+def test_merge_processes_ratio_ci_spans_the_processes_not_the_pooled_rounds() -> None:
+    """Each process's rounds agree tightly, but the processes differ (2.43 vs 2.59, as
+    fresh processes of one case did on a 2-core VM): pooling the rounds as one sample
+    would give a CI of a few tenths of a percent; the merged CI must cover both."""
+    c = case("diagonalwise")
+    jitter = [1.0, 1.001, 0.999, 1.0005, 0.9995] * 4
+    runs = [interleaved_row(c, [m * j for j in jitter]) for m in (2.43, 2.59, 2.51)]
+    merged, _ = merge_processes(runs)
+    assert merged["ratio_ci_low"] < 2.43 * 1.01 and merged["ratio_ci_high"] > 2.59 * 0.99
+    assert merged["ratio_ci_low"] < merged["ratio"] < merged["ratio_ci_high"]
+    agreeing, _ = merge_processes([interleaved_row(c, [2.5 * j for j in jitter]) for _ in range(3)])
+    assert agreeing["ratio"] == pytest.approx(2.5, rel=1e-3)
+    assert agreeing["ratio_ci_high"] / agreeing["ratio_ci_low"] < 1.01
+
+
 def test_merge_processes_keeps_a_failure() -> None:
     c = case()
     bad = empty_row(c)
