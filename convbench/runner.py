@@ -56,6 +56,8 @@ def merge_processes(
     widens the CI instead of hiding in it. The case is contended when any process was.
     """
     for k, (row, _) in enumerate(runs):
+        if row["status"] == "skipped":  # a property of the case, not of one process
+            return {**row, "processes": len(runs)}, []
         if row["status"] != "ok":
             return {**row, "reason": f"process {k + 1} of {len(runs)}: {row['reason']}", "processes": len(runs)}, []
     row = dict(runs[0][0])
@@ -373,8 +375,14 @@ class Runner:
         for _ in range(n):
             self.stop_worker()  # a fresh process for every repetition
             self.run_group_once(group, lambda row, samples: collected.setdefault(row["case_id"], []).append((row, samples)))
+            if not any(runs[-1][0]["status"] == "ok" for runs in collected.values()):
+                break  # nothing was timed (skipped, failed): another process would say the same
         for case in group:
-            self._record(*merge_processes(collected[case.case_id], self.options.timing.confidence))
+            runs = collected[case.case_id]
+            if len(runs) == 1:
+                self._record({**runs[0][0], "processes": 1}, runs[0][1])
+            else:
+                self._record(*merge_processes(runs, self.options.timing.confidence))
 
     def ensure_worker(self, case: Case) -> Worker:
         if self.worker is not None and self.worker_key == case.worker_key and self.worker.proc.poll() is None:

@@ -137,6 +137,21 @@ def test_processes_run_each_group_in_fresh_workers(tmp_path: Path) -> None:
     assert len(list((out / "logs").glob("worker-*.log"))) == 4  # 2 groups x 2 processes
 
 
+def test_processes_do_not_repeat_a_group_that_timed_nothing(tmp_path: Path) -> None:
+    """A group whose cases are all skipped (here: no CUDA device) runs in one worker, not
+    N, and its rows keep the skip reason as it is (a skip is the case's, not a process's)."""
+    suite = write_suite(tmp_path / "p.yaml", ["a"], backend="reference")
+    suite.write_text(suite.read_text().replace("guard: flag}", "guard: flag, processes: 3}").replace("device: [cpu]", "device: [cpu, cuda]"))
+    out = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = pd.read_parquet(out / "cases.parquet").set_index("device")
+    assert rows.loc["cpu", "status"] == "ok" and rows.loc["cpu", "processes"] == 3
+    assert rows.loc["cuda", "status"] == "skipped" and rows.loc["cuda", "processes"] == 1
+    assert not rows.loc["cuda", "reason"].startswith("process")
+    assert len(list((out / "logs").glob("worker-*.log"))) == 4  # 3 for cpu, 1 for cuda
+
+
 def test_missing_interpreter_gives_skipped_rows(tmp_path: Path) -> None:
     suite = write_suite(tmp_path / "i.yaml", ["a"], backend="reference", extra="interpreters: {reference: /nonexistent/python}")
     out = tmp_path / "run"
