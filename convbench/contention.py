@@ -305,6 +305,13 @@ class ContentionRule:
             return load.describe()
         return None
 
+    def sustained(self, load: Load) -> bool:
+        """Whether ``load`` shows work that lasts (other work on ``cores`` cores, or a
+        machine off its speed), not only a blip: tasks waiting for a CPU for part of one
+        short sample (the machine's own kernel threads do that: ~1.6 ms waits every
+        ~0.3 s on an idle 2-core VM, 10% of a 16 ms round)."""
+        return (load.foreign_cpu or 0.0) + (load.steal or 0.0) >= self.cores or self.off_speed(load)
+
     def off_speed(self, load: Load) -> bool:
         """Whether a probe part ran more than ``speed`` slower or faster than the reference."""
         if not self.speed:

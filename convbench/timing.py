@@ -376,15 +376,20 @@ class Guard:
         load = self.monitor.load(start, self.monitor.mark())
         return load, None if self.mode == "off" else self.monitor.rule.reason(load)
 
-    def retake(self, reason: str | None) -> bool:
+    def retake(self, reason: str | None, load: Load | None = None) -> bool:
         """Whether a sample judged ``reason`` is dropped (mode wait, while the group's quiet
-        budget lasts); waits for quiet first. Once the budget is spent, contended samples
-        are kept (and the case flagged): retaking them on a machine that stays busy would
-        only spend the time budget to keep the same kind of samples."""
+        budget lasts); waits for quiet first when its ``load`` shows lasting work (see
+        :meth:`~convbench.contention.ContentionRule.sustained`), and retakes at once after a
+        blip (tasks waited for a CPU, nothing else ran): the next sample is most likely
+        clean, and those retakes spend the case's own time budget. Once the quiet budget is
+        spent, contended samples are kept (and the case flagged): retaking them on a
+        machine that stays busy would only spend the time budget to keep the same kind of
+        samples."""
         if reason is None or self.mode != "wait" or self.budget.left < 0.01:
             return False
         assert self.monitor is not None
-        self.monitor.wait_quiet(self.budget)
+        if load is None or self.monitor.rule.sustained(load):
+            self.monitor.wait_quiet(self.budget)
         return True
 
     def verdict(self, used: list[int], loads: list[Load | None], reasons: list[str | None], wanted: int) -> tuple[bool | None, str | None]:
@@ -630,7 +635,7 @@ def measure(
         loads.append(load)
         reasons.append(reason)
         w0 = guard.budget.waited
-        drop = guard.retake(reason)
+        drop = guard.retake(reason, load)
         paused += guard.budget.waited - w0
         kept.append(not drop)
         if not drop:
@@ -760,7 +765,7 @@ def measure_interleaved(
             samples[name].append(got[name])
             member_faults[name].append(got_faults[name])
         w0 = guard.budget.waited
-        drop = guard.retake(reason)
+        drop = guard.retake(reason, load)
         paused += guard.budget.waited - w0
         kept.append(not drop)
         loads.append(load)

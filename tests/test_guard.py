@@ -109,6 +109,27 @@ def test_wait_drops_and_retakes_contended_samples(tmp_path: Path) -> None:
     assert m.to_dict()["contended"] is False and m.to_dict()["dropped"] == 2
 
 
+def test_wait_retakes_a_blip_at_once(tmp_path: Path) -> None:
+    """A sample in which a task waited for a CPU 10% of the time while nothing else ran
+    (the machine's own kernel threads, on an idle VM) is dropped and retaken without
+    waiting for a quiet window; a neighbour's sample still waits for one."""
+    clock, proc, mon = _setup(tmp_path)
+    calls = []
+
+    def sampler(n: int) -> float:
+        k = len(calls)
+        calls.append(k)
+        proc.run(0.25 * n, own=1.0, other=1.0 if k == 6 else 0.0, stall=0.1 if k in (3, 4) else 0.0)
+        return 0.25 * n
+
+    cfg = _config()
+    m = measure(sampler, cfg, clock, Guard(mon, "wait", cfg.quiet_wait))
+    assert m.kept == [True, True, False, False, True, False] + [True] * 7
+    assert "waited for a CPU 10%" in m.reasons[2] and "used 1.00 cores" in m.reasons[5]
+    assert proc.sleeps == [QUIET_WINDOW] * 2  # before the group, and after the neighbour only
+    assert (m.dropped, m.contended, m.stats.n) == (3, False, 10)
+
+
 def test_wait_too_few_clean_samples_is_contended(tmp_path: Path) -> None:
     clock, proc, mon = _setup(tmp_path)
     op = BusySampler(proc, 0.25, busy={1, 3, 5, 7, 9})  # every other sample, from the first
