@@ -19,7 +19,10 @@ Node kinds:
   ``const`` (a non-trainable tensor: BN running statistics, masks);
 * ops: ``conv2d``, ``batchnorm``, ``relu``, ``relu6``, ``sigmoid``, ``add``, ``mul``,
   ``concat``, ``slice``, ``avgpool``, ``maxpool``, ``global_avgpool``, ``linear``,
-  ``flatten``, and the data-movement primitives below.
+  ``flatten``, ``upsample``, and the data-movement primitives below.
+* ``upsample`` (attr ``scale``: (sh, sw), positive ints; nearest only): every pixel
+  repeated into an sh x sw block, ``out[n, c, h, w] = x[n, c, h // sh, w // sw]``,
+  output (N, C, sh * H, sw * W) (ThunderNet's CEM). Its gradient sums each block.
 
 Data-movement primitives (no multiply-adds; compact networks build their channel
 shuffles, channel splits, shifts and shortcuts from them, so a backend lowers four
@@ -124,6 +127,7 @@ OPS = SOURCE_OPS | ELEMENTWISE_UNARY | frozenset(
         "pad",
         "shift",
         "gather",
+        "upsample",
     }
 )
 
@@ -367,6 +371,20 @@ def infer_shape(op: str, in_shapes: list[Shape], attrs: Mapping[str, Any]) -> Sh
         out = list(x)
         out[axis] = len(indices)
         return tuple(out)
+    if op == "upsample":
+        arity(1)
+        x, scale = in_shapes[0], attrs.get("scale")
+        if len(x) != 4:
+            raise GraphError(f"upsample wants a 4-D input, got {x}")
+        if (
+            not isinstance(scale, (tuple, list))
+            or len(scale) != 2
+            or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in scale)
+        ):
+            raise GraphError(f"upsample: scale must be two positive ints (sh, sw), got {scale!r}")
+        if attrs.get("mode", "nearest") != "nearest":
+            raise GraphError(f"upsample: only mode 'nearest' is defined, got {attrs['mode']!r}")
+        return (x[0], x[1], x[2] * int(scale[0]), x[3] * int(scale[1]))
     if op == "linear":
         arity(2, 3)
         x, w = in_shapes[0], in_shapes[1]
@@ -651,6 +669,12 @@ class GraphBuilder:
 
     def gather(self, x: str, axis: int, indices: Sequence[int], name: str | None = None) -> str:
         return self.add("gather", [x], name=name, axis=int(axis), indices=tuple(int(i) for i in indices))
+
+    def upsample(self, x: str, scale: int | Sequence[int], name: str | None = None) -> str:
+        """Nearest-neighbour upsampling of ``x`` by ``scale`` (an int or (sh, sw))."""
+        if isinstance(scale, (int, np.integer)):
+            scale = (scale, scale)
+        return self.add("upsample", [x], name=name, scale=tuple(scale))
 
     def mixconv(
         self,

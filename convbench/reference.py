@@ -17,6 +17,8 @@ Conventions (those of :mod:`convbench.graph`):
   gradient of each is its adjoint: reshape back, the inverse permutation, the interior
   slice, the shift by the opposite offsets (zero fill again), and a scatter-add into
   zeros (an input element read by several indices receives the sum of their gradients);
+* ``upsample`` (nearest) repeats each pixel into an sh x sw block; its gradient sums
+  each block;
 * ``backward`` differentiates loss = sum over outputs of sum(output * cotangent). Only
   nodes that depend on an ``input`` or ``param`` receive gradients; ``const`` nodes never do.
 """
@@ -445,6 +447,19 @@ def _gather_bwd(
     return [gx]
 
 
+def _upsample_fwd(node: Node, ins: list[Array], training: bool) -> Array:
+    sh, sw = node.attrs["scale"]
+    return np.repeat(np.repeat(ins[0], sh, axis=2), sw, axis=3)
+
+
+def _upsample_bwd(
+    node: Node, ins: list[Array], y: Array, gy: Array, needs: list[bool], training: bool
+) -> list[Array | None]:
+    sh, sw = node.attrs["scale"]
+    n, c, h, w = ins[0].shape
+    return [gy.reshape(n, c, h, sh, w, sw).sum(axis=(3, 5))]
+
+
 def _linear_fwd(node: Node, ins: list[Array], training: bool) -> Array:
     y = ins[0] @ ins[1].T
     return y + ins[2] if len(ins) > 2 else y
@@ -570,6 +585,7 @@ _FORWARD: dict[str, ForwardFn] = {
     "pad": _pad_fwd,
     "shift": lambda node, ins, training: shift(ins[0], node.attrs["offsets"]),
     "gather": _gather_fwd,
+    "upsample": _upsample_fwd,
 }
 
 _BACKWARD: dict[str, BackwardFn] = {
@@ -592,6 +608,7 @@ _BACKWARD: dict[str, BackwardFn] = {
     "pad": _pad_bwd,
     "shift": _shift_bwd,
     "gather": _gather_bwd,
+    "upsample": _upsample_bwd,
 }
 
 

@@ -54,11 +54,26 @@ def test_dilation_padding_pool_linear_shapes() -> None:
         (lambda b: b.pad(b.input("a", (1, 6)), ((0, 0), (-1, 1))), ">= 0"),
         (lambda b: b.shift(b.input("a", (1, 2, 3, 3)), [(0, 0)]), "one offset per channel"),
         (lambda b: b.shift(b.input("a", (1, 2, 3, 3)), [(0, 0), (3, 0)]), "out of its 3x3 plane"),
+        (lambda b: b.upsample(b.input("a", (1, 2, 3, 3)), (0, 2)), "two positive ints"),
+        (lambda b: b.add("upsample", [b.input("a", (1, 2, 3, 3))], scale=(2.0, 2)), "two positive ints"),
+        (lambda b: b.add("upsample", [b.input("a", (1, 2, 3, 3))], scale=2), "two positive ints"),
+        (lambda b: b.add("upsample", [b.input("a", (1, 2, 3, 3))]), "two positive ints"),
+        (lambda b: b.upsample(b.input("a", (1, 6)), 2), "4-D"),
+        (lambda b: b.add("upsample", [b.input("a", (1, 2, 3, 3))], scale=(2, 2), mode="bilinear"), "nearest"),
     ],
 )
 def test_malformed_graphs_are_rejected(build, message: str) -> None:
     with pytest.raises(GraphError, match=message):
         build(GraphBuilder())
+
+
+def test_upsample_shape_and_counts() -> None:
+    b = GraphBuilder()
+    y = b.upsample(b.input("x", (2, 3, 4, 5)), (2, 3))
+    g = b.build([y])
+    assert g.shape(y) == (2, 3, 8, 15)
+    assert g.macs() == 0 and g.param_count() == 0
+    assert g.bytes_moved(4) == 4 * (2 * 3 * 4 * 5 + 2 * 3 * 8 * 15)
 
 
 def test_batchnorm_statistics_are_constants_not_parameters() -> None:

@@ -449,6 +449,11 @@ def _gather(axis: int, indices: tuple[int, ...]) -> Callable[[GraphBuilder], str
     return lambda b: b.gather(b.input("x", (2, 5, 3, 2)), axis, indices)
 
 
+def _upsample(scale: tuple[int, int]) -> Callable[[GraphBuilder], str]:
+    # each input pixel feeds an sh x sw block: its gradient is the block's sum
+    return lambda b: b.upsample(b.input("x", (2, 3, 2, 3)), scale)
+
+
 OP_GRAPHS: dict[str, tuple[Callable[[GraphBuilder], str], dict[str, float]]] = {
     "batchnorm": (_bn((3, 2, 3, 2)), {}),
     "batchnorm_2d": (_bn((4, 3)), {}),
@@ -483,6 +488,8 @@ OP_GRAPHS: dict[str, tuple[Callable[[GraphBuilder], str], dict[str, float]]] = {
     "shift": (_shift, {}),
     "gather_channels": (_gather(1, (3, 0, 3, 4, 1, 3, 0)), {}),
     "gather_height": (_gather(2, (2, 2, 0)), {}),
+    "upsample_2x2": (_upsample((2, 2)), {}),
+    "upsample_3x1": (_upsample((3, 1)), {}),
 }
 
 
@@ -508,6 +515,22 @@ def test_batchnorm_training_gradient_sums_to_zero() -> None:
     t = make_tensors(graph, SEED)
     g = run_reference(graph, t, make_cotangents(graph, SEED), "training")["grad:x"]
     np.testing.assert_allclose(g.sum(axis=(0, 2, 3)), 0.0, atol=1e-13)
+
+
+def test_upsample_is_nearest_and_sums_blocks() -> None:
+    """out[n, c, h, w] = x[n, c, h // sh, w // sw]; the gradient sums each sh x sw block."""
+    b = GraphBuilder()
+    graph = b.build([b.upsample(b.input("x", (1, 1, 2, 2)), (2, 3))])
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    gy = np.arange(24.0).reshape(1, 1, 4, 6)
+    out = run_reference(graph, {"x": x}, {graph.outputs[0]: gy}, "training")
+    y = out[graph.outputs[0]]
+    assert y.shape == (1, 1, 4, 6)
+    for h in range(4):
+        for w in range(6):
+            assert y[0, 0, h, w] == x[0, 0, h // 2, w // 3]
+    want = gy.reshape(2, 2, 2, 3).sum(axis=(1, 3))
+    np.testing.assert_array_equal(out["grad:x"][0, 0], want)
 
 
 def test_maxpool_ties_send_gradient_to_first_maximum() -> None:
