@@ -71,6 +71,25 @@ def pointwise_graph() -> Graph:
     return b.build([b.add("add", [b.conv2d(s, 6, 1, bias=True, name="t"), s], name="out")])
 
 
+def upsample_graph() -> Graph:
+    """conv -> nearest upsample x2 ([upsample] stride=2) -> conv."""
+    b = GraphBuilder()
+    x = b.input("x", (2, 3, 5, 5))
+    y = b.upsample(b.act(b.conv2d(x, 4, 3, bias=True, name="a"), "relu"), 2, name="up")
+    return b.build([b.conv2d(y, 5, 3, bias=True, name="b")])
+
+
+def test_upsample_is_darknets_upsample_layer() -> None:
+    g = upsample_graph()
+    low = lower(g, make_tensors(g, 0))
+    assert [layer.kind for layer in low.layers] == ["convolutional", "upsample", "convolutional"]
+    assert "[upsample]\nstride=2\n" in low.cfg(2, 0.01)
+    b = GraphBuilder()
+    odd = b.build([b.upsample(b.conv2d(b.input("x", (1, 2, 4, 4)), 2, 3), (2, 1))])
+    with pytest.raises(UnsupportedCase, match="square"):
+        lower(odd, make_tensors(odd, 0))
+
+
 def test_cfg_sections_and_options() -> None:
     g = conv_bn_relu()
     cfg = lower(g, make_tensors(g, 0)).cfg(2, 0.01)
@@ -132,9 +151,9 @@ def test_info() -> None:
 
 
 @needs_darknet
-@pytest.mark.parametrize("name", ["conv_bn_relu", "residual", "pointwise", "masked_conv"])
+@pytest.mark.parametrize("name", ["conv_bn_relu", "residual", "pointwise", "masked_conv", "upsample"])
 def test_inference_matches_reference(name: str) -> None:
-    graph = {"conv_bn_relu": conv_bn_relu, "residual": residual_graph, "pointwise": pointwise_graph, "masked_conv": masked_conv_graph}[name]()
+    graph = {"conv_bn_relu": conv_bn_relu, "residual": residual_graph, "pointwise": pointwise_graph, "masked_conv": masked_conv_graph, "upsample": upsample_graph}[name]()
     assert_matches(BACKEND, graph, mode="inference").close()
 
 
@@ -146,11 +165,11 @@ def test_mobilenet_inference(variant: str) -> None:
 
 
 @needs_darknet
-@pytest.mark.parametrize("variant", ["native", "pointwise", "diagonalwise"])
+@pytest.mark.parametrize("variant", ["native", "pointwise", "diagonalwise", "upsample"])
 def test_training_without_batchnorm_matches_reference(variant: str) -> None:
     """darknet's backward: the gradients of every param and the input (diagonalwise:
-    chained through the mask to the depthwise param)."""
-    graph = pointwise_graph() if variant == "pointwise" else residual_graph()
+    chained through the mask to the depthwise param; upsample: each block summed)."""
+    graph = {"pointwise": pointwise_graph, "upsample": upsample_graph}.get(variant, residual_graph)()
     if variant == "diagonalwise":
         graph = parse_variant(variant).apply(build_graph("depthwise", {"channels": 8, "size": 7, "kernel": 3, "bias": True}, 2))
     assert_matches(BACKEND, graph, mode="training").close()
@@ -187,6 +206,8 @@ def test_training_batchnorm_matches_on_large_planes() -> None:
         ("channel_shuffle", {"channels": 12, "size": 4, "groups": 3}, "reshape/transpose"),
         ("shift", {"channels": 20, "size": 6}, "shift"),
         ("channel_split", {"channels": 12, "size": 4}, "slice"),
+        ("thundernet_cem", {"c4": 8, "c5": 12, "out_channels": 10, "size": 4}, "exactly one NCHW input"),
+        ("thundernet_sam", {"channels": 10, "rpn_channels": 12, "size": 4}, "exactly one NCHW input"),
     ],
 )
 def test_what_darknet_cannot_express_is_unsupported(kind: str, params: dict, words: str) -> None:

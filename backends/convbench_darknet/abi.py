@@ -24,7 +24,7 @@ HEADER_ENV = "CONVBENCH_DARKNET_HEADER"
 INSTALL_HINT = "apt-get install darknet (Debian/Ubuntu; libdarknet.so and darknet.h in /usr/lib/darknet)"
 ENUMS = frozenset({"LAYER_TYPE", "ACTIVATION", "COST_TYPE", "learning_rate_policy", "BINARY_ACTIVATION"})
 #: darknet's LAYER_TYPE values used here (the enum's order in darknet.h)
-LAYER_TYPES = ("CONVOLUTIONAL", "DECONVOLUTIONAL", "CONNECTED", "MAXPOOL", "SOFTMAX", "DETECTION", "DROPOUT", "CROP", "ROUTE", "COST", "NORMALIZATION", "AVGPOOL", "LOCAL", "SHORTCUT", "ACTIVE")
+LAYER_TYPES = ("CONVOLUTIONAL", "DECONVOLUTIONAL", "CONNECTED", "MAXPOOL", "SOFTMAX", "DETECTION", "DROPOUT", "CROP", "ROUTE", "COST", "NORMALIZATION", "AVGPOOL", "LOCAL", "SHORTCUT", "ACTIVE", "RNN", "GRU", "LSTM", "CRNN", "BATCHNORM", "NETWORK", "XNOR", "REGION", "YOLO", "ISEG", "REORG", "UPSAMPLE")
 
 
 class DarknetMissing(RuntimeError):

@@ -15,6 +15,8 @@ layer plus an earlier one). The graph is walked in order and each op becomes a l
   channels -> ``[route]``; ``relu``/``sigmoid`` alone -> ``[activation]``;
 * ``maxpool`` -> ``[maxpool]`` (darknet's total ``padding`` is 2 x the IR's, pads -inf);
   ``global_avgpool`` and an ``avgpool`` whose window is the whole plane -> ``[avgpool]``;
+* ``upsample`` with sh = sw -> ``[upsample] stride=s`` (YOLOv3's layer: nearest,
+  ``out = x[h // s, w // s]``, its backward adds each block's sum to the input's delta);
 * ``flatten`` -> nothing (darknet's buffers are flat); ``linear`` -> ``[connected]``.
 
 Anything else (relu6, channel shuffle's reshape/transpose, slice, pad, shift, mul of
@@ -297,6 +299,10 @@ def lower(graph: Graph, tensors: Mapping[str, np.ndarray], training: bool = Fals
                 raise UnsupportedCase(f"darknet: avgpool {node.name!r} is not global; darknet's [avgpool] averages the whole plane")
             feed(node.inputs[0], node)
             push(Layer("avgpool", {}, node.name))
+        elif op == "upsample":
+            stride = _square(node.attrs["scale"], "scale", node)
+            feed(node.inputs[0], node)
+            push(Layer("upsample", {"stride": stride}, node.name))
         elif op == "flatten":
             at = where.get(node.inputs[0])
             if at is None or at < 0:

@@ -37,7 +37,7 @@ from convbench_darknet.lower import Lowered, lower
 #: recorded in details() of a case asked for more than one thread
 SINGLE_THREAD_NOTE = "Debian's libdarknet is built without OpenMP: it ran on one thread (the case asked {threads})"
 #: cfg section -> darknet LAYER_TYPE name
-TYPES = {"convolutional": "CONVOLUTIONAL", "connected": "CONNECTED", "maxpool": "MAXPOOL", "avgpool": "AVGPOOL", "route": "ROUTE", "shortcut": "SHORTCUT", "activation": "ACTIVE"}
+TYPES = {"convolutional": "CONVOLUTIONAL", "connected": "CONNECTED", "maxpool": "MAXPOOL", "avgpool": "AVGPOOL", "route": "ROUTE", "shortcut": "SHORTCUT", "activation": "ACTIVE", "upsample": "UPSAMPLE"}
 
 
 @contextmanager

@@ -177,6 +177,13 @@ def gather(ctx: Context, site: Site, ins: list[Any]) -> Any:
     return jnp.take(ins[0], np.asarray(site.attrs["indices"], dtype=np.int32), axis=axis)
 
 
+def upsample(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    """Nearest upsampling: ``jnp.repeat`` along H and W (its gradient sums each block)."""
+    h_axis, w_axis = _spatial_axes(site.in_perms[0])
+    sh, sw = (int(s) for s in site.attrs["scale"])
+    return jnp.repeat(jnp.repeat(ins[0], sh, axis=h_axis), sw, axis=w_axis)
+
+
 #: The op table: every IR op this backend lowers.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -198,4 +205,5 @@ OPS: dict[str, OpFn] = {
     "pad": pad,
     "shift": shift,
     "gather": gather,
+    "upsample": upsample,
 }

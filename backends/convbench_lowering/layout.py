@@ -47,6 +47,7 @@ FIXED: dict[str, tuple[tuple[str | None, ...], str | None]] = {
     "maxpool": ((ACT,), ACT),
     "global_avgpool": ((ACT,), ACT),
     "shift": ((ACT,), ACT),
+    "upsample": ((ACT,), ACT),
     "flatten": ((ACT,), LOGICAL),
     "linear": ((LOGICAL,), LOGICAL),
 }

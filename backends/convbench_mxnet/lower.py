@@ -10,7 +10,8 @@ with leading unit axes, as NumPy broadcasting does), concat, slice_axis, Pooling
 (``count_include_pad=False`` for avg; MXNet's max pooling ignores the padding), mean
 over H and W, Flatten, FullyConnected, reshape, transpose, pad (zeros concatenated) and
 ``shift`` (one padding, a slice per run of channels sharing an offset, concat) and
-``gather`` (``take``, its index vector built from ``arange`` runs).
+``gather`` (``take``, its index vector built from ``arange`` runs) and ``upsample``
+(``repeat`` along H, then W: MXNet's ``UpSampling`` takes one scale for both).
 
 This module imports mxnet; :mod:`convbench_mxnet.backend` imports it lazily.
 """
@@ -179,4 +180,7 @@ OPS: dict[str, OpFn] = {
     "pad": pad,
     "shift": shift,
     "gather": gather,
+    "upsample": lambda ctx, site, ins: ctx.F.repeat(
+        ctx.F.repeat(ins[0], repeats=int(site.attrs["scale"][0]), axis=2), repeats=int(site.attrs["scale"][1]), axis=3
+    ),
 }

@@ -8,7 +8,9 @@ Imports ``onnx`` only (never onnxruntime), so ``convbench export`` can use it an
   (``count_include_pad=0``), MaxPool (ONNX pads max pooling with -inf), GlobalAveragePool,
   Flatten(axis=1), Gemm(transB=1), Reshape, Transpose, Pad (constant zeros) and ``shift``
   as Pad + one Slice per run of channels sharing an offset + Concat; ``gather`` as
-  Gather (int64 indices);
+  Gather (int64 indices); ``upsample`` as Resize (nearest, asymmetric coordinates,
+  ``nearest_mode=floor``: source pixel floor(h / sh), the IR's), its scales a float32
+  initializer (1, 1, sh, sw);
 * graph ``input`` nodes become model inputs, ``param`` and ``const`` nodes initializers
   (weights are the convbench data given, so an exported model computes what a run
   verified), graph outputs model outputs, all float32;
@@ -156,6 +158,16 @@ def gather(b: Builder, site: Site, ins: list[str]) -> str:
     return b.node("Gather", [ins[0], indices], _named(site), axis=int(site.attrs["axis"]))
 
 
+def upsample(b: Builder, site: Site, ins: list[str]) -> str:
+    """``Resize`` with ``out[h, w] = x[floor(h / sh), floor(w / sw)]`` (no roi)."""
+    sh, sw = (int(s) for s in site.attrs["scale"])
+    scales = b.constant(np.array([1.0, 1.0, sh, sw], dtype=np.float32), "scales")
+    return b.node(
+        "Resize", [ins[0], "", scales], _named(site),
+        mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+    )  # fmt: skip
+
+
 #: The op table: every IR op this lowering knows.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -177,6 +189,7 @@ OPS: dict[str, OpFn] = {
     "pad": pad,
     "shift": shift,
     "gather": gather,
+    "upsample": upsample,
 }
 
 

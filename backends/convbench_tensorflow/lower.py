@@ -10,7 +10,8 @@ average pool already excludes the padding, its max pool ignores it); otherwise t
 is padded explicitly (zeros for avgpool, -inf for maxpool) and the average is rescaled by
 a constant k*k / count, where count is the number of real elements in each window.
 ``reshape`` and ``transpose`` run on logical (NCHW) values; ``pad`` pads the physical
-axes; ``shift`` pads H and W once and slices each run of channels sharing an offset; ``gather`` is ``tf.gather``.
+axes; ``shift`` pads H and W once and slices each run of channels sharing an offset; ``gather`` is ``tf.gather``;
+``upsample`` is ``tf.repeat`` along the physical H and W axes.
 
 This module imports tensorflow; :mod:`convbench_tensorflow.backend` imports it lazily.
 """
@@ -240,6 +241,14 @@ def gather(ctx: Context, site: Site, ins: list[Any]) -> Any:
     return tf.gather(ins[0], tf.constant([int(i) for i in site.attrs["indices"]], dtype=tf.int32), axis=axis)
 
 
+def upsample(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    """Nearest upsampling: each row repeated sh times, each column sw times."""
+    sh, sw = (int(s) for s in site.attrs["scale"])
+    h_axis = 1 if site.in_perms[0] == NHWC else 2
+    y = tf.repeat(ins[0], sh, axis=h_axis) if sh > 1 else ins[0]
+    return tf.repeat(y, sw, axis=h_axis + 1) if sw > 1 else y
+
+
 #: The op table: every IR op this backend lowers.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -261,4 +270,5 @@ OPS: dict[str, OpFn] = {
     "pad": pad,
     "shift": shift,
     "gather": gather,
+    "upsample": upsample,
 }

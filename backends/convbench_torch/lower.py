@@ -50,6 +50,7 @@ SUPPORTED_OPS = SOURCE_OPS | frozenset(
         "pad",
         "shift",
         "gather",
+        "upsample",
     }
 )
 
@@ -288,6 +289,11 @@ def lower(
             attr = sanitize(f"{node.name}.indices", taken)
             root.register_buffer(attr, torch.tensor([int(i) for i in a["indices"]], dtype=torch.long, device=device))
             out = _call(torch.index_select, ins[0], int(a["axis"]), fg.get_attr(attr))
+        elif op == "upsample":
+            # nearest with integer factors: source row floor(h * (1 / sh)), exact for the
+            # factors checked (1 - 8); keeps channels_last
+            sh, sw = (int(s) for s in a["scale"])
+            out = _call(F.interpolate, ins[0], scale_factor=(float(sh), float(sw)), mode="nearest")
         else:  # pragma: no cover - SUPPORTED_OPS and this chain must agree
             raise UnsupportedCase(f"torch: op {op!r} is not lowered")
         fn, args, kwargs = out

@@ -14,8 +14,29 @@ session (a ``stage_out_channels = [-1, 24, 132, 264, 528]`` ShuffleNetV2 with 5x
 depthwise convs and no conv5; the authors released no code). The unit is convbench's
 ShuffleNetV2 unit (:func:`convbench.workloads.shufflenet.shufflenet_v2_unit`, torchvision's
 downsampling: both branches of a stride-2 unit give half the output channels) with
-``kernel=5``. The detection-side modules (CEM, SAM, the RPN and PSRoI head) are not
-modelled: CEM needs an upsampling op and a broadcast add the IR does not have.
+``kernel=5``.
+
+Two detection-side modules are layer workloads (the RPN and the PSRoI head are not
+modelled), read from Sections 3.3 and 3.4 of the paper as this session recalls them:
+
+* ``thundernet_cem``, the Context Enhancement Module (Section 3.3): from C4 (N, c4, H, W)
+  and C5 (N, c5, H/2, W/2), three 1x1 convs to ``out_channels`` (245 = 5 x 49, the
+  thin feature map of Light-Head R-CNN with alpha x p x p = 5 x 7 x 7): one on C4, one on
+  C5 followed by a x2 nearest upsampling, one on the global average pool of C5 (the
+  paper's C_glb, an FC layer), broadcast; the three summed. Defaults: SNet146 at a
+  320 x 320 input, C4 = 264 channels at 20 x 20, C5 = 528 at 10 x 10. Unconfirmed
+  here: the upsampling mode (the paper says "upsample"; nearest is convbench's choice)
+  and whether the convs have biases (``bias``, default none: the three biases would sum
+  to one). For SNet49 the paper compresses C5 (conv5, 512 channels) first; not modelled.
+* ``thundernet_sam``, the Spatial Attention Module (Section 3.4):
+  ``F_sam = F_cem * sigmoid(theta(F_rpn))``, theta a 1x1 conv from the RPN's 256 channels
+  to the CEM's 245, then batch norm (``bn``; the paper's "dimension transformation"
+  whose BN is as this session recalls it), broadcast-free: both maps are H x W (20 x 20).
+
+Counts at the defaults (batch 1; the paper publishes none for the modules): CEM 323,400
+parameters and 38.94 M multiply-adds (25.87 M on C4, 12.94 M on C5, 0.13 M for C_glb);
+SAM 63,210 parameters (with BN) and 25.09 M multiply-adds. Both take two inputs, so
+darknet (one input per network) skips them.
 
 Counts (224 x 224, 1000 classes; parameters conv/FC weights and biases, BN scale and
 shift; multiply-adds conv + FC), against the paper's 49 / 146 / 535 MFLOPs
@@ -41,7 +62,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from convbench.graph import Graph, GraphBuilder
 from convbench.workloads import NamedConfig, Published, WorkloadKind, register
@@ -98,6 +119,78 @@ CONFIGS = (
     ),
 )  # fmt: skip
 
+class CemParams(BaseModel):
+    """CEM on C4 (c4, size, size) and C5 (c5, size/2, size/2), to ``out_channels``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    c4: int = Field(264, ge=1, description="C4 channels")
+    c5: int = Field(528, ge=1, description="C5 channels")
+    out_channels: int = Field(245, ge=1)
+    size: int = Field(20, ge=2, description="C4's height and width (C5's is half)")
+    bias: bool = False
+
+    @model_validator(mode="after")
+    def _even(self) -> CemParams:
+        if self.size % 2:
+            raise ValueError(f"size must be even (C5 is size / 2), got {self.size}")
+        return self
+
+
+def build_cem(p: CemParams, batch: int) -> Graph:
+    b = GraphBuilder()
+    c4 = b.input("c4", (batch, p.c4, p.size, p.size))
+    c5 = b.input("c5", (batch, p.c5, p.size // 2, p.size // 2))
+    f4 = b.conv2d(c4, p.out_channels, 1, bias=p.bias, name="c4.conv")
+    f5 = b.upsample(b.conv2d(c5, p.out_channels, 1, bias=p.bias, name="c5.conv"), 2, name="c5.up")
+    glb = b.conv2d(b.add("global_avgpool", [c5], name="glb.pool"), p.out_channels, 1, bias=p.bias, name="glb.fc")
+    local = b.add("add", [f4, f5], name="local")
+    return b.build([b.add("add", [local, glb], name="cem")])  # (N, C, 1, 1) broadcast
+
+
+class SamParams(BaseModel):
+    """SAM: F_cem (channels, size, size) gated by sigmoid(BN(1x1 conv of F_rpn))."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: int = Field(245, ge=1, description="F_cem channels")
+    rpn_channels: int = Field(256, ge=1, description="F_rpn channels")
+    size: int = Field(20, ge=1)
+    bn: bool = True
+
+
+def build_sam(p: SamParams, batch: int) -> Graph:
+    b = GraphBuilder()
+    cem = b.input("f_cem", (batch, p.channels, p.size, p.size))
+    rpn = b.input("f_rpn", (batch, p.rpn_channels, p.size, p.size))
+    theta = b.conv2d(rpn, p.channels, 1, bias=not p.bn, name="theta")
+    if p.bn:
+        theta = b.batchnorm(theta, name="theta.bn")
+    gate = b.add("sigmoid", [theta], name="gate")
+    return b.build([b.add("mul", [cem, gate], name="sam")])
+
+
+CEM_CONFIGS = (NamedConfig("SNet146 320x320 (264x20, 528x10 -> 245)", {}),)
+SAM_CONFIGS = (NamedConfig("SNet146 320x320 (245x20, RPN 256)", {}),)
+
+register(
+    WorkloadKind(
+        "thundernet_cem",
+        CemParams,
+        build_cem,
+        "ThunderNet's CEM: 1x1 convs on C4, on C5 (upsampled x2) and on C5's global pool, summed",
+        configs=CEM_CONFIGS,
+    )
+)
+register(
+    WorkloadKind(
+        "thundernet_sam",
+        SamParams,
+        build_sam,
+        "ThunderNet's SAM: F_cem * sigmoid(BN(1x1 conv of F_rpn))",
+        configs=SAM_CONFIGS,
+    )
+)
 register(
     WorkloadKind(
         "snet",

@@ -132,6 +132,8 @@ def single_op_graph(op: str) -> Graph:
         y = b.add("flatten", [y], name="op")
     elif op == "linear":
         y = b.linear(b.add("flatten", [y], name="f"), 3, name="op")
+    elif op == "upsample":
+        y = b.upsample(y, (2, 3), name="op")  # unequal factors: H and W not swapped
     else:
         raise AssertionError(op)
     return b.build([y])
@@ -140,7 +142,7 @@ def single_op_graph(op: str) -> Graph:
 #: The ops :func:`single_op_graph` covers.
 SPINE_OPS = [
     "conv2d", "batchnorm", "relu", "relu6", "sigmoid", "add", "mul", "concat", "slice",
-    "avgpool", "maxpool", "global_avgpool", "flatten", "linear",
+    "avgpool", "maxpool", "global_avgpool", "flatten", "linear", "upsample",
 ]  # fmt: skip
 
 
