@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 SUITE ?= suites/depthwise.yaml
 PRESET ?= quick
 
-.PHONY: run test lint venv clean report frameworks mxnet-venv arm-emulated
+.PHONY: run test lint venv clean report frameworks mxnet-venv executorch-venv arm-emulated
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,15 @@ $(BIN)/.frameworks: $(BIN)/.installed
 $(VENV_MXNET)/.installed: pyproject.toml scripts/setup-mxnet.sh scripts/mxnet-constraints.txt
 	PYTHON_MXNET=$(PYTHON_MXNET) scripts/setup-mxnet.sh $(VENV_MXNET)
 
+# executorch 1.5.1 pins its torch and brings ~40 packages (~270 MB): its own venv
+# (scripts/setup-executorch.sh), with torch $(TORCH_SPEC) and convbench[torch,executorch].
+VENV_EXECUTORCH ?= .venv-executorch
+$(VENV_EXECUTORCH)/.installed: pyproject.toml scripts/setup-executorch.sh
+	TORCH_SPEC="$(TORCH_SPEC)" scripts/setup-executorch.sh $(VENV_EXECUTORCH)
+
 # darknet: Debian's libdarknet (driven through ctypes, no pip package), by apt only where
 # running as root with apt-get; never fails the target (its cases are then skipped rows).
-frameworks: $(BIN)/.frameworks $(VENV_MXNET)/.installed
+frameworks: $(BIN)/.frameworks $(VENV_MXNET)/.installed $(VENV_EXECUTORCH)/.installed
 	-@if [ -f /usr/lib/darknet/libdarknet.so ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y darknet >/dev/null 2>&1 || \
@@ -50,6 +56,7 @@ frameworks: $(BIN)/.frameworks $(VENV_MXNET)/.installed
 	  echo "darknet: apt-get install darknet failed; the darknet backend stays unavailable"; \
 	else echo "darknet: not installed (as root: apt-get install darknet)"; fi
 mxnet-venv: $(VENV_MXNET)/.installed
+executorch-venv: $(VENV_EXECUTORCH)/.installed
 
 run: venv
 	$(BIN)/convbench run $(SUITE) --preset $(PRESET)
@@ -97,7 +104,7 @@ lint: venv
 	PYTHONPATH=backends $(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) $(VENV_MXNET) build *.egg-info
+	rm -rf $(VENV) $(VENV_MXNET) $(VENV_EXECUTORCH) build *.egg-info
 
 # GPU evidence (docs/gpu.md). `make gpu-wheels` (here, with network): the wheels the GPU
 # machine lacks (scripts/gpu/requirements.txt) for CPython 3.12 manylinux x86_64.
