@@ -299,9 +299,7 @@ class ContentionRule:
 
     def reason(self, load: Load) -> str | None:
         """Why ``load`` is contended, or None when it is quiet (or unknown)."""
-        other = (load.foreign_cpu or 0.0) + (load.steal or 0.0)
-        waited = load.cpu_pressure or 0.0
-        if other >= self.cores or waited >= self.pressure or self.off_speed(load):
+        if self.sustained(load) or (load.cpu_pressure or 0.0) >= self.pressure:
             return load.describe()
         return None
 

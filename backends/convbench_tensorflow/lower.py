@@ -244,9 +244,9 @@ def gather(ctx: Context, site: Site, ins: list[Any]) -> Any:
 def upsample(ctx: Context, site: Site, ins: list[Any]) -> Any:
     """Nearest upsampling: each row repeated sh times, each column sw times."""
     sh, sw = (int(s) for s in site.attrs["scale"])
-    h_axis = 1 if site.in_perms[0] == NHWC else 2
-    y = tf.repeat(ins[0], sh, axis=h_axis) if sh > 1 else ins[0]
-    return tf.repeat(y, sw, axis=h_axis + 1) if sw > 1 else y
+    perm = site.in_perms[0]
+    y = tf.repeat(ins[0], sh, axis=physical_axis(2, 4, perm)) if sh > 1 else ins[0]
+    return tf.repeat(y, sw, axis=physical_axis(3, 4, perm)) if sw > 1 else y
 
 
 #: The op table: every IR op this backend lowers.

@@ -7,9 +7,6 @@ executorch, and frameworks are never imported together in one process.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 pytest.importorskip("executorch.runtime")
@@ -35,17 +32,6 @@ from tests.backends.graphs import (  # noqa: E402
 BACKEND = ExecutorchBackend()
 EXECUTIONS = ["xnnpack", "portable"]
 GRAPHS = standard_graphs()
-
-
-def test_entry_point_loads_without_importing_executorch() -> None:
-    code = (
-        "import sys\n"
-        "from convbench.backend import load_backend\n"
-        "b = load_backend('executorch')\n"
-        "assert type(b).__name__ == 'ExecutorchBackend'\n"
-        "assert 'executorch' not in sys.modules and 'torch' not in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_info_reports_version_devices_and_delegates() -> None:
