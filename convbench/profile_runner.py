@@ -53,6 +53,9 @@ class ProfileRunner(Runner):
     def canary(self, at: str) -> None:
         """No canary: nothing is timed."""
 
+    def pass_count(self) -> int:
+        return 1  # nothing is timed: one pass whatever ``passes`` says
+
     def run_group(self, group: list[Case]) -> None:
         self.run_group_once(group, self._record)  # one process whatever ``processes`` says
 

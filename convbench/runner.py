@@ -40,10 +40,13 @@ Sink = Callable[[dict[str, Any], list[dict[str, Any]]], None]
 _STAT_FIELDS = ("median", "q1", "q3", "iqr", "ci_low", "ci_high", "mean", "stdev", "min", "max", "n")
 
 
+Run = tuple[dict[str, Any], list[dict[str, Any]]]  #: one case's row and samples from one worker run
+
+
 def merge_processes(
-    runs: list[tuple[dict[str, Any], list[dict[str, Any]]]], confidence: float = 0.95
+    runs: list[Run], confidence: float = 0.95, *, unit: str = "process", timing: TimingConfig | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One row from the same case run in several fresh processes.
+    """One row from the same case run in several fresh processes (or passes: ``unit``).
 
     A case that failed in any process keeps that process's row (its reason says which).
     Otherwise the statistics are recomputed over the pooled kept samples (within- and
@@ -54,12 +57,15 @@ def merge_processes(
     (:func:`convbench.ratio_stats.paired_test`), so a process whose ratio differs from the
     others' (memory placement differs per process: measured up to ~6% on a 2-core VM)
     widens the CI instead of hiding in it. The case is contended when any process was.
+    It is converged when every run was, or, given its ``timing``, when the pooled samples
+    meet its rule (>= ``min_samples``, CI half-width within ``precision``): passes each
+    get a share of the budget, so one pass alone need not converge.
     """
     for k, (row, _) in enumerate(runs):
         if row["status"] == "skipped":  # a property of the case, not of one process
             return {**row, "processes": len(runs)}, []
         if row["status"] != "ok":
-            return {**row, "reason": f"process {k + 1} of {len(runs)}: {row['reason']}", "processes": len(runs)}, []
+            return {**row, "reason": f"{unit} {k + 1} of {len(runs)}: {row['reason']}", "processes": len(runs)}, []
     row = dict(runs[0][0])
     samples = [{**s, "process": k} for k, (_, ss) in enumerate(runs) for s in ss]
     for i, s in enumerate(samples):
@@ -70,7 +76,10 @@ def merge_processes(
         row.update({f: getattr(stats, f) for f in _STAT_FIELDS})
         medians = [r["median"] for r, _ in runs]
         row["process_spread"] = statistics.stdev(medians) / statistics.median(medians) if len(medians) > 1 else 0.0
-        row["converged"] = all(r["converged"] for r, _ in runs)
+        pooled = timing is not None and stats.n >= timing.min_samples and (
+            (stats.ci_high - stats.ci_low) / 2 <= timing.precision * stats.median
+        )
+        row["converged"] = all(r["converged"] for r, _ in runs) or pooled
         rounds = [s for s in used if s.get("ratio") is not None]
         if rounds:
             rt = paired_test([s["ratio"] for s in rounds], confidence, groups=[s["process"] for s in rounds])
@@ -82,7 +91,7 @@ def merge_processes(
         if any(f is not None for f in flags):
             row["contended"] = any(bool(f) for f in flags)
             row["contention"] = "; ".join(
-                f"process {k + 1}: {r['contention']}" for k, (r, _) in enumerate(runs) if r.get("contention")
+                f"{unit} {k + 1}: {r['contention']}" for k, (r, _) in enumerate(runs) if r.get("contention")
             ) or None
         row["dropped"] = sum(r.get("dropped") or 0 for r, _ in runs)
         row["quiet_wait"] = sum(r.get("quiet_wait") or 0 for r, _ in runs)
@@ -287,6 +296,7 @@ class Runner:
         self.worker: Worker | None = None
         self.worker_key: tuple[str, str] | None = None
         self.worker_count = 0
+        self.timing = options.timing  #: what groups are sent (a pass's share of the budget)
 
     def run(self, cases: list[Case]) -> None:
         """Run every case not yet finished in the folder; Ctrl-C propagates after cleanup."""
@@ -296,13 +306,55 @@ class Runner:
         try:
             self.establish_speed(todo)
             self.canary("start")
-            for i, group in enumerate(groups):
-                if i and i == len(groups) // 2:
-                    self.canary("middle")
-                self.run_group(group)
+            if self.pass_count() > 1:
+                self.run_passes(groups, self.pass_count())
+            else:
+                for i, group in enumerate(groups):
+                    if i and i == len(groups) // 2:
+                        self.canary("middle")
+                    self.run_group(group)
             self.canary("end")
         finally:
             self.stop_worker(kill=True)
+
+    def pass_count(self) -> int:
+        """How many passes :meth:`run` makes over the case groups (``timing: passes``)."""
+        return self.options.timing.passes
+
+    def run_passes(self, groups: list[list[Case]], passes: int) -> None:
+        """Every group, ``passes`` times over, each pass with ``max_time / passes``; then
+        one merged row per case (:func:`merge_processes`, a pass for a process).
+
+        Passes spread each case's measurement over the whole run, so the host's slow
+        drift (minutes; docs/timing.md) lands in the spread between passes, where the
+        merged ratio's CI sees it, instead of in one contiguous stretch. A case that did
+        not time ``ok`` in a pass is not run again. If the run is interrupted, the cases
+        measured so far are still recorded, from the passes they got (``processes``
+        counts them), so nothing measured is lost and a resumed run skips them."""
+        base = self.options.timing
+        self.timing = base.model_copy(update={"max_time": base.max_time / passes})
+        unit = "pass" if base.processes == 1 else "run"
+        collected: dict[str, list[Run]] = {}
+        schedule = [group for _ in range(passes) for group in groups]
+        try:
+            for i, group in enumerate(schedule):
+                if i and i == len(schedule) // 2:
+                    self.canary("middle")
+                live = [c for c in group if all(r["status"] == "ok" for r, _ in collected.get(c.case_id, []))]
+                if live:
+                    for case_id, runs in self.collect_group(live).items():
+                        collected.setdefault(case_id, []).extend(runs)
+        finally:
+            self.timing = base
+            for case in (c for group in groups for c in group):
+                runs = collected.get(case.case_id)
+                if runs:
+                    self._record(*self._merged(runs, unit))
+
+    def _merged(self, runs: list[Run], unit: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        if len(runs) == 1:
+            return {**runs[0][0], "processes": 1}, runs[0][1]
+        return merge_processes(runs, self.options.timing.confidence, unit=unit, timing=self.options.timing)
 
     def finished(self, cases: list[Case]) -> set[str]:
         """Ids of ``cases`` the folder already holds (``run`` leaves them out)."""
@@ -316,7 +368,7 @@ class Runner:
         """The fields of a group's command besides its cases (``env``: the worker's
         entry of :meth:`backend_envs`)."""
         return {
-            "timing": self.options.timing.model_dump(),
+            "timing": self.timing.model_dump(),
             "tolerance": self.options.tolerance,
             "verify_only": self.options.verify_only,
             "peaks": env.get("peaks", {}),  # measured once per run (convbench.peaks)
@@ -367,22 +419,27 @@ class Runner:
 
     def run_group(self, group: list[Case]) -> None:
         """Run one group; with ``processes: N``, N times in fresh workers, then merge."""
-        n = self.options.timing.processes
-        if n == 1:
-            self.run_group_once(group, self._record)
+        if self.options.timing.processes == 1:
+            self.run_group_once(group, self._record)  # each row stored as it comes
             return
-        collected: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+        for runs in self.collect_group(group).values():
+            self._record(*self._merged(runs, "process"))
+
+    def collect_group(self, group: list[Case]) -> dict[str, list[Run]]:
+        """Each case's runs of one group: one, or with ``processes: N`` one per fresh worker."""
+        n = self.options.timing.processes
+        collected: dict[str, list[Run]] = {}
+
+        def collect(row: dict[str, Any], samples: list[dict[str, Any]]) -> None:
+            collected.setdefault(row["case_id"], []).append((row, samples))
+
         for _ in range(n):
-            self.stop_worker()  # a fresh process for every repetition
-            self.run_group_once(group, lambda row, samples: collected.setdefault(row["case_id"], []).append((row, samples)))
+            if n > 1:
+                self.stop_worker()  # a fresh process for every repetition
+            self.run_group_once(group, collect)
             if not any(runs[-1][0]["status"] == "ok" for runs in collected.values()):
                 break  # nothing was timed (skipped, failed): another process would say the same
-        for case in group:
-            runs = collected[case.case_id]
-            if len(runs) == 1:
-                self._record({**runs[0][0], "processes": 1}, runs[0][1])
-            else:
-                self._record(*merge_processes(runs, self.options.timing.confidence))
+        return {c.case_id: collected[c.case_id] for c in group if c.case_id in collected}
 
     def ensure_worker(self, case: Case) -> Worker:
         if self.worker is not None and self.worker_key == case.worker_key and self.worker.proc.poll() is None:

@@ -113,6 +113,9 @@ class TimingConfig(BaseModel):
     max_time: float = Field(5.0, gt=0, description="sampling budget per case (per member)")
     interleave: bool = Field(True, description="interleave compared variants (runner)")
     processes: int = Field(1, ge=1, description="fresh processes per case (runner)")
+    passes: int = Field(
+        1, ge=1, description="passes over the whole suite, each timing every case with max_time / passes (runner)"
+    )
     autotune: bool = Field(
         False, description="let the framework autotune its kernels (cudnn.benchmark), warmed up before timing"
     )

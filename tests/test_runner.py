@@ -152,6 +152,85 @@ def test_processes_do_not_repeat_a_group_that_timed_nothing(tmp_path: Path) -> N
     assert len(list((out / "logs").glob("worker-*.log"))) == 4  # 3 for cpu, 1 for cuda
 
 
+def test_passes_spread_each_case_over_the_run_and_merge_it(tmp_path: Path) -> None:
+    """``passes: 2``: both groups, then both again, in the same worker (one backend); each
+    case merges its two passes (``processes`` counts them, samples say which)."""
+    suite = write_suite(tmp_path / "p.yaml", ["a", "b"], backend="reference")
+    suite.write_text(suite.read_text().replace("guard: flag}", "guard: flag, passes: 2}"))
+    out = tmp_path / "run"
+    proc = run_cli("run", str(suite), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = pd.read_parquet(out / "cases.parquet")
+    assert len(rows) == 2 and (rows.status == "ok").all() and (rows.processes == 2).all()
+    samples = pd.read_parquet(out / "samples.parquet")
+    assert set(samples.process) == {0, 1}
+    assert len(list((out / "logs").glob("worker-*.log"))) == 1  # the worker is kept across passes
+    meta = json.loads((out / "run.json").read_text())
+    assert [c["at"] for c in meta["canary"]] == ["start", "middle", "end"]
+
+
+class ScriptedRunner(Runner):
+    """Records what each group run was sent; fails or interrupts where told."""
+
+    def __init__(self, folder: RunFolder, options: RunOptions, interrupt_at: int | None = None, fail: str | None = None) -> None:
+        super().__init__(folder, options)
+        self.sent: list[tuple[list[str], float]] = []
+        self.interrupt_at = interrupt_at
+        self.fail = fail
+
+    def canary(self, at: str) -> None:
+        pass
+
+    def collect_group(self, group: list[Case]) -> dict:
+        if len(self.sent) == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.sent.append(([c.workload for c in group], self.message({})["timing"]["max_time"]))
+        out = {}
+        for c in group:
+            row, samples = ok_row(c, [1.0, 1.1, 0.9])
+            if c.workload == self.fail:
+                row.update(status="mismatch", reason="max error 1.0")
+            out[c.case_id] = [(row, samples)]
+        return out
+
+
+def test_passes_split_the_budget_skip_what_failed_and_keep_what_an_interruption_cut_short(tmp_path: Path) -> None:
+    from convbench.timing import TimingConfig
+
+    cases = [case(workload=w) for w in ("a", "b")]
+    options = RunOptions(timing=TimingConfig(passes=3, max_time=3.0, min_samples=3))
+    runner = ScriptedRunner(RunFolder.create(tmp_path / "run", {"cases": []}), options, fail="b")
+    runner.run(cases)
+    assert runner.sent == [(["a"], 1.0), (["b"], 1.0), (["a"], 1.0), (["a"], 1.0)]  # b failed in pass 1
+    rows = read_table(tmp_path / "run").set_index("workload")
+    assert rows.loc["a", "processes"] == 3 and rows.loc["a", "n"] == 9
+    assert rows.loc["b", "status"] == "mismatch" and rows.loc["b", "processes"] == 1
+    assert runner.message({})["timing"]["max_time"] == 3.0  # the share ends with the passes
+
+    cut = ScriptedRunner(RunFolder.create(tmp_path / "cut", {"cases": []}), options, interrupt_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        cut.run(cases)
+    kept = read_table(tmp_path / "cut").set_index("workload")
+    assert kept.loc["a", "processes"] == 2 and kept.loc["b", "processes"] == 1  # what it measured stays
+
+
+def test_merged_passes_converge_on_their_pooled_samples() -> None:
+    """Each pass has a share of the budget and may stop short of ``precision``; the merged
+    row is converged when the pooled samples meet the rule."""
+    from convbench.timing import TimingConfig
+
+    c = case()
+    runs = [ok_row(c, [1.0 + 0.001 * i for i in range(10)]) for _ in range(3)]
+    for row, _ in runs:
+        row["converged"] = False
+    loose, _ = merge_processes(runs)
+    assert loose["converged"] is False
+    merged, _ = merge_processes(runs, unit="pass", timing=TimingConfig(min_samples=20, precision=0.01))
+    assert merged["converged"] is True
+    strict, _ = merge_processes(runs, unit="pass", timing=TimingConfig(min_samples=40, precision=0.01))
+    assert strict["converged"] is False
+
+
 def test_missing_interpreter_gives_skipped_rows(tmp_path: Path) -> None:
     suite = write_suite(tmp_path / "i.yaml", ["a"], backend="reference", extra="interpreters: {reference: /nonexistent/python}")
     out = tmp_path / "run"
