@@ -10,6 +10,7 @@ unfinished cases of its group become ``error`` rows and a fresh worker takes the
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import statistics
@@ -100,6 +101,23 @@ def merge_processes(
             row[f] = statistics.fmean(values) if values else None
     row["processes"] = len(runs)
     return row, samples
+
+
+def pass_share(timing: TimingConfig, passes: int) -> TimingConfig:
+    """What one of ``passes`` passes times a case with: ``max_time / passes``, and a stopping
+    rule the pooled passes meet together: ``min_samples / passes`` samples (at least 3)
+    and a CI half-width of ``precision * sqrt(passes)`` (a median's CI narrows as the
+    square root of the samples), so a pass that reaches its share stops early instead of
+    spending its budget on a precision only the pooled samples need."""
+    if passes == 1:
+        return timing
+    min_samples = max(3, math.ceil(timing.min_samples / passes))
+    return timing.model_copy(update={
+        "max_time": timing.max_time / passes,
+        "min_samples": min_samples,
+        "max_samples": max(min_samples, math.ceil(timing.max_samples / passes)),
+        "precision": timing.precision * math.sqrt(passes),
+    })
 
 
 class WorkerError(Exception):
@@ -322,8 +340,9 @@ class Runner:
         return self.options.timing.passes
 
     def run_passes(self, groups: list[list[Case]], passes: int) -> None:
-        """Every group, ``passes`` times over, each pass with ``max_time / passes``; then
-        one merged row per case (:func:`merge_processes`, a pass for a process).
+        """Every group, ``passes`` times over, each pass with its share of the timing
+        (:func:`pass_share`); then one merged row per case (:func:`merge_processes`, a pass
+        for a process).
 
         Passes spread each case's measurement over the whole run, so the host's slow
         drift (minutes; docs/timing.md) lands in the spread between passes, where the
@@ -332,7 +351,7 @@ class Runner:
         measured so far are still recorded, from the passes they got (``processes``
         counts them), so nothing measured is lost and a resumed run skips them."""
         base = self.options.timing
-        self.timing = base.model_copy(update={"max_time": base.max_time / passes})
+        self.timing = pass_share(base, passes)
         unit = "pass" if base.processes == 1 else "run"
         collected: dict[str, list[Run]] = {}
         schedule = [group for _ in range(passes) for group in groups]

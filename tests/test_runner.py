@@ -175,6 +175,7 @@ class ScriptedRunner(Runner):
     def __init__(self, folder: RunFolder, options: RunOptions, interrupt_at: int | None = None, fail: str | None = None) -> None:
         super().__init__(folder, options)
         self.sent: list[tuple[list[str], float]] = []
+        self.shares: list[dict] = []
         self.interrupt_at = interrupt_at
         self.fail = fail
 
@@ -184,7 +185,9 @@ class ScriptedRunner(Runner):
     def collect_group(self, group: list[Case]) -> dict:
         if len(self.sent) == self.interrupt_at:
             raise KeyboardInterrupt
-        self.sent.append(([c.workload for c in group], self.message({})["timing"]["max_time"]))
+        timing = self.message({})["timing"]
+        self.sent.append(([c.workload for c in group], timing["max_time"]))
+        self.shares.append({"min_samples": timing["min_samples"], "precision": timing["precision"]})
         out = {}
         for c in group:
             row, samples = ok_row(c, [1.0, 1.1, 0.9])
@@ -202,6 +205,7 @@ def test_passes_split_the_budget_skip_what_failed_and_keep_what_an_interruption_
     runner = ScriptedRunner(RunFolder.create(tmp_path / "run", {"cases": []}), options, fail="b")
     runner.run(cases)
     assert runner.sent == [(["a"], 1.0), (["b"], 1.0), (["a"], 1.0), (["a"], 1.0)]  # b failed in pass 1
+    assert runner.shares[0] == {"min_samples": 3, "precision": pytest.approx(0.02 * 3**0.5)}
     rows = read_table(tmp_path / "run").set_index("workload")
     assert rows.loc["a", "processes"] == 3 and rows.loc["a", "n"] == 9
     assert rows.loc["b", "status"] == "mismatch" and rows.loc["b", "processes"] == 1
