@@ -317,6 +317,7 @@ def render(reports: dict[str, dict[str, Any]]) -> str:
         meta = rep["meta"]
         lines += [f"## {label}", "", f"- convbench: {meta['source_rev']} ({meta['source']}); machine: {meta['machine']}", f"- command: `{meta['command']}`", f"- started {meta['started']}, took {meta['seconds'] / 60:.0f} min"]
         lines += [f"- verdicts of (c) and (d) recomputed from the kept run folders on {meta['reanalyzed']} (`benchmarks/trust.py --label {label} --reanalyze`)"] if meta.get("reanalyzed") else []
+        lines += [f"- note: {meta['note']}"] if meta.get("note") else []
         lines += [""]
         if "ab" in rep:
             lines += ["### (a) and (b): ratio stability across runs, quiet and with busy neighbours", "", "`!`: the run flagged the case contended.", ""]
@@ -366,12 +367,17 @@ def main() -> int:
     parser.add_argument("--work", default="/tmp/convbench-trust")
     parser.add_argument("--no-ab", action="store_true", help="the measured convbench has no `ab` (before it existed)")
     parser.add_argument("--no-compare", action="store_true", help="(c) and (d) without their `compare` runs (only `ab`)")
+    parser.add_argument("--note", help="what the record cannot say itself (the machine's state, what else ran), shown under its label")
+    parser.add_argument("--annotate", action="store_true", help="set --note on LABEL's existing record and rewrite trust.md (nothing is run)")
     parser.add_argument("--reanalyze", action="store_true", help="recompute the verdicts of (c) and (d) of LABEL's record from its kept run folders")
     args = parser.parse_args()
-    if args.reanalyze:
+    if args.reanalyze or args.annotate:
         out = ROOT / "benchmarks" / f"trust-{args.label}.json"
         rep = json.loads(out.read_text())
-        reanalyze(Bench(Path(rep["meta"]["source"]), Path(args.work) / args.label), rep, args.power)
+        if args.annotate:
+            rep["meta"]["note"] = args.note
+        else:
+            reanalyze(Bench(Path(rep["meta"]["source"]), Path(args.work) / args.label), rep, args.power)
         out.write_text(json.dumps(rep, indent=1, default=str))
         (ROOT / "benchmarks" / "trust.md").write_text(render({p.stem.removeprefix("trust-"): json.loads(p.read_text()) for p in sorted((ROOT / "benchmarks").glob("trust-*.json"))}))
         return 0
@@ -380,6 +386,7 @@ def main() -> int:
     rep: dict[str, Any] = {"meta": {
         "label": args.label, "source": str(source), "source_rev": git_rev(source), "machine": f"{platform.node()}, {os.cpu_count()} CPUs",
         "command": " ".join(["benchmarks/trust.py", *sys.argv[1:]]), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        **({"note": args.note} if args.note else {}),
     }}  # fmt: skip
     t0 = time.monotonic()
     if "a" in args.parts or "b" in args.parts:
