@@ -173,6 +173,7 @@ from convbench.workloads import (  # noqa: E402,F401  (registration)
     mixnet,
     mobilenet,
     mobilenet_v2,
+    pcdarts,
     scc,
     shift,
     shiftnet,
