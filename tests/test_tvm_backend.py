@@ -92,6 +92,9 @@ def test_inference_is_verified(run_rows: dict, workload: str, variant: str) -> N
     details = row["details"]
     assert details["execution_used"] == "default" and details["tuning"].startswith("none")
     assert '"kind": "llvm"' in details["target"] or "llvm" in details["target"]
+    # the case's threads (every core here), read back from TVM's pool: TVM alone would size
+    # it at half the hardware threads on x86 and run a 2-thread case on one
+    assert details["num_threads_used"] == row["threads"]
 
 
 @needs_tvm

@@ -49,6 +49,20 @@ TRAINING_REASON = "tvm: this backend compiles inference graphs only (Relax's tra
 BFLOAT16_REASON = "tvm: no bfloat16: the ONNX lowering it imports (opset 17) writes float32 and float16 models only"
 
 
+def size_thread_pool() -> None:
+    """Let TVM's thread pool hold every CPU this process may use, before TVM makes it.
+
+    TVM sizes the pool once per process, from ``TVM_NUM_THREADS`` (else
+    ``OMP_NUM_THREADS``), else half the hardware threads on x86 (it assumes hyper-
+    threading): one thread on a 2-vCPU VM, and ``runtime.config_threadpool`` cannot
+    raise it later, so a case asking for 2 threads ran on 1. ``TVM_NUM_THREADS`` set
+    by the user is kept (:class:`~convbench_tvm.prepared.TvmPrepared` skips a case it
+    cannot honour); ``OMP_NUM_THREADS`` (Ray, for one, sets it to 1) is overridden."""
+    import os
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(len(available_cpus())))
+
+
 def tuning_trials() -> int:
     """The per-case MetaSchedule budget of ``tuned`` (:data:`TRIALS_ENV`, else the default)."""
     import os
@@ -80,6 +94,7 @@ class TvmBackend(InferenceOnlyBackend):
         self._threads: int | None = None
 
     def probe(self) -> BackendInfo:
+        size_thread_pool()
         import onnx
         import tvm
 
@@ -99,6 +114,7 @@ class TvmBackend(InferenceOnlyBackend):
         reason = self.skip_reason(case)
         if reason is not None:
             raise UnsupportedCase(reason)
+        size_thread_pool()
         from convbench_tvm.prepared import TvmPrepared
 
         trials = tuning_trials() if EXECUTIONS[case.execution] == "tuned" else 0

@@ -21,6 +21,7 @@ This module imports tvm and onnx; :mod:`convbench_tvm.backend` imports it lazily
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,12 @@ class TvmPrepared(Prepared):
                 ) from exc
         compile_seconds = time.perf_counter() - compile_start
         tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
+        used = int(tvm.get_global_func("runtime.NumThreads")())
+        if used != int(threads):
+            raise UnsupportedCase(
+                f"tvm: asked for {threads} threads, TVM's thread pool runs {used} (sized once per process, here "
+                f"from TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')!r}); unset it or set it to at least {threads}"
+            )
         self.device = tvm.cpu(0)
         self.vm = relax.VirtualMachine(executable, self.device)
         inputs = physical_inputs(self.model, tensors, case.dtype)
@@ -119,6 +126,7 @@ class TvmPrepared(Prepared):
             "compile_seconds": round(compile_seconds, 3),
             "prepare_seconds": round(time.perf_counter() - start, 3),
             "num_threads": int(threads),
+            "num_threads_used": used,  # read back from TVM's pool (runtime.NumThreads)
             "layout_requested": case.layout,
             "layout_used": "nchw",
         }
