@@ -361,8 +361,7 @@ class Runner:
                     self.canary("middle")
                 live = [c for c in group if all(r["status"] == "ok" for r, _ in collected.get(c.case_id, []))]
                 if live:
-                    for case_id, runs in self.collect_group(live).items():
-                        collected.setdefault(case_id, []).extend(runs)
+                    self.collect_group(live, collected)  # into ``collected`` as they come: an interruption keeps them
         finally:
             self.timing = base
             for case in (c for group in groups for c in group):
@@ -444,10 +443,12 @@ class Runner:
         for runs in self.collect_group(group).values():
             self._record(*self._merged(runs, "process"))
 
-    def collect_group(self, group: list[Case]) -> dict[str, list[Run]]:
-        """Each case's runs of one group: one, or with ``processes: N`` one per fresh worker."""
+    def collect_group(self, group: list[Case], into: dict[str, list[Run]] | None = None) -> dict[str, list[Run]]:
+        """Each case's runs of one group (one, or with ``processes: N`` one per fresh
+        worker), appended to ``into`` (a fresh dict by default) as each arrives."""
         n = self.options.timing.processes
-        collected: dict[str, list[Run]] = {}
+        collected: dict[str, list[Run]] = {} if into is None else into
+        ids = {c.case_id for c in group}
 
         def collect(row: dict[str, Any], samples: list[dict[str, Any]]) -> None:
             collected.setdefault(row["case_id"], []).append((row, samples))
@@ -456,9 +457,9 @@ class Runner:
             if n > 1:
                 self.stop_worker()  # a fresh process for every repetition
             self.run_group_once(group, collect)
-            if not any(runs[-1][0]["status"] == "ok" for runs in collected.values()):
+            if not any(runs[-1][0]["status"] == "ok" for cid, runs in collected.items() if cid in ids):
                 break  # nothing was timed (skipped, failed): another process would say the same
-        return {c.case_id: collected[c.case_id] for c in group if c.case_id in collected}
+        return collected
 
     def ensure_worker(self, case: Case) -> Worker:
         if self.worker is not None and self.worker_key == case.worker_key and self.worker.proc.poll() is None:

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from scipy.special import bdtr  # the binomial CDF, without scipy.stats (0.7 s of every worker start)
+from scipy.special import bdtr  # binomial CDF; scipy.stats costs 0.7 s per worker start
 
 from convbench.contention import (
     CONTENDED_FRACTION,

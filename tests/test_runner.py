@@ -182,7 +182,7 @@ class ScriptedRunner(Runner):
     def canary(self, at: str) -> None:
         pass
 
-    def collect_group(self, group: list[Case]) -> dict:
+    def collect_group(self, group: list[Case], into: dict | None = None) -> dict:
         if len(self.sent) == self.interrupt_at:
             raise KeyboardInterrupt
         timing = self.message({})["timing"]
@@ -194,6 +194,8 @@ class ScriptedRunner(Runner):
             if c.workload == self.fail:
                 row.update(status="mismatch", reason="max error 1.0")
             out[c.case_id] = [(row, samples)]
+        for cid, runs in out.items():
+            (into if into is not None else {}).setdefault(cid, []).extend(runs)
         return out
 
 
