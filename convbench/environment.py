@@ -193,6 +193,42 @@ def _emulation() -> dict[str, Any]:
     return detect()
 
 
+def _selected(text: str | None) -> str | None:
+    """The bracketed choice of a sysfs setting (``always [madvise] never`` -> madvise)."""
+    if text is None:
+        return None
+    for word in text.split():
+        if word.startswith("[") and word.endswith("]"):
+            return word[1:-1]
+    return text.strip() or None
+
+
+def memory_management(sys_root: str = "/sys") -> dict[str, Any]:
+    """Kernel memory management that can move a timing: transparent huge pages (mode and
+    defrag) and DAMON, the kernel's access monitor, whose schemes (e.g. ``pageout`` of
+    memory it finds cold: proactive reclaim, as some VMs ship it) act on the memory of
+    the process being timed. ``damon`` lists each kdamond: state, operations set and
+    scheme actions (``None``: no DAMON sysfs interface)."""
+    mm = Path(sys_root) / "kernel" / "mm"
+    damon: list[str] | None = None
+    kdamonds = mm / "damon" / "admin" / "kdamonds"
+    if kdamonds.is_dir():
+        damon = []
+        for kd in sorted((d for d in kdamonds.iterdir() if d.name.isdigit()), key=lambda d: int(d.name)):
+            state = (_read(str(kd / "state")) or "?").strip()
+            parts = [f"kdamond {kd.name}: {state}"]
+            for ctx in sorted(p for p in (kd / "contexts").glob("[0-9]*")):
+                ops = (_read(str(ctx / "operations")) or "?").strip()
+                actions = [(_read(str(a / "action")) or "?").strip() for a in sorted((ctx / "schemes").glob("[0-9]*"))]
+                parts.append(f"{ops} ({', '.join(actions) or 'no schemes'})")
+            damon.append(", ".join(parts))
+    return {
+        "thp": _selected(_read(str(mm / "transparent_hugepage" / "enabled"))),
+        "thp_defrag": _selected(_read(str(mm / "transparent_hugepage" / "defrag"))),
+        "damon": damon,
+    }
+
+
 def _cgroup_cpu_quota() -> float | None:
     """CPUs this container may use (cgroup v2 ``cpu.max``), or None when unlimited."""
     parts = (_read("/sys/fs/cgroup/cpu.max") or "").split()
@@ -283,6 +319,7 @@ def capture() -> dict[str, Any]:
     env.update(
         {
             "memory_total_bytes": _safe(_memory_total),
+            **(_safe(memory_management) or {"thp": None, "thp_defrag": None, "damon": None}),
             "python_version": platform.python_version(),
             "python_implementation": platform.python_implementation(),
             "python_executable": sys.executable or None,

@@ -201,3 +201,22 @@ def test_format_environment_gpus_and_unknowns() -> None:
     assert rows["hostname"] == "unknown"
     assert rows["gpu 0"] == "NVIDIA H100, 550, 80 GiB"
     assert rows["OMP_NUM_THREADS"] == "4"
+
+
+def test_memory_management_reads_thp_and_damon(tmp_path) -> None:
+    """THP's selected mode and each kdamond's state, operations and scheme actions, from a
+    fake sysfs (this VM's: DAMON on physical memory paging out cold regions)."""
+    mm = tmp_path / "kernel" / "mm"
+    (mm / "transparent_hugepage").mkdir(parents=True)
+    (mm / "transparent_hugepage" / "enabled").write_text("always [madvise] never\n")
+    (mm / "transparent_hugepage" / "defrag").write_text("always defer defer+madvise [madvise] never\n")
+    assert environment.memory_management(str(tmp_path)) == {"thp": "madvise", "thp_defrag": "madvise", "damon": None}
+    kd = mm / "damon" / "admin" / "kdamonds" / "0"
+    (kd / "contexts" / "0" / "schemes" / "0").mkdir(parents=True)
+    (kd / "state").write_text("on\n")
+    (kd / "contexts" / "0" / "operations").write_text("paddr\n")
+    (kd / "contexts" / "0" / "schemes" / "0" / "action").write_text("pageout\n")
+    (mm / "damon" / "admin" / "kdamonds" / "nr_kdamonds").write_text("1\n")
+    assert environment.memory_management(str(tmp_path))["damon"] == ["kdamond 0: on, paddr (pageout)"]
+    (kd / "state").write_text("off\n")
+    assert environment.memory_management(str(tmp_path))["damon"] == ["kdamond 0: off, paddr (pageout)"]
