@@ -119,6 +119,13 @@ FAMILIES = [
     ("scc_g2_bn", "scc", {"in_channels": 8, "out_channels": 10, "size": 5, "groups": 2, "overlap": 0.75, "bn": True, "act": "relu"}, ["native"]),
     ("scc_compact", "scc", {"in_channels": 9, "out_channels": 10, "size": 5, "groups": 3, "overlap": 0.33, "form": "compact"}, ["native"]),
     ("scc_gather", "scc", {"in_channels": 8, "out_channels": 6, "size": 4, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True}, ["native"]),
+    ("thundernet_cem", "thundernet_cem", {"c4": 6, "c5": 10, "out_channels": 7, "size": 4}, ["native"]),
+    ("thundernet_cem_bias", "thundernet_cem", {"c4": 5, "c5": 8, "out_channels": 6, "size": 6, "bias": True}, ["native"]),
+    ("thundernet_sam", "thundernet_sam", {"channels": 7, "rpn_channels": 9, "size": 4}, ["native"]),
+    ("pcdarts_sep3", "pcdarts", {"channels": 8, "size": 5, "op": "sep_conv_3x3"}, ["native", "diagonalwise"]),
+    # stride 2: the bypass max-pooled. No dil_conv row: TensorFlow's CPU conv gradient outside
+    # XLA has no dilation (Conv2DBackpropInput), which a dilated grouped conv needs (docs/operators.md)
+    ("pcdarts_sep5_s2", "pcdarts", {"channels": 16, "size": 6, "op": "sep_conv_5x5", "stride": 2, "affine": True}, ["native", "diagonalwise"]),
 ]
 NETWORKS = {"mobilenet_tiny"} | {i for i, k, _, _ in FAMILIES if k in ("mobilenet_v1", "mobilenet_v2", "fd_mobilenet", "shufflenet_v1", "shufflenet_v2", "menet", "shiftresnet")}
 #: The split form of a network is thousands of small convs, slices and concats (minutes of
