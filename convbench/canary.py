@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from convbench.contention import Monitor
-from convbench.results import now_iso
+from convbench.schema import now_iso
 from convbench.timing import Guard, TimingConfig, host_sampler, measure
 
 #: How the canary is timed (about a quarter of a second).

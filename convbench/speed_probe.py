@@ -44,7 +44,7 @@ import numpy as np
 
 from convbench.contention import Monitor, QuietBudget
 from convbench.cpu_topology import available_cpus
-from convbench.results import now_iso
+from convbench.schema import now_iso
 
 __all__ = ["HISTORY", "INTERVAL", "PROBE_VERSION", "Speed", "SpeedProbe", "establish", "reference_file"]
 

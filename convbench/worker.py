@@ -69,8 +69,8 @@ from convbench.peaks import (
     peak_timing,
     roofline_split,
 )
-from convbench.results import SCHEMA_ID, empty_row, now_iso
 from convbench.rows import rates, sample_rows, threads_all_cores, timing_fields
+from convbench.schema import SCHEMA_ID, empty_row, now_iso
 from convbench.speed_probe import Speed, SpeedProbe
 from convbench.timing import (
     DeviceTimed,

@@ -40,7 +40,8 @@ def test_speed_relative_to_a_reference_and_from_dict() -> None:
 
 def test_real_probe_reads_positive_seconds() -> None:
     speed = SpeedProbe().measure()
-    assert 0 < speed.compute < 0.1 and 0 < speed.memory < 0.1
+    # a unit check, not a timing: ~1e-4 s quiet, 0.135 s measured at load average 5 on 2 cores
+    assert 0 < speed.compute < 2.0 and 0 < speed.memory < 2.0
     assert SpeedProbe().reading() is None  # no reference: nothing to judge
 
 
