@@ -3,7 +3,9 @@
 Every backend receives the same arrays for the same workload, so all of them compute
 the same function on the same data. Each tensor's generator is seeded from the case's
 data seed and the tensor's *name*, so a variant that keeps a parameter's name (and shape)
-sees the very same weight values as ``native``.
+sees the very same weight values as ``native``; a parameter a variant expands
+(``diagonalwise(param=expanded)``: attribute ``expands``) is drawn as the compact weight
+it stands for, then multiplied by its mask, so it too holds ``native``'s values.
 """
 
 from __future__ import annotations
@@ -44,9 +46,36 @@ def _draw(node: Node, seed: int) -> np.ndarray:
     raise ValueError(f"node {node.name!r}: unknown initialiser {init!r}")
 
 
+def _expanded(node: Node, seed: int, drawn: Tensors) -> np.ndarray:
+    """An expanded parameter (``diagonalwise(param=expanded)``, attribute ``expands``):
+    the compact weight it stands for, drawn as that weight is (its name, shape ``compact_shape``,
+    the same initialiser), times the const ``mask`` (broadcast): the same values as the
+    compact form's masked weight."""
+    compact = Node(node.attrs["expands"], "param", attrs=node.attrs, shape=tuple(node.attrs["compact_shape"]))
+    value = _draw(compact, seed) * drawn[node.attrs["mask"]]
+    if value.shape != tuple(node.shape):
+        raise ValueError(f"node {node.name!r}: compact {compact.shape} times mask is {value.shape}, not {node.shape}")
+    return value
+
+
 def make_tensors(graph: Graph, seed: int) -> Tensors:
-    """Float64 arrays for every source node (input, param, const) of ``graph``."""
-    return {n.name: _draw(n, seed) for n in graph.nodes if n.op in ("input", "param", "const")}
+    """Float64 arrays for every source node (input, param, const) of ``graph``.
+
+    An expanded parameter (attribute ``expands``) is drawn from the compact weight it
+    stands for (:func:`_expanded`), so it holds the very values ``native`` gets."""
+    sources = [n for n in graph.nodes if n.op in ("input", "param", "const")]
+    drawn = {n.name: _draw(n, seed) for n in sources if "expands" not in n.attrs}
+    drawn.update({n.name: _expanded(n, seed, drawn) for n in sources if "expands" in n.attrs})
+    return {n.name: drawn[n.name] for n in sources}
+
+
+def native_tensors(graph: Graph, seed: int, drawn: Tensors) -> Tensors:
+    """The source tensors of ``graph`` (the native graph of a case), taken from ``drawn``
+    (a variant's tensors for the same seed: the same name has the same values) where
+    there, drawn otherwise (a compact weight the variant replaced by an expanded one)."""
+    missing = [n for n in graph.nodes if n.op in ("input", "param", "const") and n.name not in drawn]
+    extra = make_tensors(Graph(tuple(missing), ()), seed) if missing else {}
+    return {n.name: drawn[n.name] if n.name in drawn else extra[n.name] for n in graph.nodes if n.op in ("input", "param", "const")}
 
 
 def make_cotangents(graph: Graph, seed: int) -> Tensors:

@@ -5,8 +5,11 @@ A variant is named in suites by a label: a name, optionally with arguments,
 ``onehot+diagonalwise`` (the shifts become one-hot depthwise convs, which diagonalwise
 then rewrites). Every rewrite keeps the names and shapes of the graph's inputs,
 parameters and outputs, so every variant runs on the very same weights and is verified
-against the same reference. A variant (or a step of a chain) that finds nothing to
-rewrite does not apply, and its case is skipped.
+against the same reference; the one exception, ``diagonalwise(param=expanded)``, replaces
+each depthwise weight by an expanded parameter drawn from the very same compact values
+(:mod:`convbench.data`) and maps that parameter's gradient back to the compact weight's
+(:func:`native_gradients`) before verification. A variant (or a step of a chain) that
+finds nothing to rewrite does not apply, and its case is skipped.
 
 The rewrites (``native`` changes nothing):
 
@@ -46,13 +49,32 @@ and concatenates the outputs (an extra conv, two slices and a concat per such la
 one grouped conv over full groups and keeps the first C output channels (one conv, more
 arithmetic on zeros).
 
+``param`` says which tensor is the trainable parameter. ``param=compact`` (the default)
+keeps the compact (C*m, 1, k, k) depthwise weight and expands it by the mask in the
+graph, as above. ``param=expanded`` is the authors' PyTorch form: the parameter is the
+expanded (C*m, G, k, k) tensor itself, named ``<weight>.expanded``, initialised to the
+compact weight times the mask (so its off-diagonal entries are zero and the outputs are
+the compact form's), and multiplied by the mask in every forward; its gradient is the
+masked gradient of the conv weight, zero off the diagonal, so plain SGD keeps it
+block-diagonal. The two differ in the work around the conv: with ``compact`` the weight
+gradient is one more reduction (the backward of the mask's broadcast sums the
+(C*m, G, k, k) masked gradient over G: a gather of the expanded form's gradient, its
+diagonal entries) and the optimizer updates C*m k^2 values; with ``expanded`` there is no
+such reduction but the optimizer updates C*m G k^2 values (G times as many, zeros
+included), and the graph holds that many more parameters. Verification compares the
+expanded parameter's gradient through its diagonal entries (:func:`native_gradients`),
+against the float64 reference of the original graph; the off-diagonal entries are not
+compared. With a remainder, the expanded parameter is one (C*m, G, k, k) tensor for the
+whole layer: the last, smaller group reads its first r columns (``remainder=split``), or
+the masked weight is zero-padded (``remainder=pad``). A depthwise weight that is not a
+``param`` (a const: ``onehot``'s one-hot kernels) or that another node reads too keeps
+the compact form.
+
 How the authors ran it (qinzheng93/diagonalwise-refactorization-*), in convbench's terms:
-PyTorch, groups = max(C / 32, 1): ``diagonalwise`` (their trainable parameter is the
-expanded (C, G, k, k) tensor, masked in every forward; convbench's is the compact
-(C, 1, k, k) one, expanded by the mask in the graph, so the optimizer updates C k^2
-values instead of C G k^2 and the backward has one more reduction, over the mask's
-broadcast: the same function and the same gradient on the real weights; the expanded
-parameter is not offered, because a variant keeps the graph's parameters); Caffe, one
+PyTorch, groups = max(C / 32, 1), the expanded (C, 32, k, k) tensor as the trainable
+parameter, masked in every forward: ``diagonalwise(param=expanded)``; ``diagonalwise``
+runs the same convs with the compact parameter (the same function and the same gradient
+on the real weights; the smaller update and the extra reduction above). Caffe, one
 dense C x C conv with the weight gradient masked after backward:
 ``diagonalwise(group_size=N)`` with N >= the widest layer (the mask in the forward
 instead of on the gradient); TensorFlow, the input split into groups, each with its own
@@ -178,12 +200,88 @@ def _padded_masked_conv(b: GraphBuilder, node: Node, x: str, w: str, bias: str |
     b.add("slice", [y], name=node.name, axis=1, start=0, stop=c * m)
 
 
+def _expanded_weights(graph: Graph) -> set[str]:
+    """The depthwise weights ``param=expanded`` replaces: ``param`` nodes read by one
+    depthwise conv and by nothing else."""
+    readers: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    return {
+        n.inputs[1]
+        for n in graph.nodes
+        if is_depthwise(n, graph) and graph[n.inputs[1]].op == "param" and readers[n.inputs[1]] == 1
+    }
+
+
+def _expanded_masked_weight(b: GraphBuilder, node: Node, compact: Node, c: int, group: int, m: int) -> str:
+    """``param=expanded``: the (C*m, G, kh, kw) parameter ``<weight>.expanded`` (drawn by
+    :mod:`convbench.data` as the compact weight times the mask: attributes ``expands``,
+    ``compact_shape`` and ``mask``) and its product with the mask, the conv's weight."""
+    kh, kw = compact.shape[2:]
+    mask = b.const(b.unique(f"{node.name}.mask"), (c * m, group, 1, 1), value=diagonal_mask(c, group, m))
+    expanded = b.add(
+        "param",
+        name=b.unique(f"{compact.name}.expanded"),
+        shape=(c * m, group, kh, kw),
+        init=compact.attrs["init"],
+        fan_in=compact.attrs.get("fan_in", 1),
+        expands=compact.name,
+        compact_shape=tuple(compact.shape),
+        mask=mask,
+    )
+    return b.add("mul", [expanded, mask], name=b.unique(f"{node.name}.diag_weight"))
+
+
+def _conv(b: GraphBuilder, node: Node, x: str, w: str, bias: str | None, group: int, name: str | None) -> str:
+    """One conv over ``x`` (channels in groups of ``group``) with the masked weight ``w``."""
+    inputs = [x, w] + ([bias] if bias else [])
+    return b.add("conv2d", inputs, name=name or b.unique(f"{node.name}.part"), groups=b.shape(x)[1] // group, **_conv_attrs(node))
+
+
+def _expanded_diagonalwise(b: GraphBuilder, node: Node, graph: Graph, group: int, pad_remainder: bool) -> None:
+    """One depthwise conv with ``param=expanded``: the same convs as the compact form,
+    their weights cut from one masked (C*m, G, kh, kw) tensor."""
+    x, w = node.inputs[0], node.inputs[1]
+    bias = node.inputs[2] if len(node.inputs) == 3 else None
+    c = graph.shape(x)[1]
+    m = graph.shape(w)[0] // c
+    wd = _expanded_masked_weight(b, node, graph[w], c, group, m)
+    rest = c % group
+    if rest == 0:
+        _conv(b, node, x, wd, bias, group, node.name)
+        return
+    if pad_remainder:
+        extra = group - rest
+        xp = b.pad(x, [(0, 0), (0, extra), (0, 0), (0, 0)], name=b.unique(f"{node.name}.x_padded"))
+        wp = b.pad(wd, [(0, extra * m), (0, 0), (0, 0), (0, 0)], name=b.unique(f"{node.name}.w_padded"))
+        bp = b.pad(bias, [(0, extra * m)], name=b.unique(f"{node.name}.b_padded")) if bias else None
+        y = _conv(b, node, xp, wp, bp, group, None)
+        b.add("slice", [y], name=node.name, axis=1, start=0, stop=c * m)
+        return
+    full = c - rest
+    parts = []
+    for lo, hi, size in ((0, full, group), (full, c, rest)):
+        xs = b.add("slice", [x], name=b.unique(f"{node.name}.x"), axis=1, start=lo, stop=hi)
+        ws = b.add("slice", [wd], name=b.unique(f"{node.name}.w"), axis=0, start=lo * m, stop=hi * m)
+        if size < group:  # the last group's diagonal lies in the first r columns
+            ws = b.add("slice", [ws], name=b.unique(f"{node.name}.w"), axis=1, start=0, stop=size)
+        bs = None
+        if bias:
+            bs = b.add("slice", [bias], name=b.unique(f"{node.name}.b"), axis=0, start=lo * m, stop=hi * m)
+        parts.append(_conv(b, node, xs, ws, bs, size, None))
+    b.add("concat", parts, name=node.name, axis=1)
+
+
 def diagonalwise(graph: Graph, args: dict[str, Any]) -> Graph:
     """Rewrite every depthwise conv as grouped standard convs with diagonal weights."""
     group_size = int(args["group_size"])
     pad_remainder = args.get("remainder", "split") == "pad"
+    expand = _expanded_weights(graph) if args.get("param", "compact") == "expanded" else set()
     b = GraphBuilder()
     for node in graph.nodes:
+        if node.name in expand:
+            continue  # replaced by its expanded parameter, made at its conv
         if not is_depthwise(node, graph):
             copy_node(b, node)
             continue
@@ -192,6 +290,9 @@ def diagonalwise(graph: Graph, args: dict[str, Any]) -> Graph:
         c = graph.shape(x)[1]
         m = graph.shape(w)[0] // c
         g = min(group_size, c)
+        if w in expand:
+            _expanded_diagonalwise(b, node, graph, g, pad_remainder)
+            continue
         rest = c % g
         if rest == 0:
             _masked_conv(b, node, x, w, bias, g, m, node.name)
@@ -210,6 +311,23 @@ def diagonalwise(graph: Graph, args: dict[str, Any]) -> Graph:
             parts.append(_masked_conv(b, node, xs, ws, bs, size, m, None))
         b.add("concat", parts, name=node.name, axis=1)
     return b.build(graph.outputs)
+
+
+def native_gradients(executed: Graph, got: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``got`` (a backend's check of ``executed``) with the gradient of each expanded
+    parameter (``diagonalwise(param=expanded)``) replaced by the gradient of the compact
+    weight it stands for: its diagonal entries, ``g[o, (o mod G*m) // m]``, the entries the
+    mask keeps. Other keys, and a graph without expanded parameters, are left as they are."""
+    out = dict(got)
+    for node in executed.params:
+        key = f"grad:{node.name}"
+        if "expands" not in node.attrs or key not in out:
+            continue
+        grad = np.asarray(out.pop(key))
+        mask = np.asarray(executed[node.attrs["mask"]].attrs["value"])[:, :, 0, 0]
+        column = mask.argmax(axis=1)[:, None, None, None]
+        out[f"grad:{node.attrs['expands']}"] = np.take_along_axis(grad, column, axis=1)
+    return out
 
 
 def _conv_attrs(node: Node) -> dict[str, Any]:
@@ -314,10 +432,10 @@ VARIANTS: dict[str, VariantKind] = {
     "diagonalwise": VariantKind(
         "diagonalwise",
         diagonalwise,
-        {"group_size": 32, "remainder": "split"},
+        {"group_size": 32, "remainder": "split", "param": "compact"},
         "depthwise conv as a grouped standard conv with (block-)diagonal weights",
         is_depthwise,
-        {"remainder": ("split", "pad")},
+        {"remainder": ("split", "pad"), "param": ("compact", "expanded")},
     ),
     "blockdiag": VariantKind(
         "blockdiag",

@@ -60,7 +60,7 @@ from convbench.backend import Backend, BackendInfo, Prepared, UnsupportedCase, l
 from convbench.cases import DEFAULT_TOLERANCE, ITEMSIZE, Case
 from convbench.contention import Monitor, Reader, own_faults
 from convbench.cpu_topology import format_cpu_list
-from convbench.data import make_cotangents, make_tensors
+from convbench.data import make_cotangents, make_tensors, native_tensors
 from convbench.peaks import (
     cache_state,
     case_work_split,
@@ -82,7 +82,7 @@ from convbench.timing import (
     measure_interleaved,
     summarize,
 )
-from convbench.variants import backend_variants, parse_variant
+from convbench.variants import backend_variants, native_gradients, parse_variant
 from convbench.verify import verify
 from convbench.workloads import build_graph
 
@@ -197,16 +197,18 @@ class CaseRunner:
         self.backend.set_threads(case.threads)
         tensors = make_tensors(executed, case.data_seed)
         cotangents = make_cotangents(graph, case.data_seed)
-        want = self.reference(case, graph, {k: tensors[k] for k in make_tensors_keys(graph)}, cotangents)
+        want = self.reference(case, graph, native_tensors(graph, case.data_seed, tensors), cotangents)
         try:
             prepared = self.backend.prepare(case, executed, tensors, cotangents)
         except UnsupportedCase as exc:
             row.update(status="skipped", reason=str(exc))
             return None
-        got = prepared.check()
+        got = native_gradients(executed, prepared.check())  # an expanded parameter's gradient, as the compact weight's
         tol = tolerance.get(case.dtype, DEFAULT_TOLERANCE[case.dtype])
         result = verify(got, want, tol)
         details = {"execution_used": self.backend.executions.get(case.execution, case.execution), **prepared.details()}
+        if executed.param_count() != graph.param_count():  # diagonalwise(param=expanded): the parameters trained
+            details["executed_param_count"] = executed.param_count()
         row.update(verify_error=result.error, verify_tolerance=tol, verify_worst=result.worst, details=details)
         if result.ok:
             row["status"] = "ok"
@@ -392,11 +394,6 @@ def _gpu_index(device: str) -> int:
     """The GPU nvidia-smi should report on: CUDA_VISIBLE_DEVICES' first entry, else 0."""
     first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     return int(first) if first.isdigit() else 0
-
-
-def make_tensors_keys(graph) -> list[str]:  # noqa: ANN001
-    """Names of the source nodes of ``graph`` (the data the reference needs)."""
-    return [n.name for n in graph.nodes if n.op in ("input", "param", "const")]
 
 
 def _open_protocol() -> Protocol:
