@@ -96,9 +96,36 @@ class TensorflowBackend(Backend):
                 f"tensorflow: this worker's runtime runs {self._threads} intra-op threads, fixed at start; "
                 f"{wanted} threads need their own run"
             )
+        reason = dilated_training_reason(case, graph)
+        if reason is not None:
+            raise UnsupportedCase(reason)
         from convbench_tensorflow.prepared import TensorflowPrepared
 
         return TensorflowPrepared(case, graph, tensors, cotangents, EXECUTIONS[case.execution], case.dtype)
+
+
+def dilated_training_reason(case: Case, graph: Graph) -> str | None:
+    """Why TensorFlow cannot train ``graph`` on this case's CPU outside XLA, or None.
+
+    Its CPU kernels for the gradient of ``tf.nn.conv2d`` (``Conv2DBackpropInput``) refuse
+    dilation rates above 1 ("Current CPU implementations do not yet support dilation
+    rates larger than 1"), and the lowering runs every dilated conv but a stride-1
+    depthwise one through ``tf.nn.conv2d``: a dense or grouped conv (diagonalwise's
+    too), and a depthwise conv with stride (``depthwise_conv2d`` refuses stride and
+    dilation together). XLA compiles them."""
+    if case.mode != "training" or case.device != "cpu" or EXECUTIONS.get(case.execution) == "xla":
+        return None
+    for node in graph.nodes:
+        if node.op != "conv2d" or tuple(node.attrs.get("dilation", (1, 1))) == (1, 1):
+            continue
+        c = graph.shape(node.inputs[0])[1]
+        depthwise = node.attrs.get("groups") == c and c > 1 and graph.shape(node.inputs[1])[1] == 1
+        if not depthwise or tuple(node.attrs.get("stride", (1, 1))) != (1, 1):
+            return (
+                f"tensorflow: {node.name}: a dilated conv it runs as tf.nn.conv2d cannot be trained on the CPU "
+                f"outside XLA (its Conv2DBackpropInput kernel supports dilation 1 only); the xla execution can"
+            )
+    return None
 
 
 def _environment(gpus: list[Any]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from convbench_tensorflow import TensorflowBackend  # noqa: E402
 from convbench_tensorflow.lower import OPS  # noqa: E402
 
 from convbench.backend import UnsupportedCase  # noqa: E402
+from convbench.data import make_cotangents, make_tensors  # noqa: E402
+from convbench.graph import Graph, GraphBuilder  # noqa: E402
 from tests.backends.graphs import (  # noqa: E402
     HALF_DTYPES,
     LAYOUTS,
@@ -143,3 +145,32 @@ def test_a_run_records_the_execution_used_and_skips_another_backends_name(tmp_pa
     assert used == {"eager": "eager", "graph": "graph", "compiled": "xla", "xla": "xla"}, rows
     assert rows["jit"]["status"] == "skipped"
     assert rows["jit"]["reason"].startswith("tensorflow: no execution 'jit' in this backend (it runs: eager, graph, xla, compiled (xla))")
+
+
+def _dilated(groups: int, stride: int) -> Graph:
+    b = GraphBuilder()
+    x = b.input("x", (2, 4, 9, 9))
+    return b.build([b.conv2d(x, 4, 3, stride=stride, dilation=2, padding=2, groups=groups, name="conv")])
+
+
+def test_dilated_convs_it_cannot_train_on_the_cpu_are_skipped_with_the_reason() -> None:
+    """TensorFlow's CPU gradient of tf.nn.conv2d refuses dilation > 1 (outside XLA): a
+    dense, grouped or strided depthwise dilated conv is a skip in training eager/graph;
+    a stride-1 depthwise one (tf.nn.depthwise_conv2d) trains, and XLA trains them all."""
+    from convbench_tensorflow.backend import dilated_training_reason
+    from convbench_tensorflow.prepared import TensorflowPrepared
+
+    dense, strided, depthwise = _dilated(1, 1), _dilated(4, 2), _dilated(4, 1)
+    training = make_case(backend="tensorflow", mode="training")
+    assert "Conv2DBackpropInput" in dilated_training_reason(training, dense)
+    assert "conv" in dilated_training_reason(training, strided)
+    assert dilated_training_reason(training, depthwise) is None
+    assert dilated_training_reason(make_case(backend="tensorflow", mode="training", execution="xla"), dense) is None
+    assert dilated_training_reason(make_case(backend="tensorflow", mode="inference"), dense) is None
+    with pytest.raises(UnsupportedCase, match="dilated conv"):
+        prepare(BACKEND, dense, mode="training")
+    assert_matches(BACKEND, depthwise, mode="training")
+    # the reason is TensorFlow's: built anyway, the dense one fails in its backward
+    tensors, cotangents = make_tensors(dense, 0), make_cotangents(dense, 0)
+    with pytest.raises(Exception, match="dilation rates larger than 1"):
+        TensorflowPrepared(training, dense, tensors, cotangents, "eager", "float32").check()
