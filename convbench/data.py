@@ -43,6 +43,8 @@ def _draw(node: Node, seed: int) -> np.ndarray:
         return rng.standard_normal(shape) * 0.1
     if init == "zeros":
         return np.zeros(shape)
+    if init == "prelu_slope":  # around PyTorch's constant 0.25, one slope per channel
+        return rng.uniform(0.0, 0.5, shape)
     raise ValueError(f"node {node.name!r}: unknown initialiser {init!r}")
 
 

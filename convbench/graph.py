@@ -19,10 +19,19 @@ Node kinds:
   ``const`` (a non-trainable tensor: BN running statistics, masks);
 * ops: ``conv2d``, ``batchnorm``, ``relu``, ``relu6``, ``sigmoid``, ``add``, ``mul``,
   ``concat``, ``slice``, ``avgpool``, ``maxpool``, ``global_avgpool``, ``linear``,
-  ``flatten``, ``upsample``, and the data-movement primitives below.
+  ``flatten``, ``upsample``, ``prelu``, and the data-movement primitives below.
 * ``upsample`` (attr ``scale``: (sh, sw), positive ints; nearest only): every pixel
   repeated into an sh x sw block, ``out[n, c, h, w] = x[n, c, h // sh, w // sw]``,
   output (N, C, sh * H, sw * W) (ThunderNet's CEM). Its gradient sums each block.
+* ``prelu`` (inputs x, of rank >= 2, and a slope ``a`` of shape (C,), C = x's axis 1;
+  He et al. 2015, "Delving Deep into Rectifiers", arXiv 1502.01852; PyTorch's
+  ``nn.PReLU(num_parameters=C)``): ``out = x`` where ``x > 0``, else ``a_c * x``, one
+  learnable slope per channel. Its gradients: ``gx = gy`` where ``x > 0``, else
+  ``a_c * gy`` (PyTorch's rule, so x = 0 takes the slope), and ``ga_c`` the sum over
+  every axis but 1 of ``gy * min(x, 0)``. :meth:`GraphBuilder.prelu` makes the slope a
+  ``param`` with init ``prelu_slope`` (PyTorch's init is the constant 0.25;
+  :mod:`convbench.data` draws each slope uniformly in [0, 0.5], mean 0.25, as it draws
+  BN's gamma around 1, so a backend that mixes up channels fails verification).
 
 Data-movement primitives (no multiply-adds; compact networks build their channel
 shuffles, channel splits, shifts and shortcuts from them, so a backend lowers four
@@ -128,12 +137,13 @@ OPS = SOURCE_OPS | ELEMENTWISE_UNARY | frozenset(
         "shift",
         "gather",
         "upsample",
+        "prelu",
     }
 )
 
 #: Initialisers a ``param`` or random ``const`` may name; :mod:`convbench.data` draws them.
 INITS = frozenset(
-    {"he_normal", "fan_in_uniform", "bn_gamma", "bn_beta", "running_mean", "running_var", "zeros"}
+    {"he_normal", "fan_in_uniform", "bn_gamma", "bn_beta", "running_mean", "running_var", "zeros", "prelu_slope"}
 )
 
 
@@ -385,6 +395,12 @@ def infer_shape(op: str, in_shapes: list[Shape], attrs: Mapping[str, Any]) -> Sh
         if attrs.get("mode", "nearest") != "nearest":
             raise GraphError(f"upsample: only mode 'nearest' is defined, got {attrs['mode']!r}")
         return (x[0], x[1], x[2] * int(scale[0]), x[3] * int(scale[1]))
+    if op == "prelu":
+        arity(2)
+        x, a = in_shapes
+        if len(x) < 2 or a != (x[1],):
+            raise GraphError(f"prelu: want an input of rank >= 2 and one slope per channel, got {x} and slope {a}")
+        return x
     if op == "linear":
         arity(2, 3)
         x, w = in_shapes[0], in_shapes[1]
@@ -675,6 +691,13 @@ class GraphBuilder:
         if isinstance(scale, (int, np.integer)):
             scale = (scale, scale)
         return self.add("upsample", [x], name=name, scale=tuple(scale))
+
+    def prelu(self, x: str, name: str | None = None) -> str:
+        """PReLU of ``x`` with one learnable slope per channel, the param ``<name>.slope``
+        (C,) (init ``prelu_slope``)."""
+        name = name or self.unique(f"{x}.prelu")
+        slope = self.param(f"{name}.slope", (self.shape(x)[1],), "prelu_slope")
+        return self.add("prelu", [x, slope], name=name)
 
     def mixconv(
         self,

@@ -15,7 +15,7 @@ Flow
 Categories (:func:`node_category`), by the graph node an op computes
     ``depthwise`` (conv2d with groups = input channels > 1), ``pointwise`` (1x1 conv2d,
     grouped or not), ``other conv``, ``batchnorm``, ``activation`` (relu, relu6,
-    sigmoid), ``pool`` (avg, max, global average), ``linear``, ``elementwise`` (add,
+    sigmoid, prelu), ``pool`` (avg, max, global average), ``linear``, ``elementwise`` (add,
     mul), ``other`` (concat, slice, reshape, transpose, pad, shift, flatten, and every
     op outside the graph: loss, optimizer update, gradient bookkeeping). A variant's
     node is judged by the workload node it implements: a node keeps the name of the
@@ -51,6 +51,7 @@ _BY_OP = {
     "relu": "activation",
     "relu6": "activation",
     "sigmoid": "activation",
+    "prelu": "activation",
     "avgpool": "pool",
     "maxpool": "pool",
     "global_avgpool": "pool",

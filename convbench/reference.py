@@ -19,6 +19,9 @@ Conventions (those of :mod:`convbench.graph`):
   zeros (an input element read by several indices receives the sum of their gradients);
 * ``upsample`` (nearest) repeats each pixel into an sh x sw block; its gradient sums
   each block;
+* ``prelu`` is ``x`` where ``x > 0``, else ``a_c * x``; ``gx`` is ``gy`` where ``x > 0``,
+  else ``a_c * gy`` (PyTorch's rule at x = 0), ``ga_c`` sums ``gy * min(x, 0)`` over every
+  axis but 1;
 * ``backward`` differentiates loss = sum over outputs of sum(output * cotangent). Only
   nodes that depend on an ``input`` or ``param`` receive gradients; ``const`` nodes never do.
 """
@@ -335,6 +338,21 @@ def _sigmoid_bwd(
     return [gy * y * (1.0 - y)]
 
 
+def _prelu_fwd(node: Node, ins: list[Array], training: bool) -> Array:
+    x, a = ins
+    return np.where(x > 0, x, x * _channel(a, x.ndim))
+
+
+def _prelu_bwd(
+    node: Node, ins: list[Array], y: Array, gy: Array, needs: list[bool], training: bool
+) -> list[Array | None]:
+    x, a = ins
+    positive = x > 0
+    gx = np.where(positive, gy, gy * _channel(a, x.ndim)) if needs[0] else None
+    ga = (gy * np.where(positive, 0.0, x)).sum(axis=_reduce_axes(x)) if needs[1] else None
+    return [gx, ga]
+
+
 def _add_bwd(
     node: Node, ins: list[Array], y: Array, gy: Array, needs: list[bool], training: bool
 ) -> list[Array | None]:
@@ -586,6 +604,7 @@ _FORWARD: dict[str, ForwardFn] = {
     "shift": lambda node, ins, training: shift(ins[0], node.attrs["offsets"]),
     "gather": _gather_fwd,
     "upsample": _upsample_fwd,
+    "prelu": _prelu_fwd,
 }
 
 _BACKWARD: dict[str, BackwardFn] = {
@@ -609,6 +628,7 @@ _BACKWARD: dict[str, BackwardFn] = {
     "shift": _shift_bwd,
     "gather": _gather_bwd,
     "upsample": _upsample_bwd,
+    "prelu": _prelu_bwd,
 }
 
 

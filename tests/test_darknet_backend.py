@@ -90,6 +90,14 @@ def test_upsample_is_darknets_upsample_layer() -> None:
         lower(odd, make_tensors(odd, 0))
 
 
+def test_prelu_is_unsupported_with_the_reason() -> None:
+    """darknet's activations have no learned per-channel slope (leaky is a fixed 0.1)."""
+    b = GraphBuilder()
+    g = b.build([b.prelu(b.conv2d(b.input("x", (1, 2, 4, 4)), 3, 3, bias=True, name="c"), name="act")])
+    with pytest.raises(UnsupportedCase, match="no PReLU"):
+        lower(g, make_tensors(g, 0))
+
+
 def test_cfg_sections_and_options() -> None:
     g = conv_bn_relu()
     cfg = lower(g, make_tensors(g, 0)).cfg(2, 0.01)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from convbench.data import make_tensors
 from convbench.graph import GraphBuilder, GraphError
 from convbench.workloads import WORKLOADS, build_graph
 from convbench.workloads.mobilenet import mobilenet_v1_depthwise_layers
@@ -60,6 +61,10 @@ def test_dilation_padding_pool_linear_shapes() -> None:
         (lambda b: b.add("upsample", [b.input("a", (1, 2, 3, 3))]), "two positive ints"),
         (lambda b: b.upsample(b.input("a", (1, 6)), 2), "4-D"),
         (lambda b: b.add("upsample", [b.input("a", (1, 2, 3, 3))], scale=(2, 2), mode="bilinear"), "nearest"),
+        (lambda b: b.add("prelu", [b.input("a", (1, 2, 3, 3)), b.param("s", (3,), "prelu_slope")]), "one slope per channel"),
+        (lambda b: b.add("prelu", [b.input("a", (1, 2, 3, 3)), b.param("s", (1,), "prelu_slope")]), "one slope per channel"),
+        (lambda b: b.add("prelu", [b.input("a", (6,)), b.param("s", (6,), "prelu_slope")]), "rank >= 2"),
+        (lambda b: b.add("prelu", [b.input("a", (1, 2, 3, 3))]), "takes"),
     ],
 )
 def test_malformed_graphs_are_rejected(build, message: str) -> None:
@@ -74,6 +79,19 @@ def test_upsample_shape_and_counts() -> None:
     assert g.shape(y) == (2, 3, 8, 15)
     assert g.macs() == 0 and g.param_count() == 0
     assert g.bytes_moved(4) == 4 * (2 * 3 * 4 * 5 + 2 * 3 * 8 * 15)
+
+
+def test_prelu_shape_and_counts() -> None:
+    """One slope parameter per channel; no multiply-adds (it is an activation)."""
+    b = GraphBuilder()
+    y = b.prelu(b.input("x", (2, 5, 3, 4)), name="act")
+    g = b.build([y])
+    assert g.shape(y) == (2, 5, 3, 4)
+    assert g.shape("act.slope") == (5,) and g["act.slope"].attrs["init"] == "prelu_slope"
+    assert g.param_count() == 5 and g.macs() == 0
+    assert g.bytes_moved(4) == 4 * (2 * 2 * 5 * 3 * 4 + 5)
+    slopes = make_tensors(g, 0)["act.slope"]
+    assert ((slopes >= 0) & (slopes <= 0.5)).all() and len(set(slopes)) == 5
 
 
 def test_batchnorm_statistics_are_constants_not_parameters() -> None:

@@ -454,6 +454,11 @@ def _upsample(scale: tuple[int, int]) -> Callable[[GraphBuilder], str]:
     return lambda b: b.upsample(b.input("x", (2, 3, 2, 3)), scale)
 
 
+def _prelu(shape: tuple[int, ...]) -> Callable[[GraphBuilder], str]:
+    # one slope per channel (axis 1): its gradient sums gy * min(x, 0) over the other axes
+    return lambda b: b.prelu(b.input("x", shape))
+
+
 OP_GRAPHS: dict[str, tuple[Callable[[GraphBuilder], str], dict[str, float]]] = {
     "batchnorm": (_bn((3, 2, 3, 2)), {}),
     "batchnorm_2d": (_bn((4, 3)), {}),
@@ -490,6 +495,8 @@ OP_GRAPHS: dict[str, tuple[Callable[[GraphBuilder], str], dict[str, float]]] = {
     "gather_height": (_gather(2, (2, 2, 0)), {}),
     "upsample_2x2": (_upsample((2, 2)), {}),
     "upsample_3x1": (_upsample((3, 1)), {}),
+    "prelu": (_prelu((2, 3, 3, 2)), {}),
+    "prelu_2d": (_prelu((4, 3)), {}),
 }
 
 
@@ -531,6 +538,21 @@ def test_upsample_is_nearest_and_sums_blocks() -> None:
             assert y[0, 0, h, w] == x[0, 0, h // 2, w // 3]
     want = gy.reshape(2, 2, 2, 3).sum(axis=(1, 3))
     np.testing.assert_array_equal(out["grad:x"][0, 0], want)
+
+
+def test_prelu_is_per_channel() -> None:
+    """out = x where x > 0, else a_c * x with channel c's own slope; at x = 0 the input's
+    gradient takes the slope (PyTorch's rule), and the slope's gradient sums gy * min(x, 0)."""
+    b = GraphBuilder()
+    graph = b.build([b.prelu(b.input("x", (1, 2, 1, 3)), name="act")])
+    assert graph.param_count() == 2 and graph.macs() == 0
+    x = np.array([[[[-2.0, 0.0, 3.0]], [[1.0, -4.0, 0.5]]]])
+    a = np.array([0.1, 0.25])
+    gy = np.array([[[[1.0, 2.0, 3.0]], [[4.0, 5.0, 6.0]]]])
+    out = run_reference(graph, {"x": x, "act.slope": a}, {"act": gy}, "training")
+    np.testing.assert_array_equal(out["act"], [[[[-0.2, 0.0, 3.0]], [[1.0, -1.0, 0.5]]]])
+    np.testing.assert_array_equal(out["grad:x"], [[[[0.1, 0.2, 3.0]], [[4.0, 1.25, 6.0]]]])
+    np.testing.assert_array_equal(out["grad:act.slope"], [-2.0, -20.0])
 
 
 def test_maxpool_ties_send_gradient_to_first_maximum() -> None:

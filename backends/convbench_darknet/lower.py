@@ -19,7 +19,7 @@ layer plus an earlier one). The graph is walked in order and each op becomes a l
   ``out = x[h // s, w // s]``, its backward adds each block's sum to the input's delta);
 * ``flatten`` -> nothing (darknet's buffers are flat); ``linear`` -> ``[connected]``.
 
-Anything else (relu6, channel shuffle's reshape/transpose, slice, pad, shift, mul of
+Anything else (relu6, prelu, channel shuffle's reshape/transpose, slice, pad, shift, mul of
 activations, a batchnorm not after a conv, non-global avgpool) raises
 :class:`UnsupportedCase` naming it. Values computed from params and consts only (the
 masked weights of ``diagonalwise``) are evaluated in float64 here, and their gradients
@@ -62,6 +62,7 @@ REASONS = {
     "shift": "darknet has no shift layer",
     "mul": "darknet has no elementwise product of activations",
     "gather": "darknet's [route] (2018) concatenates whole layers; it cannot gather channels by an index list",
+    "prelu": "darknet (2018) has no PReLU: its leaky activation has one fixed slope (0.1), not a learned slope per channel",
 }
 
 

@@ -184,6 +184,15 @@ def upsample(ctx: Context, site: Site, ins: list[Any]) -> Any:
     return jnp.repeat(jnp.repeat(ins[0], sh, axis=h_axis), sw, axis=w_axis)
 
 
+def prelu(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    """``where(x > 0, x, a_c * x)``, the slope on the channel axis: its gradients are the
+    IR's, x = 0 included (the slope's)."""
+    x, a = ins
+    rank = len(site.in_shapes[0])
+    axis = _channel_axis(site.in_perms[0]) if rank == 4 else 1
+    return jnp.where(x > 0, x, x * _per_channel(a, rank, axis))
+
+
 #: The op table: every IR op this backend lowers.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -206,4 +215,5 @@ OPS: dict[str, OpFn] = {
     "shift": shift,
     "gather": gather,
     "upsample": upsample,
+    "prelu": prelu,
 }

@@ -43,6 +43,7 @@ ACT, WEIGHT, LOGICAL = "act", "weight", None
 FIXED: dict[str, tuple[tuple[str | None, ...], str | None]] = {
     "conv2d": ((ACT, WEIGHT, LOGICAL), ACT),
     "batchnorm": ((ACT, LOGICAL), ACT),
+    "prelu": ((ACT, LOGICAL), ACT),
     "avgpool": ((ACT,), ACT),
     "maxpool": ((ACT,), ACT),
     "global_avgpool": ((ACT,), ACT),

@@ -11,7 +11,8 @@ with leading unit axes, as NumPy broadcasting does), concat, slice_axis, Pooling
 over H and W, Flatten, FullyConnected, reshape, transpose, pad (zeros concatenated) and
 ``shift`` (one padding, a slice per run of channels sharing an offset, concat) and
 ``gather`` (``take``, its index vector built from ``arange`` runs) and ``upsample``
-(``repeat`` along H, then W: MXNet's ``UpSampling`` takes one scale for both).
+(``repeat`` along H, then W: MXNet's ``UpSampling`` takes one scale for both) and
+``prelu`` (``LeakyReLU(act_type="prelu")``, Gluon's ``nn.PReLU``: the (C,) gamma on axis 1).
 
 This module imports mxnet; :mod:`convbench_mxnet.backend` imports it lazily.
 """
@@ -183,4 +184,5 @@ OPS: dict[str, OpFn] = {
     "upsample": lambda ctx, site, ins: ctx.F.repeat(
         ctx.F.repeat(ins[0], repeats=int(site.attrs["scale"][0]), axis=2), repeats=int(site.attrs["scale"][1]), axis=3
     ),
+    "prelu": lambda ctx, site, ins: ctx.F.LeakyReLU(ins[0], gamma=ins[1], act_type="prelu"),
 }

@@ -10,7 +10,8 @@ Imports ``onnx`` only (never onnxruntime), so ``convbench export`` can use it an
   as Pad + one Slice per run of channels sharing an offset + Concat; ``gather`` as
   Gather (int64 indices); ``upsample`` as Resize (nearest, asymmetric coordinates,
   ``nearest_mode=floor``: source pixel floor(h / sh), the IR's), its scales a float32
-  initializer (1, 1, sh, sw);
+  initializer (1, 1, sh, sw); ``prelu`` as PRelu, its (C,) slope reshaped to (C, 1, 1)
+  (ONNX broadcasts the slope against the trailing axes);
 * graph ``input`` nodes become model inputs, ``param`` and ``const`` nodes initializers
   (weights are the convbench data given, so an exported model computes what a run
   verified), graph outputs model outputs, all float32;
@@ -168,6 +169,16 @@ def upsample(b: Builder, site: Site, ins: list[str]) -> str:
     )  # fmt: skip
 
 
+def prelu(b: Builder, site: Site, ins: list[str]) -> str:
+    """``PRelu`` with the (C,) slope reshaped so it broadcasts along axis 1: (C, 1, 1) for
+    an NCHW input (unidirectional broadcasting aligns trailing axes), (C,) for (N, C)."""
+    rank = len(site.in_shapes[0])
+    slope = ins[1]
+    if rank > 2:
+        slope = b.node("Reshape", [slope, b.ints([-1] + [1] * (rank - 2), "slope_shape")])
+    return b.node("PRelu", [ins[0], slope], _named(site))
+
+
 #: The op table: every IR op this lowering knows.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -190,6 +201,7 @@ OPS: dict[str, OpFn] = {
     "shift": shift,
     "gather": gather,
     "upsample": upsample,
+    "prelu": prelu,
 }
 
 

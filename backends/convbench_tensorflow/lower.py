@@ -11,7 +11,8 @@ is padded explicitly (zeros for avgpool, -inf for maxpool) and the average is re
 a constant k*k / count, where count is the number of real elements in each window.
 ``reshape`` and ``transpose`` run on logical (NCHW) values; ``pad`` pads the physical
 axes; ``shift`` pads H and W once and slices each run of channels sharing an offset; ``gather`` is ``tf.gather``;
-``upsample`` is ``tf.repeat`` along the physical H and W axes.
+``upsample`` is ``tf.repeat`` along the physical H and W axes; ``prelu`` is Keras's
+``PReLU`` form, ``relu(x) + (-a) * relu(-x)`` with the slope on the physical channel axis.
 
 This module imports tensorflow; :mod:`convbench_tensorflow.backend` imports it lazily.
 """
@@ -249,6 +250,18 @@ def upsample(ctx: Context, site: Site, ins: list[Any]) -> Any:
     return tf.repeat(y, sw, axis=physical_axis(3, 4, perm)) if sw > 1 else y
 
 
+def prelu(ctx: Context, site: Site, ins: list[Any]) -> Any:
+    """``relu(x) + (-a) * relu(-x)``, as Keras's ``PReLU`` layer computes it (a form the
+    TFLite converter knows); the (C,) slope reshaped onto the physical channel axis. At
+    x = 0 exactly its input gradient is 0 where the IR's is the slope (ReLU's gradient at
+    0 is 0 in TensorFlow): a measure-zero difference random data never meets."""
+    x, a = ins
+    rank = len(site.in_shapes[0])
+    shape = [1] * rank
+    shape[physical_axis(1, rank, site.in_perms[0])] = -1
+    return tf.nn.relu(x) + tf.reshape(-a, shape) * tf.nn.relu(-x)
+
+
 #: The op table: every IR op this backend lowers.
 OPS: dict[str, OpFn] = {
     "conv2d": conv2d,
@@ -271,4 +284,5 @@ OPS: dict[str, OpFn] = {
     "shift": shift,
     "gather": gather,
     "upsample": upsample,
+    "prelu": prelu,
 }

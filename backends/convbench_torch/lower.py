@@ -51,6 +51,7 @@ SUPPORTED_OPS = SOURCE_OPS | frozenset(
         "shift",
         "gather",
         "upsample",
+        "prelu",
     }
 )
 
@@ -294,6 +295,9 @@ def lower(
             # factors checked (1 - 8); keeps channels_last
             sh, sw = (int(s) for s in a["scale"])
             out = _call(F.interpolate, ins[0], scale_factor=(float(sh), float(sw)), mode="nearest")
+        elif op == "prelu":
+            # nn.PReLU(num_parameters=C)'s kernel: the (C,) weight on axis 1, any memory format
+            out = _call(F.prelu, ins[0], ins[1])
         else:  # pragma: no cover - SUPPORTED_OPS and this chain must agree
             raise UnsupportedCase(f"torch: op {op!r} is not lowered")
         fn, args, kwargs = out

@@ -134,6 +134,8 @@ def single_op_graph(op: str) -> Graph:
         y = b.linear(b.add("flatten", [y], name="f"), 3, name="op")
     elif op == "upsample":
         y = b.upsample(y, (2, 3), name="op")  # unequal factors: H and W not swapped
+    elif op == "prelu":
+        y = b.prelu(y, name="op")  # its own slope per channel: a channel mix-up shows
     else:
         raise AssertionError(op)
     return b.build([y])
@@ -142,7 +144,7 @@ def single_op_graph(op: str) -> Graph:
 #: The ops :func:`single_op_graph` covers.
 SPINE_OPS = [
     "conv2d", "batchnorm", "relu", "relu6", "sigmoid", "add", "mul", "concat", "slice",
-    "avgpool", "maxpool", "global_avgpool", "flatten", "linear", "upsample",
+    "avgpool", "maxpool", "global_avgpool", "flatten", "linear", "upsample", "prelu",
 ]  # fmt: skip
 
 
