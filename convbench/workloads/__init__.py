@@ -164,6 +164,7 @@ def catalogue() -> list[dict[str, Any]]:
 
 from convbench.workloads import (  # noqa: E402,F401  (registration)
     channel_pool,
+    dicenet,
     eca,
     fd_mobilenet,
     group,
