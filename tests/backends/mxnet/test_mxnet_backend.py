@@ -51,6 +51,21 @@ def test_single_op(op: str, mode: str) -> None:
 
 
 @pytest.mark.parametrize("execution", EXECUTIONS)
+def test_prelu_before_a_channel_shuffle_trains(execution: str) -> None:
+    """A PReLU whose output is reshaped and transposed (DiCE's shuffle): hybridized,
+    MXNet's LeakyReLU backward gives a wrong gamma gradient there (0.75 relative), so
+    training writes the PReLU out."""
+    from convbench.graph import GraphBuilder
+
+    b = GraphBuilder()
+    y = b.prelu(b.conv2d(b.input("x", (2, 4, 5, 5)), 6, 3, name="c"), name="p")
+    y = b.reshape(b.transpose(b.reshape(y, (2, 3, 2, 5, 5)), (0, 2, 1, 3, 4)), (2, 6, 5, 5))
+    graph = b.build([b.conv2d(y, 6, 1, groups=6, name="d")])
+    for mode in MODES:
+        assert_matches(BACKEND, graph, mode=mode, execution=execution)
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_graphs(name: str, mode: str, execution: str) -> None:
