@@ -12,7 +12,7 @@ a constant k*k / count, where count is the number of real elements in each windo
 ``reshape`` and ``transpose`` run on logical (NCHW) values; ``pad`` pads the physical
 axes; ``shift`` pads H and W once and slices each run of channels sharing an offset; ``gather`` is ``tf.gather``;
 ``upsample`` is ``tf.repeat`` along the physical H and W axes; ``prelu`` is Keras's
-``PReLU`` form, ``relu(x) + (-a) * relu(-x)`` with the slope on the physical channel axis.
+``PReLU`` form, ``relu(x) + relu(-x) * (-a)`` with the slope on the physical channel axis.
 
 This module imports tensorflow; :mod:`convbench_tensorflow.backend` imports it lazily.
 """
@@ -251,15 +251,20 @@ def upsample(ctx: Context, site: Site, ins: list[Any]) -> Any:
 
 
 def prelu(ctx: Context, site: Site, ins: list[Any]) -> Any:
-    """``relu(x) + (-a) * relu(-x)``, as Keras's ``PReLU`` layer computes it (a form the
-    TFLite converter knows); the (C,) slope reshaped onto the physical channel axis. At
+    """``relu(x) + relu(-x) * (-a)``, Keras's ``PReLU`` form, with the (C,) slope on the
+    physical channel axis (as is when that axis is the last one, NHWC or (N, C)). The
+    TFLite converter here does not fuse it into PRELU: litert runs RELU, NEG, MUL, ADD. At
     x = 0 exactly its input gradient is 0 where the IR's is the slope (ReLU's gradient at
     0 is 0 in TensorFlow): a measure-zero difference random data never meets."""
     x, a = ins
     rank = len(site.in_shapes[0])
-    shape = [1] * rank
-    shape[physical_axis(1, rank, site.in_perms[0])] = -1
-    return tf.nn.relu(x) + tf.reshape(-a, shape) * tf.nn.relu(-x)
+    axis = physical_axis(1, rank, site.in_perms[0])
+    neg_slope = -a
+    if axis != rank - 1:
+        shape = [1] * rank
+        shape[axis] = -1
+        neg_slope = tf.reshape(neg_slope, shape)
+    return tf.nn.relu(x) + tf.nn.relu(-x) * neg_slope
 
 
 #: The op table: every IR op this backend lowers.
