@@ -67,7 +67,14 @@ class ExecutorchBackend(InferenceOnlyBackend):
         execution="xnnpack",
         cannot=(("mode", "training", "inference only"),),
         boundary_layout="the program takes NCHW tensors in both layouts (XNNPACK packs NHWC inside its delegate)",
-        exempt="its check in this module has not been run yet (time): tests/backends/executorch verifies every spine op, the standard graphs, diagonalwise and a network",
+        exempt=(
+            "its check in this module verifies but does not fit the test's 600 s timeout: run by hand "
+            "(convbench check of the module's executorch suite, xnnpack, 2 loaded cores) every case but "
+            "the split networks took 13 min 20 s, 784 s of it ExecuTorch's export and lowering (8-56 s "
+            "per network case): 94 inference cases ok (worst 2.3e-6), 74 training and 4 nothing-to-rewrite "
+            "cases skipped as declared; mobilenet_tiny_split alone lowers in 355 s (ok). "
+            "tests/backends/executorch verifies every spine op, the standard graphs, diagonalwise and a network"
+        ),
     )
 
     def __init__(self) -> None:
