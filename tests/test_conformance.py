@@ -119,6 +119,7 @@ FAMILIES = [
     ("scc_g2_bn", "scc", {"in_channels": 8, "out_channels": 10, "size": 5, "groups": 2, "overlap": 0.75, "bn": True, "act": "relu"}, ["native"]),
     ("scc_compact", "scc", {"in_channels": 9, "out_channels": 10, "size": 5, "groups": 3, "overlap": 0.33, "form": "compact"}, ["native"]),
     ("scc_gather", "scc", {"in_channels": 8, "out_channels": 6, "size": 4, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True}, ["native"]),
+    ("dice_unit", "dice", {"channels": 8, "size": 5, "out_channels": 12}, ["native", "diagonalwise"]),
     ("thundernet_cem", "thundernet_cem", {"c4": 6, "c5": 10, "out_channels": 7, "size": 4}, ["native"]),
     ("thundernet_cem_bias", "thundernet_cem", {"c4": 5, "c5": 8, "out_channels": 6, "size": 6, "bias": True}, ["native"]),
     ("thundernet_sam", "thundernet_sam", {"channels": 7, "rpn_channels": 9, "size": 4}, ["native"]),
