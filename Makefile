@@ -93,7 +93,8 @@ report: venv frameworks
 
 # `make arm-emulated`: an arm64 Debian bookworm userland (debootstrap + qemu-user-static,
 # cached in .cache/arm64), convbench[torch,onnxruntime] installed in it from PyPI, then the
-# smoke suite and the torch/onnxruntime conformance tests run there (docs/arm.md). Needs root.
+# smoke suite and the torch/onnxruntime conformance tests run there, then the deploy runtimes
+# (litert, tvm, executorch) from their aarch64 wheels and their own tests (docs/arm.md). Needs root.
 ARM_STAGE ?= all
 arm-emulated:
 	scripts/arm/emulated.sh $(ARM_STAGE)
