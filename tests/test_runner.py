@@ -252,7 +252,7 @@ def test_a_worker_of_another_convbench_is_refused_with_the_reason(tmp_path: Path
     fake = tmp_path / "other-convbench-python"
     fake.write_text(
         "#!/bin/sh\nshift 2  # -m convbench.worker\n"
-        f'exec {sys.executable} -c "import runpy, sys; import convbench.results as r; r.SCHEMA_ID = \'0ther\'; '
+        f'exec {sys.executable} -c "import runpy, sys; import convbench.schema as r; r.SCHEMA_ID = \'0ther\'; '
         "sys.argv = ['worker', *sys.argv[1:]]; runpy.run_module('convbench.worker', run_name='__main__')\" \"$@\"\n"
     )
     fake.chmod(0o755)
