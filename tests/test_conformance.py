@@ -84,6 +84,9 @@ if JAX_CACHE:
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
         JAX_COMPILATION_CACHE_MAX_SIZE=str(2**30),  # LRU-evicted beyond 1 GiB
     )
+#: Seconds one backend's check may take. Quiet, jax and tvm took 404 s together (two at
+#: once); beside a busy neighbour both passed 600 s, so the limit leaves room for one.
+CHECK_TIMEOUT = 1200
 #: How many backend checks run at once (CONVBENCH_CONFORMANCE_JOBS; 1 runs them in turn).
 CHECK_JOBS = max(1, int(os.environ.get("CONVBENCH_CONFORMANCE_JOBS", "2")))
 VARIANTS = ["native", "diagonalwise", "diagonalwise(group_size=16)"]
@@ -193,7 +196,7 @@ def conformance_suite(path: Path, backend: str, network_training: bool) -> Path:
 def check_rows(tmp: Path, backend: str, network_training: bool, where: str | None = None) -> pd.DataFrame:
     """The rows of one `convbench check` of the backend's suite (``where``: a --filter)."""
     suite = conformance_suite(tmp / f"suite-{network_training}.yaml", backend, network_training)
-    proc = run_cli("check", str(suite), "--json", *(["--filter", where] if where else []), **CHECK_ENV.get(backend, {}))
+    proc = run_cli("check", str(suite), "--json", *(["--filter", where] if where else []), timeout=CHECK_TIMEOUT, **CHECK_ENV.get(backend, {}))
     assert proc.stdout.strip(), proc.stderr[-3000:]
     return pd.DataFrame(json.loads(proc.stdout))
 
@@ -268,6 +271,7 @@ def checked(request, started) -> tuple[str, pd.DataFrame]:
     return backend, rows
 
 
+@pytest.mark.timeout(CHECK_TIMEOUT + 300)
 def test_every_case_of_the_backend_verifies(checked: tuple[str, pd.DataFrame]) -> None:
     backend, rows = checked
     # modes x layouts x variants
