@@ -8,12 +8,11 @@ import numpy as np
 import pydantic
 import pytest
 
-from convbench.data import make_cotangents, make_tensors
-from convbench.reference import conv2d, forward, run_reference
-from convbench.variants import parse_variant
-from convbench.verify import verify
+from convbench.data import make_tensors
+from convbench.reference import conv2d, forward
 from convbench.workloads import WORKLOADS, build_graph
 from tests.test_reference import fd_check
+from tests.test_workloads_shift import same_function
 
 EPS = 1e-5
 
@@ -117,15 +116,7 @@ def test_counts() -> None:
 @pytest.mark.parametrize("label", ["diagonalwise", "diagonalwise(group_size=2)"])
 @pytest.mark.parametrize("mode", ["inference", "training"])
 def test_diagonalwise_computes_the_same_function(label: str, mode: str) -> None:
-    graph = build_graph("pcdarts", {"channels": 12, "size": 8, "op": "dil_conv_5x5", "stride": 2}, 2)
-    variant = parse_variant(label)
-    assert variant.applies(graph)
-    rewritten = variant.apply(graph)
-    cot = make_cotangents(graph, 5)
-    want = run_reference(graph, make_tensors(graph, 5), cot, mode)
-    got = run_reference(rewritten, make_tensors(rewritten, 5), cot, mode)
-    result = verify(got, want, 1e-12)
-    assert result.ok, (label, result.error, result.worst, result.missing)
+    same_function("pcdarts", {"channels": 12, "size": 8, "op": "dil_conv_5x5", "stride": 2}, label, mode)
 
 
 def test_bad_parameters_are_rejected() -> None:
