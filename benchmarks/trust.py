@@ -135,6 +135,8 @@ def depthwise_ratios(run: Path) -> dict[str, dict[str, Any]]:
     either variant was flagged contended, and the mean foreign CPU while timed."""
     cases = pd.read_parquet(run / "cases.parquet")
     cases = cases[cases["device"] == "cpu"]
+    samples = pd.read_parquet(run / "samples.parquet", columns=["case_id", "ratio", "kept", "process"])
+    rounds = samples[samples["ratio"].notna() & (samples["kept"] != False)]  # noqa: E712 (a nullable column)
     out = {}
     for (workload, mode, batch), g in cases.groupby(["workload", "mode", "batch"]):
         diag = g[g["variant"] == "diagonalwise"]
@@ -146,16 +148,22 @@ def depthwise_ratios(run: Path) -> dict[str, dict[str, Any]]:
         out[f"{workload} {mode} b{batch}"] = {
             "ratio": float(diag.iloc[0]["ratio"]), "contended": flagged,
             "foreign_cpu": max(foreign) if foreign else None, **speed,
+            "pass_ratios": [float(v) for v in rounds[rounds["case_id"] == diag.iloc[0]["case_id"]].groupby("process")["ratio"].median()],
             "inner": [int(v) for v in g["inner"].dropna()], "reason": next((r for r in g.get("contention", []) if isinstance(r, str)), None),
         }  # fmt: skip
     return out
+
+
+def level_label(k: int) -> str:
+    """The heading of (a)/(b)'s runs with ``k`` neighbours."""
+    return "quiet" if k == 0 else f"{k} neighbour{'s' if k > 1 else ''}"
 
 
 def part_ab(bench: Bench, runs: int, levels: list[int]) -> dict[str, Any]:
     suite = str(bench.source / "suites" / "depthwise.yaml")
     result: dict[str, Any] = {}
     for k in levels:
-        label = "quiet" if k == 0 else f"{k} neighbour{'s' if k > 1 else ''}"
+        label = level_label(k)
         entries = []
         for i in range(runs):
             out = bench.out("depthwise", f"n{k}-{i}")
@@ -205,6 +213,8 @@ def stability_table(part: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
                 verdict += f"; **silently off {max(abs(x - 1) for x in off):.0%} vs quiet**"
             shown = ", ".join(f"{g['ratio']:.3f}{'!' if g['contended'] else ''}" if g else "-" for g in got)
             lines.append(f"| {case} | {shown} | {factor:.3f} (unflagged {uf:.3f}) | {', '.join(map(str, flags)) or '-'} | {verdict} |")
+        # within one run: how far apart its passes put the ratio (what merging had to pool)
+        within = [max(g["pass_ratios"]) / min(g["pass_ratios"]) for e in entries for g in e["cases"].values() if len(g.get("pass_ratios") or []) >= 2]
         med = statistics.median(factors) if factors else float("nan")
         worst = max(factors) if factors else float("nan")
         seconds = [e["seconds"] for e in entries]
@@ -212,7 +222,8 @@ def stability_table(part: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         summary[label] = {"cases": len(cases), "held": held, "flagged": flagged, "off_unflagged": spread_all, "silently_off_10pct": silent, "median_factor": med, "worst_factor": worst}
         lines += ["", f"{len(cases)} cases: {held} hold 5%, {flagged} flagged contended, {spread_all} off by more than 5% unflagged, "
                   f"{silent} silently (unflagged) more than 10% off the quiet median; max/min across runs: median {med:.3f}, worst {worst:.3f}. "
-                  f"Runs took {', '.join(f'{s:.0f}' for s in seconds)} s; load average before each: {', '.join(f'{x:.2f}' for x in loads)}.", ""]  # fmt: skip
+                  f"Runs took {', '.join(f'{s:.0f}' for s in seconds)} s; load average before each: {', '.join(f'{x:.2f}' for x in loads)}."
+                  + (f" Within one run, max/min of a case's per-pass ratios: median {statistics.median(within):.3f}, worst {max(within):.3f} ({len(within)} case runs)." if within else ""), ""]  # fmt: skip
     return lines, summary
 
 
@@ -282,8 +293,14 @@ def _ratios(text: str) -> list[float]:
 
 
 def reanalyze(bench: Bench, rep: dict[str, Any], power: int) -> None:
-    """Recompute every verdict of (c) and (d) from the run folders kept in the work folder
-    (the measurements are not retaken): after a change to the verdict rules."""
+    """Recompute (a)/(b)'s per-case numbers and every verdict of (c) and (d) from the run
+    folders kept in the work folder (the measurements are not retaken): after a change to
+    the verdict rules or to what is read from a run."""
+    for k in range(3):
+        for i, entry in enumerate((rep.get("ab") or {}).get(level_label(k)) or []):
+            folder = bench.work / "depthwise" / f"n{k}-{i}"
+            if entry["rc"] == 0 and (folder / "cases.parquet").exists():
+                entry["cases"] = depthwise_ratios(folder)
     c, d = rep.get("c") or {}, rep.get("d") or {}
     for i, entry in enumerate(c.get("compare") or []):
         rc, _, text = bench.convbench("compare", str(bench.work / "aa" / f"{i}-base"), str(bench.work / "aa" / f"{i}-new"), "--format", "json")
@@ -316,7 +333,7 @@ def render(reports: dict[str, dict[str, Any]]) -> str:
     for label, rep in reports.items():
         meta = rep["meta"]
         lines += [f"## {label}", "", f"- convbench: {meta['source_rev']} ({meta['source']}); machine: {meta['machine']}", f"- command: `{meta['command']}`", f"- started {meta['started']}, took {meta['seconds'] / 60:.0f} min"]
-        lines += [f"- verdicts of (c) and (d) recomputed from the kept run folders on {meta['reanalyzed']} (`benchmarks/trust.py --label {label} --reanalyze`)"] if meta.get("reanalyzed") else []
+        lines += [f"- recomputed from the kept run folders on {meta['reanalyzed']} (`benchmarks/trust.py --label {label} --reanalyze`)"] if meta.get("reanalyzed") else []
         lines += [f"- note: {meta['note']}"] if meta.get("note") else []
         lines += [""]
         if "ab" in rep:
@@ -369,7 +386,7 @@ def main() -> int:
     parser.add_argument("--no-compare", action="store_true", help="(c) and (d) without their `compare` runs (only `ab`)")
     parser.add_argument("--note", help="what the record cannot say itself (the machine's state, what else ran), shown under its label")
     parser.add_argument("--annotate", action="store_true", help="set --note on LABEL's existing record and rewrite trust.md (nothing is run)")
-    parser.add_argument("--reanalyze", action="store_true", help="recompute the verdicts of (c) and (d) of LABEL's record from its kept run folders")
+    parser.add_argument("--reanalyze", action="store_true", help="recompute (a)/(b)'s cases and (c)/(d)'s verdicts of LABEL's record from its kept run folders")
     args = parser.parse_args()
     if args.reanalyze or args.annotate:
         out = ROOT / "benchmarks" / f"trust-{args.label}.json"
