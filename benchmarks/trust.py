@@ -292,11 +292,11 @@ def _ratios(text: str) -> list[float]:
         return []
 
 
-def reanalyze(bench: Bench, rep: dict[str, Any], power: int) -> None:
+def reanalyze(bench: Bench, rep: dict[str, Any], power: int, levels: list[int]) -> None:
     """Recompute (a)/(b)'s per-case numbers and every verdict of (c) and (d) from the run
     folders kept in the work folder (the measurements are not retaken): after a change to
     the verdict rules or to what is read from a run."""
-    for k in range(3):
+    for k in levels:
         for i, entry in enumerate((rep.get("ab") or {}).get(level_label(k)) or []):
             folder = bench.work / "depthwise" / f"n{k}-{i}"
             if entry["rc"] == 0 and (folder / "cases.parquet").exists():
@@ -388,13 +388,14 @@ def main() -> int:
     parser.add_argument("--annotate", action="store_true", help="set --note on LABEL's existing record and rewrite trust.md (nothing is run)")
     parser.add_argument("--reanalyze", action="store_true", help="recompute (a)/(b)'s cases and (c)/(d)'s verdicts of LABEL's record from its kept run folders")
     args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
     if args.reanalyze or args.annotate:
         out = ROOT / "benchmarks" / f"trust-{args.label}.json"
         rep = json.loads(out.read_text())
         if args.annotate:
             rep["meta"]["note"] = args.note
         else:
-            reanalyze(Bench(Path(rep["meta"]["source"]), Path(args.work) / args.label), rep, args.power)
+            reanalyze(Bench(Path(rep["meta"]["source"]), Path(args.work) / args.label), rep, args.power, levels)
         out.write_text(json.dumps(rep, indent=1, default=str))
         (ROOT / "benchmarks" / "trust.md").write_text(render({p.stem.removeprefix("trust-"): json.loads(p.read_text()) for p in sorted((ROOT / "benchmarks").glob("trust-*.json"))}))
         return 0
@@ -407,7 +408,7 @@ def main() -> int:
     }}  # fmt: skip
     t0 = time.monotonic()
     if "a" in args.parts or "b" in args.parts:
-        rep["ab"] = part_ab(bench, args.runs, [int(x) for x in args.levels.split(",")])
+        rep["ab"] = part_ab(bench, args.runs, levels)
     if "c" in args.parts:
         rep["c"] = part_c(bench, args.pairs, not args.no_ab, not args.no_compare)
     if "d" in args.parts:
