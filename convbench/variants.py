@@ -239,6 +239,40 @@ def _conv(b: GraphBuilder, node: Node, x: str, w: str, bias: str | None, group: 
     return b.add("conv2d", inputs, name=name or b.unique(f"{node.name}.part"), groups=b.shape(x)[1] // group, **_conv_attrs(node))
 
 
+def _split_remainder(
+    b: GraphBuilder,
+    node: Node,
+    x: str,
+    w: str,
+    bias: str | None,
+    c: int,
+    group: int,
+    m: int,
+    part: Callable[[str, str, str | None, int], str],
+    trim_columns: bool = False,
+) -> None:
+    """``remainder=split`` of a depthwise conv whose C channels (``c % group`` = r > 0) do
+    not fill whole groups: the input cut into its C - r full-group channels and its last
+    r, the weight ``w`` (and bias) cut alike along their C*m output channels, one part per
+    piece from ``part(x_slice, w_slice, b_slice, group_size)`` (the last part's group
+    size is r), and the parts concatenated as ``node.name``. ``trim_columns``: ``w`` is a
+    masked (C*m, group, kh, kw) weight, so the last part's is cut to its first r columns,
+    where its diagonal lies."""
+    rest = c % group
+    full = c - rest
+    parts = []
+    for lo, hi, size in ((0, full, group), (full, c, rest)):
+        xs = b.add("slice", [x], name=b.unique(f"{node.name}.x"), axis=1, start=lo, stop=hi)
+        ws = b.add("slice", [w], name=b.unique(f"{node.name}.w"), axis=0, start=lo * m, stop=hi * m)
+        if trim_columns and size < group:
+            ws = b.add("slice", [ws], name=b.unique(f"{node.name}.w"), axis=1, start=0, stop=size)
+        bs = None
+        if bias:
+            bs = b.add("slice", [bias], name=b.unique(f"{node.name}.b"), axis=0, start=lo * m, stop=hi * m)
+        parts.append(part(xs, ws, bs, size))
+    b.add("concat", parts, name=node.name, axis=1)
+
+
 def _expanded_diagonalwise(b: GraphBuilder, node: Node, graph: Graph, group: int, pad_remainder: bool) -> None:
     """One depthwise conv with ``param=expanded``: the same convs as the compact form,
     their weights cut from one masked (C*m, G, kh, kw) tensor."""
@@ -259,18 +293,11 @@ def _expanded_diagonalwise(b: GraphBuilder, node: Node, graph: Graph, group: int
         y = _conv(b, node, xp, wp, bp, group, None)
         b.add("slice", [y], name=node.name, axis=1, start=0, stop=c * m)
         return
-    full = c - rest
-    parts = []
-    for lo, hi, size in ((0, full, group), (full, c, rest)):
-        xs = b.add("slice", [x], name=b.unique(f"{node.name}.x"), axis=1, start=lo, stop=hi)
-        ws = b.add("slice", [wd], name=b.unique(f"{node.name}.w"), axis=0, start=lo * m, stop=hi * m)
-        if size < group:  # the last group's diagonal lies in the first r columns
-            ws = b.add("slice", [ws], name=b.unique(f"{node.name}.w"), axis=1, start=0, stop=size)
-        bs = None
-        if bias:
-            bs = b.add("slice", [bias], name=b.unique(f"{node.name}.b"), axis=0, start=lo * m, stop=hi * m)
-        parts.append(_conv(b, node, xs, ws, bs, size, None))
-    b.add("concat", parts, name=node.name, axis=1)
+    _split_remainder(
+        b, node, x, wd, bias, c, group, m,
+        lambda xs, ws, bs, size: _conv(b, node, xs, ws, bs, size, None),
+        trim_columns=True,
+    )  # fmt: skip
 
 
 def diagonalwise(graph: Graph, args: dict[str, Any]) -> Graph:
@@ -300,16 +327,10 @@ def diagonalwise(graph: Graph, args: dict[str, Any]) -> Graph:
         if pad_remainder:
             _padded_masked_conv(b, node, x, w, bias, g, m, g - rest)
             continue
-        full = c - rest
-        parts = []
-        for lo, hi, size in ((0, full, g), (full, c, rest)):
-            xs = b.add("slice", [x], name=b.unique(f"{node.name}.x"), axis=1, start=lo, stop=hi)
-            ws = b.add("slice", [w], name=b.unique(f"{node.name}.w"), axis=0, start=lo * m, stop=hi * m)
-            bs = None
-            if bias:
-                bs = b.add("slice", [bias], name=b.unique(f"{node.name}.b"), axis=0, start=lo * m, stop=hi * m)
-            parts.append(_masked_conv(b, node, xs, ws, bs, size, m, None))
-        b.add("concat", parts, name=node.name, axis=1)
+        _split_remainder(
+            b, node, x, w, bias, c, g, m,
+            lambda xs, ws, bs, size: _masked_conv(b, node, xs, ws, bs, size, m, None),  # noqa: B023 (called at once)
+        )  # fmt: skip
     return b.build(graph.outputs)
 
 
