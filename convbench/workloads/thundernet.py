@@ -45,10 +45,30 @@ ShuffleNetV2 1x convbench reproduces: ``shufflenet_v2`` 1.0x original, rounded u
 
 * SNet535: 535.35 M, which rounds to the paper's 535 M (checked, :data:`CONFIGS`);
 * SNet49: 51.21 M, 4.5% above 49 M; SNet146: 161.14 M, 10.4% above 146 M. Neither gap is
-  explained: 3x3 depthwise convs would give 47.24 M and 152.76 M, the released-code
-  ("original") downsampling 51.23 M and 162.52 M, and no reading of the table tried here
-  gives both figures. The paper publishes no parameter counts. These two MAC figures are
-  notes, not checked figures; the tests pin convbench's own counts.
+  explained. Readings tried (SNet49 / SNet146 / SNet535, M multiply-adds at 224 x 224;
+  the first five rows are convbench graphs, pinned in
+  ``tests/test_workloads_thunder_snet.py``, the rest a hand count that reproduces them):
+
+  - 5x5 depthwise, torchvision downsampling, units 4/8/4 (convbench): 51.21 / 161.14 / 535.35;
+  - 3x3 depthwise everywhere: 47.24 / 152.76 / 519.59;
+  - 5x5, released-code ("original") downsampling: 51.23 / 162.52 / 539.88;
+  - 3x3, "original" downsampling: 47.26 / 154.15 / 524.12;
+  - units 3/7/3 (a stage's repeats read as excluding its stride-2 unit): 45.94 / 138.38 / 458.77;
+  - every mix of 3x3 / 5x5 in the stride-1 units, the stride-2 left branch and the
+    stride-2 right branch, either downsampling, units 4/8/4 or 3/7/3, conv1 and the
+    classifier FC counted or not (128 readings): the best fits all three figures no
+    closer than 4.6% (3x3 everywhere: 47.24 / 152.76 / 519.59);
+  - SNet49 without the FC 50.69, without conv5 44.91; SNet146 without the FC 160.61,
+    without conv1 (8.13 M) 153.01, at 208 x 208 133.58, at 320 x 320 328.3;
+  - SNet146 stage widths giving 146 M with 5x5 convs lie between 126 / 252 / 504
+    (148.43) and 120 / 240 / 480 (136.26), neither the table's 132 / 264 / 528.
+
+  No single convention gives 49, 146 and 535 together: of those readings, SNet535 comes
+  within 1% of 535 M only with 5x5 convs in the stride-1 units and 4/8/4 units, and
+  under every such reading SNet146 counts 158.24 - 162.52 M (8.4% - 11.3% above 146 M;
+  SNet49 49.45 - 51.23 M). The structure is kept as the table reads. The paper
+  publishes no parameter counts. These two MAC figures are notes, not checked figures;
+  the tests pin convbench's own counts.
 
 Verification (``convbench check`` by hand, SNet49 and SNet146 at 64 x 64, 10 classes,
 batch 4, native and diagonalwise, one thread): torch, onnxruntime, mxnet, jax and
