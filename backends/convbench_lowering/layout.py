@@ -8,10 +8,12 @@ order. :func:`plan_layouts` gives every node one perm:
   (``NHWC`` for an NHWC case, ``None`` for NCHW);
 * each op declares what it needs (:data:`FIXED`): a conv reads its input in the
   activation perm and its weight in ``weight_perm`` (``HWIO`` for TensorFlow);
-* *agnostic* ops (elementwise, slice, concat) run in any order, with their axes
-  remapped, so a value computed only from params and consts (a diagonalwise weight,
-  ``mul(param, mask)``) takes the order its consumers want (a reverse pass asks them),
-  and its sources are stored in that order: no transpose per step;
+* *agnostic* ops (elementwise, slice, concat, pad, the channel ``gather``) run in any
+  order, with their axes remapped (a ``gather`` takes its indices along the physical
+  place of its logical ``axis``: the last axis of an NHWC activation), so a value
+  computed only from params and consts (a diagonalwise weight, ``mul(param, mask)``)
+  takes the order its consumers want (a reverse pass asks them), and its sources are
+  stored in that order: no transpose per step;
 * any other op (``reshape``, ``transpose``, or one added to the IR but not yet made
   layout-aware here) reads logical inputs and writes a logical output: correct, with
   transposes around it in an NHWC case.
@@ -36,7 +38,7 @@ NHWC: Perm = (0, 2, 3, 1)
 HWIO: Perm = (2, 3, 1, 0)
 
 #: Ops that compute the same in any memory order (axis attributes remapped).
-AGNOSTIC = frozenset({"relu", "relu6", "sigmoid", "add", "mul", "slice", "concat", "pad"})
+AGNOSTIC = frozenset({"relu", "relu6", "sigmoid", "add", "mul", "slice", "concat", "pad", "gather"})
 #: Markers of :data:`FIXED` requirements.
 ACT, WEIGHT, LOGICAL = "act", "weight", None
 #: Per op: (perm wanted of each input, perm of the output); the last input entry repeats.

@@ -122,6 +122,15 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...], dic
     return fn, args, kwargs
 
 
+def index_select_nhwc(x: torch.Tensor, axis: int, index: torch.Tensor) -> torch.Tensor:
+    """``torch.index_select(x, axis, index)`` of a 4-D ``x`` held channels_last, as a
+    channels_last result. ``index_select`` writes a contiguous (NCHW) result whatever its
+    input's format, which would hand the rest of the graph NCHW; on the NHWC view the
+    selected axis is the physical one and the result, viewed back, is channels_last."""
+    nhwc = (0, 2, 3, 1)
+    return torch.index_select(x.permute(nhwc), nhwc.index(axis), index).permute(0, 3, 1, 2)
+
+
 def _check_pool(node: Node) -> None:
     """torch pools need padding <= kernel / 2; the IR allows more."""
     for k, p in zip(node.attrs["kernel"], node.attrs["padding"], strict=True):
@@ -289,7 +298,11 @@ def lower(
             # the index list as an int64 buffer of the module (on its device), read by index_select
             attr = sanitize(f"{node.name}.indices", taken)
             root.register_buffer(attr, torch.tensor([int(i) for i in a["indices"]], dtype=torch.long, device=device))
-            out = _call(torch.index_select, ins[0], int(a["axis"]), fg.get_attr(attr))
+            rank, axis = len(graph.shape(node.inputs[0])), int(a["axis"])
+            if channels_last and rank == 4:
+                out = _call(index_select_nhwc, ins[0], axis % 4, fg.get_attr(attr))
+            else:
+                out = _call(torch.index_select, ins[0], axis, fg.get_attr(attr))
         elif op == "upsample":
             # nearest with integer factors: source row floor(h * (1 / sh)), exact for the
             # factors checked (1 - 8); keeps channels_last

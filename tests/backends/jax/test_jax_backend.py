@@ -17,7 +17,7 @@ jax = pytest.importorskip("jax")
 
 from convbench_jax import JaxBackend  # noqa: E402
 from convbench_jax.lower import OPS  # noqa: E402
-from convbench_lowering.layout import to_logical  # noqa: E402
+from convbench_lowering.layout import NHWC, to_logical  # noqa: E402
 
 from tests.backends.graphs import (  # noqa: E402
     HALF_DTYPES,
@@ -129,3 +129,20 @@ def test_half_precision_on_a_tiny_depthwise_workload(dtype: str, mode: str, exec
         prepared.sync()
         assert {str(v.dtype) for v in [*prepared.params.values(), *prepared.stats.values()]} == {dtype}
     prepared.close()
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("mode", MODES)
+def test_scc_gather_form_gathers_the_physical_channel_axis(mode: str, execution: str) -> None:
+    """The SCC gather form in both layouts: in NHWC the gather stays NHWC (no transpose
+    planned around it) and takes its indices along the last axis."""
+    from convbench.workloads import build_graph
+
+    params = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True, "act": "relu"}
+    graph = build_graph("scc", params, 2)
+    (gather,) = graph.of_op("gather")
+    for layout in LAYOUTS:
+        prepared = assert_matches(BACKEND, graph, mode=mode, layout=layout, execution=execution)
+        want = NHWC if layout == "nhwc" else None
+        assert prepared.plan.perms[gather.name] == want and prepared.plan.input_perms(graph, gather) == [want]
+        prepared.close()

@@ -76,3 +76,21 @@ def test_program_runs_the_table_and_names_missing_ops() -> None:
     del table["shift"], table["pad"]
     with pytest.raises(UnsupportedCase, match="pad, shift not lowered in this backend"):
         compile_program(graph, plan, table, NUMPY, "numpy")
+
+
+def test_nhwc_plan_runs_the_scc_channel_gather_in_place() -> None:
+    """The SCC gather form (gather along channels, grouped 1x1 conv) in NHWC: the gather
+    reads and writes NHWC, so no transpose is planned around it, and its axis is last."""
+    from convbench.workloads import build_graph
+
+    graph = build_graph("scc", {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather"}, 2)
+    plan = plan_layouts(graph, NHWC, HWIO)
+    (gather,) = graph.of_op("gather")
+    assert plan.perms[gather.name] == NHWC and plan.input_perms(graph, gather) == [NHWC]
+    assert plan.perms[gather.inputs[0]] == NHWC
+    assert physical_axis(gather.attrs["axis"], 4, plan.perms[gather.name]) == 3
+    # every read of an activation in the graph is in the perm it is held in: no transposes
+    for node in graph.ops:
+        for name, want in zip(node.inputs, plan.input_perms(graph, node), strict=True):
+            if len(graph.shape(name)) == 4 and graph[name].op not in ("param", "const"):
+                assert want == plan.perms[name], (node.name, name)

@@ -114,3 +114,15 @@ def test_hybridized_is_compiled() -> None:
         prepared = assert_matches(BACKEND, graph, execution=execution)
         assert prepared.details()["execution"].startswith("hybridize(")
         prepared.close()
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("mode", MODES)
+def test_scc_gather_form_in_both_layouts(mode: str, execution: str) -> None:
+    """The SCC gather form: ``take`` on the logical channel axis (MXNet computes NCHW in
+    both layouts, NHWC data converted at the boundary)."""
+    from convbench.workloads import build_graph
+
+    params = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True, "act": "relu"}
+    for layout in LAYOUTS:
+        assert_matches(BACKEND, build_graph("scc", params, 2), mode=mode, layout=layout, execution=execution).close()

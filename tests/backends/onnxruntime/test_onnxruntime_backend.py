@@ -195,3 +195,12 @@ def _normalised(kind: str, params: dict) -> dict:
     from convbench.workloads import WORKLOADS
 
     return WORKLOADS[kind].params_model.model_validate(params).model_dump(mode="json")
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+def test_scc_gather_form_in_both_layouts(execution: str) -> None:
+    """The SCC gather form: ONNX's Gather on the logical channel axis (the model computes
+    NCHW in both layouts, NHWC data converted at the boundary)."""
+    params = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True, "act": "relu"}
+    for layout in LAYOUTS:
+        assert_matches(BACKEND, build_graph("scc", params, 2), layout=layout, execution=execution).close()

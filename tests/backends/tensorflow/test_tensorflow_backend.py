@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
 
-from convbench_lowering.layout import to_logical  # noqa: E402
+from convbench_lowering.layout import NHWC, to_logical  # noqa: E402
 from convbench_tensorflow import TensorflowBackend  # noqa: E402
 from convbench_tensorflow.lower import OPS  # noqa: E402
 
@@ -174,3 +174,20 @@ def test_dilated_convs_it_cannot_train_on_the_cpu_are_skipped_with_the_reason() 
     tensors, cotangents = make_tensors(dense, 0), make_cotangents(dense, 0)
     with pytest.raises(Exception, match="dilation rates larger than 1"):
         TensorflowPrepared(training, dense, tensors, cotangents, "eager", "float32").check()
+
+
+@pytest.mark.parametrize("execution", EXECUTIONS)
+@pytest.mark.parametrize("mode", MODES)
+def test_scc_gather_form_gathers_the_physical_channel_axis(mode: str, execution: str) -> None:
+    """The SCC gather form in both layouts: where it runs NHWC the gather stays NHWC (no
+    transpose planned around it) and takes its indices along the last axis."""
+    from convbench.workloads import build_graph
+
+    params = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True, "act": "relu"}
+    graph = build_graph("scc", params, 2)
+    (gather,) = graph.of_op("gather")
+    for layout in LAYOUTS:
+        prepared = assert_matches(BACKEND, graph, mode=mode, layout=layout, execution=execution)
+        want = NHWC if prepared.details()["layout_used"] == "nhwc" else None
+        assert prepared.plan.perms[gather.name] == want and prepared.plan.input_perms(graph, gather) == [want]
+        prepared.close()

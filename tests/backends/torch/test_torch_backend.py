@@ -280,3 +280,19 @@ def test_cuda(mode: str) -> None:
     sampler: Callable[[int], float] | None = prepared.device_sampler()
     assert sampler is not None and sampler(3) > 0
     assert (prepared.peak_memory_bytes() or 0) > 0
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("mode", MODES)
+def test_scc_gather_form(mode: str, layout: str) -> None:
+    """The SCC gather form: index_select along channels, and in channels_last its result
+    stays channels_last (index_select alone would write it NCHW)."""
+    from convbench.workloads import build_graph
+
+    params = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True, "act": "relu"}
+    prepared = assert_matches(build_graph("scc", params, 2), mode=mode, layout=layout)
+    details = prepared.details()
+    assert details["layout_used"] == layout
+    if layout == "nhwc":  # the gather hands on channels_last, as every other activation
+        held, counted = details["activations_channels_last"].split()[0].split("/")
+        assert held == counted, details["activations_channels_last"]
