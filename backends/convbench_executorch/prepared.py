@@ -3,8 +3,12 @@
 The timed step is ``Method.execute(inputs)`` on the loaded ``forward`` method; outputs
 are converted only by :meth:`ExecutorchPrepared.check`. The program takes NCHW
 contiguous tensors in both layouts (XNNPACK packs NHWC itself inside its delegate).
-Threads: ``xnnpack`` resizes the runtime's threadpool (``_unsafe_reset_threadpool``);
-the portable kernels are single-threaded.
+Threads: ``xnnpack`` resizes the runtime's threadpool (``_unsafe_reset_threadpool``)
+before it loads the method, and only when the count changes: the XNNPACK delegate keeps
+the pthreadpool it finds at load, so a reset after load left it a destroyed pool (with
+threads=1 the timed ``execute`` aborted in glibc's mutex assertion or segfaulted). A
+reset reloads every other live program's method for the same reason. The portable
+kernels are single-threaded.
 
 This module imports torch and executorch; :mod:`convbench_executorch.backend` imports it lazily.
 """
@@ -12,6 +16,7 @@ This module imports torch and executorch; :mod:`convbench_executorch.backend` im
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -31,12 +36,28 @@ def registered_backends() -> list[str]:
     return sorted(portable_lib._get_registered_backend_names())
 
 
+_LIVE: weakref.WeakSet[ExecutorchPrepared] = weakref.WeakSet()
+
+
+def set_pool_threads(threads: int) -> int:
+    """Resize the runtime's threadpool to ``threads`` unless it has that many; return its count.
+
+    After a resize, every live program's method is loaded again, so that no XNNPACK
+    delegate keeps the destroyed pool."""
+    from executorch.extension.pybindings import portable_lib
+
+    if int(portable_lib._threadpool_get_thread_count()) != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+        for other in list(_LIVE):
+            other.reload()
+    return int(portable_lib._threadpool_get_thread_count())
+
+
 class ExecutorchPrepared(Prepared):
     """The case's graph as a ``.pte`` program in ExecuTorch's runtime."""
 
     def __init__(self, case: Case, graph: Graph, tensors: Tensors, execution: str, threads: int) -> None:
         from executorch.exir import to_edge_transform_and_lower
-        from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
 
         self.case = case
@@ -59,6 +80,8 @@ class ExecutorchPrepared(Prepared):
                 partitioner = [XnnpackPartitioner()]
             program = to_edge_transform_and_lower(exported, partitioner=partitioner).to_executorch()
             self.buffer = program.buffer
+            self.method = None
+            pool_threads = set_pool_threads(int(threads)) if execution == "xnnpack" else 1
             self.method = Runtime.get().load_program(self.buffer).load_method("forward")
         except Exception as exc:
             raise UnsupportedCase(f"executorch: lowering refused the model: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__}") from exc
@@ -74,12 +97,19 @@ class ExecutorchPrepared(Prepared):
         }
         if case.layout != "nchw":
             self._details["layout_note"] = "the program takes NCHW contiguous tensors; XNNPACK packs NHWC inside its delegate"
+        _LIVE.add(self)
         if execution == "xnnpack":
-            portable_lib._unsafe_reset_threadpool(int(threads))
-            self._details["num_threads"] = int(portable_lib._threadpool_get_thread_count())
+            self._details["num_threads"] = pool_threads
         else:
             self._details["num_threads"] = 1
             self._details["threads_note"] = "ExecuTorch's portable kernels are single-threaded"
+
+    def reload(self) -> None:
+        """Load the method again from the ``.pte`` buffer (after the threadpool was resized)."""
+        from executorch.runtime import Runtime
+
+        if self.method is not None:
+            self.method = Runtime.get().load_program(self.buffer).load_method("forward")
 
     def step(self) -> None:
         self.method.execute(self.inputs)
@@ -93,3 +123,4 @@ class ExecutorchPrepared(Prepared):
 
     def close(self) -> None:
         self.method = None  # type: ignore[assignment]
+        _LIVE.discard(self)

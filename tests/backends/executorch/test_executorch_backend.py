@@ -79,6 +79,48 @@ def test_threads_reach_the_xnnpack_threadpool() -> None:
         BACKEND.set_threads(None)
 
 
+def _busy_threads(prepared, runs: int = 300) -> int:
+    """How many of this process's threads gained CPU time over ``runs`` executes."""
+    import os
+
+    def ticks() -> dict[str, int]:
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[tid] = int(fields[11]) + int(fields[12])
+            except OSError:
+                pass
+        return out
+
+    before = ticks()
+    for _ in range(runs):
+        prepared.step()
+    after = ticks()
+    return sum(1 for tid, t in after.items() if t > before.get(tid, 0))
+
+
+def test_threadpool_resize_keeps_live_programs_valid() -> None:
+    """A 2-thread case then a 1-thread case in one process (as a worker's group holds them):
+    both execute many times (the reset used to leave the first delegate a destroyed pool,
+    and a reset after load aborted the timed 1-thread execute), and one thread really runs."""
+    graph = build_graph("mobilenet_v1", {"width": 0.25, "resolution": 32, "classes": 10}, 1)
+    BACKEND.set_threads(2)
+    try:
+        two = assert_matches(BACKEND, graph, execution="xnnpack")
+        BACKEND.set_threads(1)
+        one = assert_matches(BACKEND, graph, execution="xnnpack")
+        assert one.details()["num_threads"] == 1
+        assert _busy_threads(one) == 1
+        for _ in range(300):
+            two.step()
+        one.close()
+        two.close()
+    finally:
+        BACKEND.set_threads(None)
+
+
 def test_float16() -> None:
     assert_half_matches(BACKEND, "float16", execution="xnnpack").close()
 
