@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,8 +71,18 @@ def tune(model: onnx.ModelProto, target: tvm.target.Target, trials: int, work_di
         raise RuntimeError(f"tvm: MetaSchedule tuning ({trials} trials) ran past {TUNE_TIMEOUT} s") from exc
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
+        # apache-tvm 0.27.0.post1 on this 2-core x86 host: the child dies of SIGSEGV before any
+        # builder, runner or measurement, in the native TuneContext initialization of the
+        # PostOrderApply space generator (TuneContextInitialize; the C backtrace's top frame is
+        # reported as tvm::ffi::ToJSONGraph). Reproduced with a 64-element add PrimFunc:
+        # TuneContext(space_generator="post-order-apply") crashes, while
+        # PostOrderApply(sch_rules="from-target", postprocs=[], mutator_probs={}) does not, so
+        # the target's default postprocessors or mutator probabilities are the crashing part.
+        where = ""
+        if proc.returncode == -signal.SIGSEGV or proc.returncode == 139:
+            where = "SIGSEGV in MetaSchedule's PostOrderApply space generator initialization (TuneContextInitialize, default postprocs/mutators for the llvm target), before any trial was built or run: "
         tail = " | ".join(line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip() and not line.strip().startswith("File "))[-600:]
-        raise RuntimeError(f"tvm: MetaSchedule tuning ({trials} trials) failed in its child process (exit {proc.returncode}): {tail}")
+        raise RuntimeError(f"tvm: MetaSchedule tuning ({trials} trials) failed in its child process (exit {proc.returncode}): {where}{tail}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     summary["tune_seconds"] = round(seconds, 3)
     return summary
