@@ -76,11 +76,13 @@ def tune(model: onnx.ModelProto, target: tvm.target.Target, trials: int, work_di
         # PostOrderApply space generator (TuneContextInitialize; the C backtrace's top frame is
         # reported as tvm::ffi::ToJSONGraph). Reproduced with a 64-element add PrimFunc:
         # TuneContext(space_generator="post-order-apply") crashes, while
-        # PostOrderApply(sch_rules="from-target", postprocs=[], mutator_probs={}) does not, so
-        # the target's default postprocessors or mutator probabilities are the crashing part.
+        # PostOrderApply(sch_rules="from-target", postprocs=[], mutator_probs={}) does not; on that
+        # add, the default mutator probabilities alone crash it. A conv2d task (tune_relax after
+        # LegalizeOps, mutator_probs={}, replay-trace, random cost model, one builder worker)
+        # still crashes while initializing its task, so which default crashes a conv is unknown.
         where = ""
         if proc.returncode == -signal.SIGSEGV or proc.returncode == 139:
-            where = "SIGSEGV in MetaSchedule's PostOrderApply space generator initialization (TuneContextInitialize, default postprocs/mutators for the llvm target), before any trial was built or run: "
+            where = "SIGSEGV in MetaSchedule's PostOrderApply space generator initialization (TuneContextInitialize, for the llvm target), before any trial was built or run: "
         tail = " | ".join(line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip() and not line.strip().startswith("File "))[-600:]
         raise RuntimeError(f"tvm: MetaSchedule tuning ({trials} trials) failed in its child process (exit {proc.returncode}): {where}{tail}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
