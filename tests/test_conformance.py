@@ -147,8 +147,11 @@ ONE_LAYOUT = {(i, "split") for i in NETWORKS}
 #: (workload, variant, mode) a backend's check leaves out for time, losing no coverage of
 #: ops, variants, modes or layouts: JAX's XLA compiles the gradient of a split network for
 #: 3-6 minutes per case on 2 cores; JAX trains the split variant on gconv3_bias and
-#: shuffle_unit (both layouts) and runs every split network in inference.
-LEFT_OUT = {"jax": {(i, "split", "training") for i in NETWORKS}}
+#: shuffle_unit (both layouts) and runs every split network in inference. MixNet and DiCENet
+#: training (about 6 min cold in JAX; verified there by hand, worst 3.1e-4) is left out of
+#: JAX's check: their ops train in JAX in the mixconv and dice_unit rows.
+LEFT_OUT = {"jax": {(i, "split", "training") for i in NETWORKS}
+            | {(i, v, "training") for i in ("mixnet_tiny", "dicenet_tiny") for v in ("native", "diagonalwise")}}
 #: (workload, variant, mode) -> words of the reason: family cases a backend's check must
 #: skip with that reason (both layouts). TensorFlow's CPU gradient of tf.nn.conv2d outside
 #: XLA (Conv2DBackpropInput) has no dilation, which diagonalwise's dilated grouped conv
