@@ -118,7 +118,9 @@ FAMILIES = [
     ("dicenet_tiny", "dicenet", {"width": "0.2", "resolution": 32, "classes": 10}, ["native", "diagonalwise"]),
     # No ECA-MobileNetV2 row: float32 torch training of {"width": 0.25, "resolution": 64,
     # "classes": 10} misses grad:block6.eca.conv.weight by 0.129 in NCHW (NHWC 4.0e-3; at
-    # resolution 32: 0.025 NCHW, 0.081 NHWC), native and diagonalwise alike; not explained
+    # resolution 32: 0.025 NCHW, 0.081 NHWC), native and diagonalwise alike. In float64 the
+    # torch lowering matches the reference to 1e-12 (tests/backends/torch: the float64 ECA test),
+    # so the miss is that gradient's float32 conditioning; its tolerance is still to be set
     ("shift3_spread", "shift", {"channels": 20, "size": 6, "leftover": "spread"}, ["native", "slice"]),
     ("mixconv357", "mixconv", {"channels": 11, "size": 7, "kernels": [3, 5, 7], "bn": True, "act": "relu"}, ["native", "diagonalwise", "split", "diagonalwise(param=expanded)"]),
     ("mixconv35_s2", "mixconv", {"channels": 10, "size": 8, "kernels": [3, 5], "stride": 2, "bias": True}, ["native", "diagonalwise(group_size=4)"]),

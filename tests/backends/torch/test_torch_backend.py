@@ -22,6 +22,7 @@ from convbench.cases import DEFAULT_TOLERANCE, Case  # noqa: E402
 from convbench.data import make_cotangents, make_tensors  # noqa: E402
 from convbench.graph import Graph, GraphError  # noqa: E402
 from convbench.reference import run_reference  # noqa: E402
+from convbench.workloads import build_graph  # noqa: E402
 from tests.backends import graphs  # noqa: E402
 from tests.backends.graphs import (  # noqa: E402
     FP32_TOL,
@@ -160,6 +161,22 @@ def test_float64_lowering_is_exact(graph: Callable[[], Graph], mode: str, layout
     tensors, cotangents = make_tensors(g, 0), make_cotangents(g, 0)
     got = TorchPrepared(case, g, tensors, cotangents).check()
     errs = errors(got, run_reference(g, tensors, cotangents, mode))
+    assert max(errs.values()) < 1e-10, errs
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_float64_eca_mobilenet_v2_training_is_exact(layout: str) -> None:
+    """ECA-MobileNetV2's float32 ECA conv-weight gradients miss the network tolerance in
+    some draws (0.129 once); in float64 the lowering matches the reference to rounding, so
+    that miss is the gradient's conditioning, not a wrong op."""
+    g = build_graph("eca_mobilenet_v2", {"width": 0.25, "resolution": 64, "classes": 10}, 2)
+    case = Case.model_construct(
+        **{**make_case(mode="training", layout=layout).model_dump(), "dtype": "float64"}
+    )
+    tensors, cotangents = make_tensors(g, 0), make_cotangents(g, 0)
+    got = TorchPrepared(case, g, tensors, cotangents).check()
+    errs = errors(got, run_reference(g, tensors, cotangents, "training"))
+    assert any(k.endswith("eca.conv.weight") for k in errs)
     assert max(errs.values()) < 1e-10, errs
 
 
