@@ -72,6 +72,14 @@ def tiny_depthwise(**params: Any) -> Graph:
     return build_graph("depthwise", {"channels": 8, "size": 7, "kernel": 3, "bn": True, "act": "relu", **params}, 2)
 
 
+def scc_gather(**params: Any) -> Graph:
+    """A tiny SCC layer in its gather form (channel gather, grouped 1x1 conv), batch 2."""
+    from convbench.workloads import build_graph
+
+    base = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather"}
+    return build_graph("scc", {**base, **params}, 2)
+
+
 def assert_half_matches(backend: Backend, dtype: str, **fields: Any) -> Prepared:
     """The tiny depthwise workload in ``dtype`` against the reference, at that dtype's tolerance."""
     from convbench.cases import DEFAULT_TOLERANCE

@@ -29,6 +29,7 @@ from tests.backends.graphs import (  # noqa: E402
     assert_restores_and_updates,
     make_case,
     prepare,
+    scc_gather,
     single_op_graph,
     standard_graphs,
     unknown_ops,
@@ -136,10 +137,7 @@ def test_half_precision_on_a_tiny_depthwise_workload(dtype: str, mode: str, exec
 def test_scc_gather_form_gathers_the_physical_channel_axis(mode: str, execution: str) -> None:
     """The SCC gather form in both layouts: in NHWC the gather stays NHWC (no transpose
     planned around it) and takes its indices along the last axis."""
-    from convbench.workloads import build_graph
-
-    params = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True, "act": "relu"}
-    graph = build_graph("scc", params, 2)
+    graph = scc_gather(bn=True, act="relu")
     (gather,) = graph.of_op("gather")
     for layout in LAYOUTS:
         prepared = assert_matches(BACKEND, graph, mode=mode, layout=layout, execution=execution)

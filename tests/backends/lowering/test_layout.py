@@ -20,7 +20,7 @@ from convbench_lowering.layout import (
 from convbench.backend import UnsupportedCase
 from convbench.graph import GraphBuilder
 from convbench.variants import parse_variant
-from tests.backends.graphs import all_ops_graph, movement_graph
+from tests.backends.graphs import all_ops_graph, movement_graph, scc_gather
 
 NUMPY = Converter(lambda x, perm: np.transpose(x, perm), lambda x, shape: np.reshape(x, shape))
 
@@ -81,9 +81,7 @@ def test_program_runs_the_table_and_names_missing_ops() -> None:
 def test_nhwc_plan_runs_the_scc_channel_gather_in_place() -> None:
     """The SCC gather form (gather along channels, grouped 1x1 conv) in NHWC: the gather
     reads and writes NHWC, so no transpose is planned around it, and its axis is last."""
-    from convbench.workloads import build_graph
-
-    graph = build_graph("scc", {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather"}, 2)
+    graph = scc_gather()
     plan = plan_layouts(graph, NHWC, HWIO)
     (gather,) = graph.of_op("gather")
     assert plan.perms[gather.name] == NHWC and plan.input_perms(graph, gather) == [NHWC]

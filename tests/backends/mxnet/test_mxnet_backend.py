@@ -22,6 +22,7 @@ from tests.backends.graphs import (  # noqa: E402
     assert_matches,
     assert_restores_and_updates,
     make_case,
+    scc_gather,
     single_op_graph,
     standard_graphs,
     unknown_ops,
@@ -121,8 +122,5 @@ def test_hybridized_is_compiled() -> None:
 def test_scc_gather_form_in_both_layouts(mode: str, execution: str) -> None:
     """The SCC gather form: ``take`` on the logical channel axis (MXNet computes NCHW in
     both layouts, NHWC data converted at the boundary)."""
-    from convbench.workloads import build_graph
-
-    params = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True, "act": "relu"}
     for layout in LAYOUTS:
-        assert_matches(BACKEND, build_graph("scc", params, 2), mode=mode, layout=layout, execution=execution).close()
+        assert_matches(BACKEND, scc_gather(bn=True, act="relu"), mode=mode, layout=layout, execution=execution).close()

@@ -32,6 +32,7 @@ from tests.backends.graphs import (  # noqa: E402
     assert_matches,
     make_case,
     prepare,
+    scc_gather,
     single_op_graph,
     standard_graphs,
     unknown_ops,
@@ -201,6 +202,5 @@ def _normalised(kind: str, params: dict) -> dict:
 def test_scc_gather_form_in_both_layouts(execution: str) -> None:
     """The SCC gather form: ONNX's Gather on the logical channel axis (the model computes
     NCHW in both layouts, NHWC data converted at the boundary)."""
-    params = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True, "act": "relu"}
     for layout in LAYOUTS:
-        assert_matches(BACKEND, build_graph("scc", params, 2), layout=layout, execution=execution).close()
+        assert_matches(BACKEND, scc_gather(bn=True, act="relu"), layout=layout, execution=execution).close()

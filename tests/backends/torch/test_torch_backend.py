@@ -34,6 +34,7 @@ from tests.backends.graphs import (  # noqa: E402
     gb,
     make_case,
     masked_conv_graph,
+    scc_gather,
     single_op_graph,
 )
 
@@ -304,10 +305,7 @@ def test_cuda(mode: str) -> None:
 def test_scc_gather_form(mode: str, layout: str) -> None:
     """The SCC gather form: index_select along channels, and in channels_last its result
     stays channels_last (index_select alone would write it NCHW)."""
-    from convbench.workloads import build_graph
-
-    params = {"in_channels": 8, "out_channels": 6, "size": 3, "groups": 2, "overlap": 0.5, "form": "gather", "bn": True, "act": "relu"}
-    prepared = assert_matches(build_graph("scc", params, 2), mode=mode, layout=layout)
+    prepared = assert_matches(scc_gather(bn=True, act="relu"), mode=mode, layout=layout)
     details = prepared.details()
     assert details["layout_used"] == layout
     if layout == "nhwc":  # the gather hands on channels_last, as every other activation
