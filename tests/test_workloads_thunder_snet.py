@@ -1,28 +1,18 @@
 """SNet49/146/535 multiply-adds under the alternative readings of ThunderNet's Table 1
 that the module docstring of :mod:`convbench.workloads.thundernet` lists: none gives the
-paper's 49 / 146 / 535 M together. Built here from convbench's own blocks, so the
+paper's 49 / 146 / 535 M together. Built by the workload's own builder, so the
 documented figures are the graph's ``macs()``, not a hand count."""
 
 from __future__ import annotations
 
 import pytest
 
-from convbench.graph import GraphBuilder
-from convbench.workloads.shufflenet import _bn_act, shufflenet_v2_unit, stem
-from convbench.workloads.thundernet import SNET
+from convbench.workloads.thundernet import SNetParams, build_snet
 
 
 def _snet_macs(variant: str, kernel: int, downsampling: str, units: tuple[int, int, int]) -> float:
-    conv1, stages, conv5 = SNET[variant]
-    b = GraphBuilder()
-    y = stem(b, b.input("x", (1, 3, 224, 224)), conv1)
-    for s, (n, channels) in enumerate(zip(units, stages, strict=True), start=2):
-        for u in range(n):
-            y = shufflenet_v2_unit(b, y, channels, 2 if u == 0 else 1, f"s{s}.u{u}.", downsampling, kernel=kernel)
-    if conv5:
-        y = _bn_act(b, b.conv2d(y, conv5, 1, name="conv5"), "conv5")
-    y = b.add("flatten", [b.add("global_avgpool", [y], name="pool")], name="flatten")
-    return round(b.build([b.linear(y, 1000, name="fc")]).macs() / 1e6, 2)
+    graph = build_snet(SNetParams(variant=variant), 1, kernel, downsampling, units)
+    return round(graph.macs() / 1e6, 2)
 
 
 @pytest.mark.parametrize(

@@ -107,15 +107,23 @@ class SNetParams(BaseModel):
     classes: int = Field(1000, ge=1)
 
 
-def build_snet(p: SNetParams, batch: int) -> Graph:
+def build_snet(
+    p: SNetParams,
+    batch: int,
+    kernel: int = DEPTHWISE_KERNEL,
+    downsampling: str = "torchvision",
+    stage_units: tuple[int, int, int] = STAGE_UNITS,
+) -> Graph:
+    """SNet as the table reads; ``kernel``, ``downsampling`` and ``stage_units`` build the
+    alternative readings the module docstring counts."""
     conv1, stages, conv5 = SNET[p.variant]
     b = GraphBuilder()
     x = b.input("x", (batch, 3, p.resolution, p.resolution))
     y = stem(b, x, conv1)
-    for s, (units, channels) in enumerate(zip(STAGE_UNITS, stages, strict=True), start=2):
+    for s, (units, channels) in enumerate(zip(stage_units, stages, strict=True), start=2):
         for u in range(units):
             y = shufflenet_v2_unit(
-                b, y, channels, 2 if u == 0 else 1, f"stage{s}.unit{u + 1}.", kernel=DEPTHWISE_KERNEL
+                b, y, channels, 2 if u == 0 else 1, f"stage{s}.unit{u + 1}.", downsampling, kernel=kernel
             )
     if conv5:
         y = _bn_act(b, b.conv2d(y, conv5, 1, name="conv5"), "conv5")
