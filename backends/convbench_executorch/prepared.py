@@ -80,7 +80,6 @@ class ExecutorchPrepared(Prepared):
                 partitioner = [XnnpackPartitioner()]
             program = to_edge_transform_and_lower(exported, partitioner=partitioner).to_executorch()
             self.buffer = program.buffer
-            self.method = None
             pool_threads = set_pool_threads(int(threads)) if execution == "xnnpack" else 1
             self.method = Runtime.get().load_program(self.buffer).load_method("forward")
         except Exception as exc:
