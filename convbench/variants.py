@@ -187,16 +187,28 @@ def _masked_conv(
     return b.add("conv2d", inputs, name=name or b.unique(f"{node.name}.part"), groups=c // group, **attrs)
 
 
-def _padded_masked_conv(b: GraphBuilder, node: Node, x: str, w: str, bias: str | None, group: int, m: int, extra: int) -> None:
-    """``remainder=pad``: ``extra`` zero channels appended to the input, the weight (and
-    bias) padded alike, one grouped masked conv over full groups, then the first C*m
-    output channels. The padded channels are zeros, so the function is the same; the
-    gradient of the padding is dropped by the pads' backward."""
-    c = b.shape(x)[1]
+def _pad_remainder(
+    b: GraphBuilder,
+    node: Node,
+    x: str,
+    w: str,
+    bias: str | None,
+    c: int,
+    group: int,
+    m: int,
+    conv: Callable[[str, str, str | None], str],
+) -> None:
+    """``remainder=pad`` of a depthwise conv whose C channels do not fill whole groups: the
+    input padded with zero channels up to whole groups, the weight ``w`` (and bias) padded
+    alike along their C*m output channels, one grouped conv ``conv(x, w, bias)`` over
+    them, then its first C*m output channels as ``node.name``. The padded channels are
+    zeros, so the function is the same; the gradient of the padding is dropped by the
+    pads' backward."""
+    extra = group - c % group
     xp = b.pad(x, [(0, 0), (0, extra), (0, 0), (0, 0)], name=b.unique(f"{node.name}.x_padded"))
     wp = b.pad(w, [(0, extra * m), (0, 0), (0, 0), (0, 0)], name=b.unique(f"{node.name}.w_padded"))
     bp = b.pad(bias, [(0, extra * m)], name=b.unique(f"{node.name}.b_padded")) if bias else None
-    y = _masked_conv(b, node, xp, wp, bp, group, m, None)
+    y = conv(xp, wp, bp)
     b.add("slice", [y], name=node.name, axis=1, start=0, stop=c * m)
 
 
@@ -286,12 +298,7 @@ def _expanded_diagonalwise(b: GraphBuilder, node: Node, graph: Graph, group: int
         _conv(b, node, x, wd, bias, group, node.name)
         return
     if pad_remainder:
-        extra = group - rest
-        xp = b.pad(x, [(0, 0), (0, extra), (0, 0), (0, 0)], name=b.unique(f"{node.name}.x_padded"))
-        wp = b.pad(wd, [(0, extra * m), (0, 0), (0, 0), (0, 0)], name=b.unique(f"{node.name}.w_padded"))
-        bp = b.pad(bias, [(0, extra * m)], name=b.unique(f"{node.name}.b_padded")) if bias else None
-        y = _conv(b, node, xp, wp, bp, group, None)
-        b.add("slice", [y], name=node.name, axis=1, start=0, stop=c * m)
+        _pad_remainder(b, node, x, wd, bias, c, group, m, lambda xp, wp, bp: _conv(b, node, xp, wp, bp, group, None))
         return
     _split_remainder(
         b, node, x, wd, bias, c, group, m,
@@ -325,7 +332,7 @@ def diagonalwise(graph: Graph, args: dict[str, Any]) -> Graph:
             _masked_conv(b, node, x, w, bias, g, m, node.name)
             continue
         if pad_remainder:
-            _padded_masked_conv(b, node, x, w, bias, g, m, g - rest)
+            _pad_remainder(b, node, x, w, bias, c, g, m, lambda xp, wp, bp: _masked_conv(b, node, xp, wp, bp, g, m, None))  # noqa: B023 (called at once)
             continue
         _split_remainder(
             b, node, x, w, bias, c, g, m,
