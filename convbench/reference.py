@@ -666,16 +666,45 @@ def _accumulate(grads: Tensors, name: str, g: Array) -> None:
     grads[name] = grads[name] + g if name in grads else g
 
 
+#: The kinks of the ops whose derivative jumps: the input values where it is not defined.
+KINKS: dict[str, tuple[float, ...]] = {"relu": (0.0,), "relu6": (0.0, 6.0), "prelu": (0.0,)}
+
+
+def _flip_derivative(node: Node, ins: list[Array], gy: Array, gx: Array, flat: Array) -> Array:
+    """``gx`` with the derivative at the flat indices ``flat`` of a kinked op's input taken
+    on the other side of its kink (relu, relu6: 1 <-> 0; prelu: 1 <-> a_c). The forward
+    value moves by at most the element's distance to the kink, so nothing else changes but
+    prelu's ``ga_c``, by ``gy * x`` there, which is left as it is."""
+    x = ins[0]
+    gx = np.array(gx, dtype=np.float64)
+    if node.op == "prelu":
+        slope = np.broadcast_to(_channel(ins[1], x.ndim), x.shape).ravel()[flat]
+        other = np.where(x.ravel()[flat] > 0, slope, 1.0)
+    else:
+        passes = x.ravel()[flat] > 0
+        if node.op == "relu6":
+            passes &= x.ravel()[flat] < 6
+        other = np.where(passes, 0.0, 1.0)
+    gx.ravel()[flat] = gy.ravel()[flat] * other
+    return gx
+
+
 def backward(
-    graph: Graph, values: Mapping[str, Array], cotangents: Mapping[str, Array], training: bool
+    graph: Graph,
+    values: Mapping[str, Array],
+    cotangents: Mapping[str, Array],
+    training: bool,
+    flipped: Mapping[str, Array] | None = None,
 ) -> Tensors:
     """Gradients of sum over outputs of sum(output * cotangent), reverse mode.
 
     Returns a gradient for every node that depends on an input or param and reaches an
     output; every ``input`` and ``param`` node gets one (zeros if it does not reach an
     output); ``const`` nodes get none. ``values`` is what :func:`forward` returned with
-    the same ``training`` flag.
+    the same ``training`` flag. ``flipped`` (kinked node -> flat input indices) takes the
+    derivative at those elements on the other side of the kink (:mod:`convbench.kinks`).
     """
+    flipped = flipped or {}
     needs = requires_grad(graph)
     grads: Tensors = {}
     for name in graph.outputs:
@@ -693,6 +722,8 @@ def backward(
         results = _BACKWARD[node.op](
             node, ins, values[node.name], grads[node.name], needed, training
         )
+        if node.name in flipped and results[0] is not None:
+            results = [_flip_derivative(node, ins, grads[node.name], results[0], flipped[node.name]), *results[1:]]
         for name, need, g in zip(node.inputs, needed, results, strict=True):
             if need and g is not None:
                 _accumulate(grads, name, g)

@@ -197,7 +197,8 @@ class CaseRunner:
         self.backend.set_threads(case.threads)
         tensors = make_tensors(executed, case.data_seed)
         cotangents = make_cotangents(graph, case.data_seed)
-        want = self.reference(case, graph, native_tensors(graph, case.data_seed, tensors), cotangents)
+        native = native_tensors(graph, case.data_seed, tensors)
+        want = self.reference(case, graph, native, cotangents)
         try:
             prepared = self.backend.prepare(case, executed, tensors, cotangents)
         except UnsupportedCase as exc:
@@ -207,6 +208,17 @@ class CaseRunner:
         tol = tolerance.get(case.dtype, DEFAULT_TOLERANCE[case.dtype])
         result = verify(got, want, tol)
         details = {"execution_used": self.backend.executions.get(case.execution, case.execution), **prepared.details()}
+        if not result.ok and not result.missing and case.mode == "training":
+            from convbench.kinks import verify_at_ties
+
+            ties = verify_at_ties(graph, native, cotangents, got, want, tol, case.dtype)
+            if ties is not None and ties.verification.ok:
+                details.update(
+                    verify_error_unflipped=result.error,
+                    kink_flips=[t.describe() for t in ties.flips],
+                    kink_ties=ties.ties,
+                )
+                result = ties.verification
         if executed.param_count() != graph.param_count():  # diagonalwise(param=expanded): the parameters trained
             details["executed_param_count"] = executed.param_count()
         row.update(verify_error=result.error, verify_tolerance=tol, verify_worst=result.worst, details=details)

@@ -5,7 +5,10 @@ backend, except on workloads whose id asks otherwise:
 
 * ``crash*``: the worker process dies (exit code 7) while preparing the case;
 * ``hang*``: the worker sleeps far past any timeout;
-* ``wrong*``: the results are perturbed by 1%, so verification must fail.
+* ``wrong*``: the results are perturbed by 1%, so verification must fail;
+* ``kink*`` (training): the gradients are the reference's with the derivative at the
+  element nearest a relu kink taken on the other side, as a float32 backend's rounding
+  may put it (:mod:`convbench.kinks`); ``kinkwrong*``: that, and 1% off.
 
 :class:`WarpBackend` is well behaved: it declares an execution, a backend-implemented
 variant and a venv of its own.
@@ -18,6 +21,8 @@ import time
 
 import numpy as np
 
+from convbench.kinks import find_ties
+from convbench.reference import backward, forward
 from convbench.reference_backend import ReferenceBackend
 from convbench.variants import VariantKind, is_depthwise
 
@@ -31,8 +36,19 @@ class FaultyBackend(ReferenceBackend):
         if case.workload.startswith("hang"):
             time.sleep(3600)
         prepared = super().prepare(case, graph, tensors, cotangents)
+        check = prepared.check
+        if case.workload.startswith("kink") and case.mode == "training":
+            values = forward(graph, tensors, training=True)
+            tie = find_ties(graph, values, rtol=1e-5)[0]
+            grads = backward(graph, values, cotangents, training=True, flipped={tie.node: np.array([tie.flat])})
+            flipped = {f"grad:{n.name}": grads[n.name] for n in graph.nodes if n.op in ("input", "param")}
+            scale = 1.01 if case.workload.startswith("kinkwrong") else 1.0
+
+            def across_the_kink() -> dict[str, np.ndarray]:
+                return {**check(), **{k: v * scale for k, v in flipped.items()}}
+
+            prepared.check = across_the_kink  # type: ignore[method-assign]
         if case.workload.startswith("wrong"):
-            check = prepared.check
 
             def perturbed() -> dict[str, np.ndarray]:
                 return {k: v * 1.01 for k, v in check().items()}
