@@ -135,11 +135,11 @@ _PAPER = "Qin et al. 2019 (arXiv 1903.11752) Table 1: {} MFLOPs (multiply-adds) 
 CONFIGS = (
     NamedConfig(
         "SNet49", {"variant": "49"},
-        Published(_PAPER.format(49), note="not checked: convbench counts 51.21 M (4.5% more), unexplained; no parameter count published"),
+        Published(_PAPER.format(49), note="not checked: convbench counts 51.21 M (4.5% more), unexplained by the 128 readings of the table tried (listed in convbench/workloads/thundernet.py); no parameter count published"),
     ),
     NamedConfig(
         "SNet146", {"variant": "146"},
-        Published(_PAPER.format(146), note="not checked: convbench counts 161.14 M (10.4% more), unexplained; no parameter count published"),
+        Published(_PAPER.format(146), note="not checked: convbench counts 161.14 M (10.4% more), unexplained by the 128 readings of the table tried (listed in convbench/workloads/thundernet.py); no parameter count published"),
     ),
     NamedConfig(
         "SNet535", {"variant": "535"},
