@@ -217,6 +217,7 @@ class CaseRunner:
                     verify_error_unflipped=result.error,
                     kink_flips=[t.describe() for t in ties.flips],
                     kink_ties=ties.ties,
+                    kink_tried=ties.tried,
                 )
                 result = ties.verification
         if executed.param_count() != graph.param_count():  # diagonalwise(param=expanded): the parameters trained
