@@ -176,6 +176,7 @@ from convbench.workloads import (  # noqa: E402,F401  (registration)
     mobilenet_v2,
     pcdarts,
     scc,
+    scc_mobilenet,
     shift,
     shiftnet,
     shuffle,
