@@ -14,7 +14,8 @@ import pydantic
 import pytest
 
 from convbench.graph import node_macs
-from convbench.workloads import WORKLOADS, build_graph, catalogue
+from convbench.workloads import WORKLOADS, Published, build_graph, catalogue, printed
+from convbench.workloads.render import published_figures
 from tests.conftest import run_cli
 
 NETWORKS = [
@@ -284,6 +285,18 @@ def test_eca_mobilenet_v2_published_parameters_are_in_units_of_2_20() -> None:
         assert round(count / 2**20, 2) == 3.34
         assert round(count / 1e6, 2) == 3.50
     assert round(25_557_032 / 2**20, 2) == 24.37
+
+
+def test_a_figure_in_binary_units_is_checked_as_such() -> None:
+    """`Published(units="binary")` reads M as 2**20: ECA-MobileNetV2's 3.34 M agrees there
+    and not in powers of 10 (3.50 M), and the list shows the unit."""
+    graph = build_graph("eca_mobilenet_v2", {}, 1)
+    assert printed("3.34 M", "binary") == (3.34 * 2**20, 0.01 * 2**20)
+    assert not Published("s", params="3.34 M", units="binary").mismatches(graph)
+    assert Published("s", params="3.34 M").mismatches(graph) == ["parameters 3,504,903 do not round to published 3.34 M"]
+    assert Published("s", params="3.35 M", units="binary").mismatches(graph)
+    row = next(r for r in catalogue() if r["kind"] == "eca_mobilenet_v2" and r["config"].startswith("1.0 released (default)"))
+    assert published_figures(row) == "3.34 M (2^20)" and not row["mismatches"]
 
 
 # -- ThunderNet's SNet (convbench/workloads/thundernet.py) --------------------------------

@@ -23,18 +23,21 @@ from convbench.graph import Graph, node_macs
 
 Counted = Literal["conv+fc", "conv"]
 Rounding = Literal["nearest", "down", "up"]
+#: What K, M and G mean in a source: powers of 10, or of 2 (thop's ``clever_format`` and
+#: the repositories that print with it divide by 1024**2 for "M").
+Units = Literal["decimal", "binary"]
 
-_UNITS = {"K": 1e3, "M": 1e6, "G": 1e9}
+_UNITS = {"decimal": {"K": 1e3, "M": 1e6, "G": 1e9}, "binary": {"K": 2.0**10, "M": 2.0**20, "G": 2.0**30}}
 
 
-def printed(text: str) -> tuple[float, float]:
+def printed(text: str, units: Units = "decimal") -> tuple[float, float]:
     """A figure as printed, ``"569 M"``, ``"0.145 G"``, ``"4.2 M"``: (value, unit of its
-    last digit), both absolute."""
+    last digit), both absolute, K/M/G read in ``units``."""
     number, _, unit = text.strip().partition(" ")
-    if unit not in _UNITS:
+    if unit not in _UNITS[units]:
         raise ValueError(f"figure {text!r}: expected NUMBER K|M|G")
     exponent = min(int(Decimal(number).as_tuple().exponent), 0)
-    return float(number) * _UNITS[unit], 10.0**exponent * _UNITS[unit]
+    return float(number) * _UNITS[units][unit], 10.0**exponent * _UNITS[units][unit]
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class Published:
     ``"0.145 G"``); ``macs_counted`` says whether the source counts the FC layer
     (``conv+fc``, our convention) or the convolutions only (``conv``), and
     ``macs_rounding`` how it rounded: to the nearest printed digit, down (truncation) or
-    up. The tests check every figure under these stated conventions.
+    up. ``units``: whether the source's K, M and G are powers of 10 or of 2. The tests
+    check every figure under these stated conventions.
     """
 
     source: str
@@ -54,6 +58,7 @@ class Published:
     macs: str | None = None
     macs_counted: Counted = "conv+fc"
     macs_rounding: Rounding = "nearest"
+    units: Units = "decimal"
     note: str = ""
 
     def mismatches(self, graph: Graph) -> list[str]:
@@ -62,19 +67,19 @@ class Published:
         params = graph.param_count()
         if isinstance(self.params, int) and params != self.params:
             out.append(f"parameters {params:,} != published {self.params:,}")
-        elif isinstance(self.params, str) and not _agrees(params, self.params, "nearest"):
+        elif isinstance(self.params, str) and not _agrees(params, self.params, "nearest", self.units):
             out.append(f"parameters {params:,} do not round to published {self.params}")
         if self.macs is not None:
             macs = graph.macs()
             if self.macs_counted == "conv":
                 macs -= sum(node_macs(graph, n) for n in graph.of_op("linear"))
-            if not _agrees(macs, self.macs, self.macs_rounding):
+            if not _agrees(macs, self.macs, self.macs_rounding, self.units):
                 out.append(f"MACs ({self.macs_counted}) {macs / 1e6:.2f} M do not round {self.macs_rounding} to published {self.macs}")
         return out
 
 
-def _agrees(value: float, figure: str, rounding: Rounding) -> bool:
-    shown, unit = printed(figure)
+def _agrees(value: float, figure: str, rounding: Rounding, units: Units = "decimal") -> bool:
+    shown, unit = printed(figure, units)
     eps = 1e-9 * unit
     if rounding == "down":
         return shown - eps <= value < shown + unit + eps

@@ -24,8 +24,9 @@ def published_figures(row: dict[str, Any]) -> str:
     pub = row.get("published")
     if pub is None:
         return ""
+    suffix = " (2^20)" if pub.units == "binary" else ""
     return ", ".join(
-        f"{v:,}" if isinstance(v, int) else str(v) for v in (pub.params, pub.macs) if v is not None
+        f"{v:,}" if isinstance(v, int) else f"{v}{suffix}" for v in (pub.params, pub.macs) if v is not None
     )
 
 
