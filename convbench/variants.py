@@ -36,10 +36,12 @@ The rewrites (``native`` changes nothing):
 
 ``diagonalwise`` (Qin et al. 2018, arXiv 1803.09926) replaces each depthwise conv
 (groups = C_in > 1) by a standard conv with a (block-)diagonal weight: the C input
-channels are split into groups of G = min(group_size, C) consecutive channels; for each
-group the trainable depthwise weight (C*m, 1, k, k) is multiplied by a fixed 0/1 mask of
-shape (G*m, G, 1, 1) into a (G*m, G, k, k) weight that is zero off the diagonal, and one
-grouped conv with C / G groups runs them all (one dense conv when G = C). The mask
+channels are split into groups of G = min(group_size, C) consecutive channels; the
+trainable depthwise weight (C*m, 1, k, k) is multiplied (broadcast over its second axis)
+by a fixed 0/1 mask of shape (C*m, G, 1, 1), one for the whole layer
+(:func:`diagonal_mask`: output channel o reads, within its group, input
+(o mod G*m) // m), into a (C*m, G, k, k) weight that is zero off each group's diagonal,
+and one grouped conv with C / G groups runs them all (one dense conv when G = C). The mask
 multiplication is part of the graph, so in training gradients flow only into the real
 depthwise weight. When C is not a multiple of G, the last r = C mod G channels form a
 smaller group: by default (``remainder=split``) the rewrite slices the input and weight
