@@ -5,10 +5,10 @@ through ``convbench run``, in the backend's own worker process, which verifies e
 against the float64 reference before timing it. Skipped when apache-tvm is not installed
 (``pip install 'convbench[tvm]'``).
 
-``tuned`` (MetaSchedule) is run with a budget of 2 trials: with apache-tvm 0.27.0.post1
-on this machine its tuner crashes (SIGSEGV) in its child process, which must be that
-case's error row with the reason (the worker and the other cases go on); where it tunes,
-the row must be verified and record its budget.
+``tuned`` (MetaSchedule) is run with a budget of 2 trials. apache-tvm 0.27.0.post1 with
+apache-tvm-ffi 0.1.15.post2 segfaults serializing TVM IR, which MetaSchedule's default
+search, builder and database all do; :mod:`convbench_tvm.tune` assembles a tuner that does
+not, so the row must be ok, verified, and record its budget, its trials and what it left out.
 """
 
 from __future__ import annotations
@@ -119,12 +119,12 @@ def test_training_and_bfloat16_are_skipped_with_the_reason(run_rows: dict) -> No
 
 
 @needs_tvm
-def test_tuned_is_verified_or_an_error_naming_metaschedule(run_rows: dict) -> None:
+def test_tuned_is_tuned_and_verified(run_rows: dict) -> None:
     row = run_rows[("dw", "native", "inference", "float32", "tuned")]
-    if row["status"] == "error":  # apache-tvm 0.27.0.post1 here: the tuner's child segfaults
-        assert "MetaSchedule tuning (2 trials) failed" in row["reason"], row["reason"]
-        assert "PostOrderApply" in row["reason"] or "SIGSEGV" not in row["reason"], row["reason"]
-        return
     assert row["status"] == "ok", row["reason"]
     assert row["verify_error"] < 1e-5
-    assert row["details"]["tuning"]["max_trials_global"] == 2
+    tuning = row["details"]["tuning"]
+    assert tuning["max_trials_global"] == 2
+    assert 1 <= tuning["records"] <= 2 and tuning["tasks"] >= 1
+    assert tuning["prim_funcs_tuned"] >= 1  # the database was applied to the compiled module
+    assert "MutateParallel" in tuning["left_out"] and "ToJSONGraph" in tuning["left_out"]

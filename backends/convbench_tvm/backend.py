@@ -9,8 +9,11 @@ of this machine (``-mcpu`` from LLVM's host CPU when it reports one; the target 
 Executions (:data:`EXECUTIONS`): ``default`` (``tvm.compile`` with the default Relax
 pipeline: its DLight fallback schedules, no tuning) and ``tuned`` (MetaSchedule within a
 per-case budget of :data:`TRIALS_ENV` trials, default :data:`DEFAULT_TRIALS`, run in a
-child process so that a crash of the tuner is the case's error, not the worker's;
-recorded in ``details()["tuning"]``). ``compiled`` is ``default``.
+child process so that a crash of the tuner is the case's error, not the worker's: the
+llvm target's default schedule rules and postprocessors, a replay search and the random
+cost model, assembled by :mod:`convbench_tvm.tune` around this apache-tvm / apache-tvm-ffi
+pair's segfault in serializing TVM IR; what it ran and left out is in
+``details()["tuning"]``). ``compiled`` is ``default``.
 
 Inference only, on the CPU: training is skipped with the reason. float32 and float16
 (the ONNX model in float16, compiled by LLVM); bfloat16 is skipped.
@@ -39,7 +42,7 @@ INSTALL_HINT = "pip install 'convbench[tvm]' (apache-tvm 0.27; onnx for the mode
 EXECUTIONS = {"default": "default", "tuned": "tuned", "compiled": "default"}
 EXECUTION_DESCRIPTIONS = {
     "default": "tvm.compile with the default Relax pipeline (DLight fallback schedules), no tuning; the same as its compiled",
-    "tuned": "MetaSchedule tuning within a per-case trial budget (CONVBENCH_TVM_TRIALS, default 64), then compiled with its database",
+    "tuned": "MetaSchedule tuning within a per-case trial budget (CONVBENCH_TVM_TRIALS, default 64: default llvm rules, replay search, random cost model), then compiled with its database",
 }
 #: Environment variable holding the per-case MetaSchedule trial budget of ``tuned``.
 TRIALS_ENV = "CONVBENCH_TVM_TRIALS"

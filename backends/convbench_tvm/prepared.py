@@ -10,10 +10,12 @@ inputs are set once with ``set_input`` (outside the timed step) and outputs are 
 by :meth:`TvmPrepared.check`. ONNX operators are NCHW: an NHWC case's model takes and
 returns NHWC with a Transpose at each boundary, inside the step (as onnxruntime's).
 
-``tuned`` first runs MetaSchedule (``relax.get_pipeline("static_shape_tuning")``) in a
-child process (:mod:`convbench_tvm.tune`) that writes its database to a temporary work
-directory; the model is then compiled with that database applied. A tuner that crashes
-or overruns is the case's error, with the child's last lines.
+``tuned`` runs MetaSchedule in a child process (:mod:`convbench_tvm.tune`, which says
+why it is assembled from parts rather than ``relax.get_pipeline("static_shape_tuning")``:
+this tvm / tvm-ffi pair segfaults serializing TVM IR); the child applies its in-memory
+database, compiles the model and exports the library, which is loaded here
+(``tvm.runtime.load_module``) and verified like any case. A tuner that crashes or overruns
+is the case's error, with the child's last lines.
 
 This module imports tvm and onnx; :mod:`convbench_tvm.backend` imports it lazily.
 """
@@ -56,11 +58,15 @@ def import_onnx(proto: onnx.ModelProto) -> tvm.IRModule:
         raise UnsupportedCase(f"tvm: the Relax ONNX frontend refused the model: {str(exc).strip().splitlines()[-1][:300]}") from exc
 
 
-def tune(model: onnx.ModelProto, target: tvm.target.Target, trials: int, work_dir: Path) -> dict[str, Any]:
-    """Run MetaSchedule on ``model`` in a child process; its database lands in ``work_dir``."""
+def tune(model: onnx.ModelProto, target: tvm.target.Target, trials: int, work_dir: Path, dtype: str) -> tuple[Any, dict[str, Any]]:
+    """Run MetaSchedule on ``model`` in a child process: the tuned library (loaded) and its summary."""
     path = work_dir / "model.onnx"
     onnx.save(model, str(path))
-    spec = {"model": str(path), "work_dir": str(work_dir / "ms"), "target": json.loads(target.export_json()) if hasattr(target, "export_json") else str(target), "trials": trials}
+    library = work_dir / "tuned.so"
+    spec = {
+        "model": str(path), "work_dir": str(work_dir / "ms"), "library": str(library), "trials": trials,
+        "target": json.loads(target.export_json()) if hasattr(target, "export_json") else str(target),
+    }  # fmt: skip
     start = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -70,24 +76,21 @@ def tune(model: onnx.ModelProto, target: tvm.target.Target, trials: int, work_di
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"tvm: MetaSchedule tuning ({trials} trials) ran past {TUNE_TIMEOUT} s") from exc
     seconds = time.perf_counter() - start
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    if proc.returncode == 3 and last.startswith("{") and dtype == "float16":
+        raise UnsupportedCase(f"tvm: float16: TVM rejected the float16 model its Relax ONNX frontend built (seen after BatchNormalization): {json.loads(last)['unsupported']}")
     if proc.returncode != 0:
-        # apache-tvm 0.27.0.post1 on this 2-core x86 host: the child dies of SIGSEGV before any
-        # builder, runner or measurement, in the native TuneContext initialization of the
-        # PostOrderApply space generator (TuneContextInitialize; the C backtrace's top frame is
-        # reported as tvm::ffi::ToJSONGraph). Reproduced with a 64-element add PrimFunc:
-        # TuneContext(space_generator="post-order-apply") crashes, while
-        # PostOrderApply(sch_rules="from-target", postprocs=[], mutator_probs={}) does not; on that
-        # add, the default mutator probabilities alone crash it. A conv2d task (tune_relax after
-        # LegalizeOps, mutator_probs={}, replay-trace, random cost model, one builder worker)
-        # still crashes while initializing its task, so which default crashes a conv is unknown.
+        # With apache-tvm 0.27.0.post1 and apache-tvm-ffi 0.1.15.post2, serializing any TVM IR
+        # object (tvm-ffi's ToJSONGraph: save_json, SaveJSON, pickling) segfaults; the child
+        # avoids every MetaSchedule part known to do so (convbench_tvm.tune's docstring).
         where = ""
         if proc.returncode == -signal.SIGSEGV or proc.returncode == 139:
-            where = "SIGSEGV in MetaSchedule's PostOrderApply space generator initialization (TuneContextInitialize, for the llvm target), before any trial was built or run: "
+            where = "SIGSEGV in the tuning child (with this apache-tvm / apache-tvm-ffi pair, tvm-ffi's ToJSONGraph crashes on TVM IR objects; see convbench_tvm.tune): "
         tail = " | ".join(line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip() and not line.strip().startswith("File "))[-600:]
         raise RuntimeError(f"tvm: MetaSchedule tuning ({trials} trials) failed in its child process (exit {proc.returncode}): {where}{tail}")
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = json.loads(last)
     summary["tune_seconds"] = round(seconds, 3)
-    return summary
+    return tvm.runtime.load_module(str(library)), summary
 
 
 class TvmPrepared(Prepared):
@@ -103,20 +106,20 @@ class TvmPrepared(Prepared):
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="convbench-tvm-") as tmp:
             if execution == "tuned":
-                tuning = tune(self.model.proto, target, trials, Path(tmp))
-                with target:
-                    mod = relax.get_pipeline("static_shape_tuning", target=target, work_dir=str(Path(tmp) / "ms"), total_trials=0)(mod)
-            compile_start = time.perf_counter()
-            try:
-                executable = tvm.compile(mod, target=target)
-            except TypeError as exc:
-                if case.dtype != "float16":
-                    raise
-                raise UnsupportedCase(
-                    "tvm: float16: TVM rejected the float16 model its Relax ONNX frontend built (a float32 value "
-                    f"meets float16 weights; seen after BatchNormalization): {str(exc).strip().splitlines()[0][:240]}"
-                ) from exc
-        compile_seconds = time.perf_counter() - compile_start
+                executable, tuning = tune(self.model.proto, target, trials, Path(tmp), case.dtype)
+                compile_seconds = float(tuning["compile_seconds"])  # in the tuning child
+            else:
+                compile_start = time.perf_counter()
+                try:
+                    executable = tvm.compile(mod, target=target)
+                except TypeError as exc:
+                    if case.dtype != "float16":
+                        raise
+                    raise UnsupportedCase(
+                        "tvm: float16: TVM rejected the float16 model its Relax ONNX frontend built (a float32 value "
+                        f"meets float16 weights; seen after BatchNormalization): {str(exc).strip().splitlines()[0][:240]}"
+                    ) from exc
+                compile_seconds = time.perf_counter() - compile_start
         tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
         used = int(tvm.get_global_func("runtime.NumThreads")())
         if used != int(threads):
@@ -144,7 +147,9 @@ class TvmPrepared(Prepared):
             "layout_used": "nchw",
         }
         if tuning is not None:
-            self._details["tuning"] = {"tuner": "MetaSchedule (relax static_shape_tuning pipeline)", "max_trials_global": trials, **tuning}
+            from convbench_tvm.tune import TUNING
+
+            self._details["tuning"] = {**TUNING, "max_trials_global": trials, **tuning}
         else:
             self._details["tuning"] = "none (default schedules)"
         if case.layout == "nhwc":
