@@ -12,14 +12,14 @@ from convbench.verify import verify
 from convbench.workloads import build_graph
 
 
-def _same_function(kind: str, params: dict, batch: int, label: str, mode: str) -> float:
+def _same_function(kind: str, params: dict, batch: int, label: str, mode: str, tolerance: float = 1e-10) -> float:
     graph = build_graph(kind, params, batch)
     rewritten = parse_variant(label).apply(graph)
     tensors = make_tensors(rewritten, seed=7)
     cot = make_cotangents(graph, seed=7)
     want = run_reference(graph, make_tensors(graph, seed=7), cot, mode)
     got = run_reference(rewritten, tensors, cot, mode)
-    result = verify(got, want, 1e-10)
+    result = verify(got, want, tolerance)
     assert result.ok, (result.error, result.worst, result.missing)
     return result.error
 
@@ -152,7 +152,11 @@ def test_chain_applies_only_when_every_step_changes_the_graph() -> None:
     ],
 )
 def test_variants_of_networks_equal_native(kind: str, params: dict, label: str, mode: str) -> None:
-    _same_function(kind, params, 2, label, mode)
+    # Two summation orders in float64, through the batch norms of a 32 px network whose
+    # last stages are 2x2 and 1x1 at batch 2: the stem's BN-shift gradient, a sum that
+    # nearly cancels, differs by 7.7e-10 (relative) between ShuffleNet v1 and its blockdiag
+    # rewrite (1.9e-14 with shortcut="excluded"); a rewrite that is wrong is off by O(1).
+    _same_function(kind, params, 2, label, mode, tolerance=1e-8)
 
 
 def test_a_plugin_defines_a_backend_implemented_variant(monkeypatch: pytest.MonkeyPatch) -> None:

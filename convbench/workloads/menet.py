@@ -14,6 +14,13 @@ shuffle (value s):
 * then the 1x1 group conv + BN to C_out (C_out - C_in in a stage's first unit, which
   concatenates a 3x3 s2 average pool of its input; the others add it) and ReLU.
 
+The downsampling shortcut is ShuffleNet v1's released one
+(:func:`convbench.workloads.shufflenet.downsample_shortcut`): PyTorch's default
+``AvgPool2d(3, 2, 1)``, whose mean counts the zero padding, concatenated in front of the
+branch (``shortcut="excluded"``: padding left out of the mean, the pool after the
+branch, convbench's earlier reading). MENet's own code was not among the sources
+reachable here; its paper builds on ShuffleNet v1's unit, whose released code this follows.
+
 The network's very first 1x1 conv is not grouped; convs have no bias; global average
 pool; FC with bias. Published figures: see :data:`CONFIGS`.
 """
@@ -25,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from convbench.graph import Graph, GraphBuilder
 from convbench.workloads import NamedConfig, Published, WorkloadKind, register
 from convbench.workloads.shuffle import channel_shuffle
-from convbench.workloads.shufflenet import STAGE_UNITS, stem
+from convbench.workloads.shufflenet import STAGE_UNITS, Shortcut, downsample_shortcut, stem
 
 #: Initial conv channels per first-stage width W (paper Table 1).
 INIT_CHANNELS: dict[int, int] = {
@@ -52,6 +59,7 @@ class MENetParams(BaseModel):
     init_channels: int | None = Field(None, ge=1)
     resolution: int = Field(224, ge=32)
     classes: int = Field(1000, ge=1)
+    shortcut: Shortcut = "counted"
 
     @property
     def init(self) -> int:
@@ -83,6 +91,7 @@ def me_unit(
     downsample: bool,
     first_grouped: bool,
     prefix: str,
+    shortcut: Shortcut = "counted",
 ) -> str:
     """One ME unit (see the module docstring); returns its output."""
     c_in = b.shape(x)[1]
@@ -110,10 +119,7 @@ def me_unit(
         b.conv2d(y, branch_out, 1, groups=groups, name=f"{prefix}expand"), name=f"{prefix}expand.bn"
     )
     if downsample:
-        shortcut = b.add(
-            "avgpool", [x], name=f"{prefix}shortcut", kernel=(3, 3), stride=(2, 2), padding=(1, 1)
-        )
-        y = b.add("concat", [y, shortcut], name=f"{prefix}concat", axis=1)
+        y = downsample_shortcut(b, x, y, shortcut, prefix)
     else:
         y = b.add("add", [y, x], name=f"{prefix}residual")
     return b.act(y, "relu")
@@ -136,6 +142,7 @@ def build_menet(p: MENetParams, batch: int) -> Graph:
                 u == 0,
                 first_grouped,
                 f"stage{s}.unit{u + 1}.",
+                p.shortcut,
             )
     y = b.add("flatten", [b.add("global_avgpool", [y], name="pool")], name="flatten")
     return b.build([b.linear(y, p.classes, name="fc")])

@@ -8,8 +8,18 @@ global average pool; FC with bias. A unit with input C_in and stage output C_out
 C_out // 4 bottleneck channels: 1x1 group conv to them + BN + ReLU (not grouped in the
 network's very first unit), channel shuffle in g groups (when g > 1), dw3x3 + BN (stride
 2 in a stage's first unit), 1x1 group conv + BN to C_out channels, or to C_out - C_in in a
-stage's first unit, which concatenates a 3x3 s2 average pool of its input (padding 1,
-padded pixels excluded from the mean); the other units add their input; ReLU after.
+stage's first unit, which concatenates a 3x3 s2 average pool of its input in front of the
+branch; the other units add their input; ReLU after. The pool and the order are the
+authors' released code's (megvii-model/ShuffleNet-Series, ``ShuffleNetV1/blocks.py``:
+``nn.AvgPool2d(3, 2, 1)``, whose mean counts the zero padding, divisor 9 everywhere, and
+``torch.cat((branch_proj(x), relu(x_main)))``); the pool is written as a ``pad`` and an
+unpadded ``avgpool`` (the IR's avgpool leaves padding out of the mean).
+``shortcut="excluded"`` gives convbench's earlier reading, the padding excluded from the
+mean and the pool concatenated after the branch (different outputs: the border means
+and the channel order; the same parameters and multiply-adds). The released code's
+channel shuffle (reshape to (N, C/g, g, H, W), swap) is the inverse permutation of the
+paper's (reshape to (N, g, C/g, H, W), swap), which convbench keeps: a relabelling of the
+channels the next group conv reads, of the same cost.
 
 **ShuffleNet v2** (``shufflenet_v2``, width 0.5, 1.0, 1.5, 2.0), as torchvision builds it:
 conv3x3 s2 to 24 + BN + ReLU, maxpool 3x3 s2; stages of 4, 8, 4 units with the channels
@@ -60,6 +70,23 @@ def stem(b: GraphBuilder, x: str, channels: int) -> str:
     return b.pool(y, "maxpool", 3, 2, 1)
 
 
+#: How a stage's first unit pools its shortcut: ``counted`` (the authors' code: the zero
+#: padding counts in the mean, the pool concatenated first) or ``excluded`` (padding left
+#: out of the mean, the pool concatenated after the branch).
+Shortcut = Literal["counted", "excluded"]
+
+
+def downsample_shortcut(b: GraphBuilder, x: str, y: str, shortcut: Shortcut, prefix: str) -> str:
+    """The concatenation of a downsampling unit's branch ``y`` with a 3x3 s2 average pool
+    of its input ``x``, as ``shortcut`` says (:data:`Shortcut`)."""
+    if shortcut == "counted":
+        padded = b.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), name=f"{prefix}shortcut.pad")
+        pool = b.add("avgpool", [padded], name=f"{prefix}shortcut", kernel=(3, 3), stride=(2, 2), padding=(0, 0))
+        return b.add("concat", [pool, y], name=f"{prefix}concat", axis=1)
+    pool = b.add("avgpool", [x], name=f"{prefix}shortcut", kernel=(3, 3), stride=(2, 2), padding=(1, 1))
+    return b.add("concat", [y, pool], name=f"{prefix}concat", axis=1)
+
+
 def shufflenet_v1_unit(
     b: GraphBuilder,
     x: str,
@@ -68,6 +95,7 @@ def shufflenet_v1_unit(
     downsample: bool,
     first_grouped: bool,
     prefix: str,
+    shortcut: Shortcut = "counted",
 ) -> str:
     """One ShuffleNet v1 unit (see the module docstring); returns its output."""
     c_in = b.shape(x)[1]
@@ -83,10 +111,7 @@ def shufflenet_v1_unit(
         b.conv2d(y, branch_out, 1, groups=groups, name=f"{prefix}expand"), name=f"{prefix}expand.bn"
     )
     if downsample:
-        shortcut = b.add(
-            "avgpool", [x], name=f"{prefix}shortcut", kernel=(3, 3), stride=(2, 2), padding=(1, 1)
-        )
-        y = b.add("concat", [y, shortcut], name=f"{prefix}concat", axis=1)
+        y = downsample_shortcut(b, x, y, shortcut, prefix)
     else:
         y = b.add("add", [y, x], name=f"{prefix}residual")
     return b.act(y, "relu")
@@ -101,6 +126,7 @@ class ShuffleNetV1Params(BaseModel):
     width: float = Field(1.0, gt=0, le=4)
     resolution: int = Field(224, ge=32)
     classes: int = Field(1000, ge=1)
+    shortcut: Shortcut = "counted"
 
     @model_validator(mode="after")
     def _divisible(self) -> ShuffleNetV1Params:
@@ -131,6 +157,7 @@ def build_shufflenet_v1(p: ShuffleNetV1Params, batch: int) -> Graph:
                 u == 0,
                 first_grouped,
                 f"stage{s}.unit{u + 1}.",
+                p.shortcut,
             )
     y = b.add("flatten", [b.add("global_avgpool", [y], name="pool")], name="flatten")
     return b.build([b.linear(y, p.classes, name="fc")])
@@ -144,6 +171,7 @@ class ShuffleNetV1UnitParams(_Params):
     size: int = Field(ge=2)
     groups: int = Field(3, ge=1)
     downsample: bool = False
+    shortcut: Shortcut = "counted"
 
     @model_validator(mode="after")
     def _fits(self) -> ShuffleNetV1UnitParams:
@@ -168,7 +196,7 @@ def build_shufflenet_v1_unit(p: ShuffleNetV1UnitParams, batch: int) -> Graph:
     b = GraphBuilder()
     x = b.input("x", (batch, p.in_channels, p.size, p.size))
     return b.build(
-        [shufflenet_v1_unit(b, x, p.out_channels, p.groups, p.downsample, True, "unit.")]
+        [shufflenet_v1_unit(b, x, p.out_channels, p.groups, p.downsample, True, "unit.", p.shortcut)]
     )
 
 
