@@ -55,8 +55,8 @@ HEADER = (0, 2, 0)  # major, minor, revision: ``seen`` is a size_t
 ACTIVATIONS = {"relu": "relu", "sigmoid": "logistic"}
 REASONS = {
     "relu6": "darknet has no ReLU6 activation (its activations: logistic, relu, relie, linear, ramp, tanh, plse, leaky, elu, loggy, stair, hardtan, lhtan, selu)",
-    "reshape": "darknet has no reshape/transpose layer (a channel shuffle needs them)",
-    "transpose": "darknet has no reshape/transpose layer (a channel shuffle needs them)",
+    "reshape": "darknet has no reshape/transpose layer (what channel shuffles, ECA's 1-D conv across channels, cross-channel pooling and DiCE's dimension-wise convs are built from)",
+    "transpose": "darknet has no reshape/transpose layer (what channel shuffles, ECA's 1-D conv across channels, cross-channel pooling and DiCE's dimension-wise convs are built from)",
     "slice": "darknet's [route] (2018) cannot take a channel slice of a layer",
     "pad": "darknet has no padding layer",
     "shift": "darknet has no shift layer",
