@@ -7,8 +7,9 @@ against the float64 reference before timing it. Skipped when apache-tvm is not i
 
 ``tuned`` (MetaSchedule) is run with a budget of 2 trials. apache-tvm 0.27.0.post1 with
 apache-tvm-ffi 0.1.15.post2 segfaults serializing TVM IR, which MetaSchedule's default
-search, builder and database all do; :mod:`convbench_tvm.tune` assembles a tuner that does
-not, so the row must be ok, verified, and record its budget, its trials and what it left out.
+search, builder and database all do (convbench pins 0.1.14.post0); :mod:`convbench_tvm.tune`
+assembles a tuner that does not, so the row must be ok, verified, and record its budget, its
+trials and what it left out.
 """
 
 from __future__ import annotations

@@ -80,12 +80,12 @@ def tune(model: onnx.ModelProto, target: tvm.target.Target, trials: int, work_di
     if proc.returncode == 3 and last.startswith("{") and dtype == "float16":
         raise UnsupportedCase(f"tvm: float16: TVM rejected the float16 model its Relax ONNX frontend built (seen after BatchNormalization): {json.loads(last)['unsupported']}")
     if proc.returncode != 0:
-        # With apache-tvm 0.27.0.post1 and apache-tvm-ffi 0.1.15.post2, serializing any TVM IR
-        # object (tvm-ffi's ToJSONGraph: save_json, SaveJSON, pickling) segfaults; the child
-        # avoids every MetaSchedule part known to do so (convbench_tvm.tune's docstring).
+        # With apache-tvm 0.27.0.post1 and apache-tvm-ffi 0.1.15.post2 (convbench pins 0.1.14.post0),
+        # serializing any TVM IR object (tvm-ffi's ToJSONGraph: save_json, SaveJSON, pickling)
+        # segfaults; the child avoids every MetaSchedule part known to do so (convbench_tvm.tune).
         where = ""
         if proc.returncode == -signal.SIGSEGV or proc.returncode == 139:
-            where = "SIGSEGV in the tuning child (with this apache-tvm / apache-tvm-ffi pair, tvm-ffi's ToJSONGraph crashes on TVM IR objects; see convbench_tvm.tune): "
+            where = "SIGSEGV in the tuning child (with apache-tvm-ffi 0.1.15, tvm-ffi's ToJSONGraph crashes on TVM IR objects: convbench[tvm] pins 0.1.14.post0; see convbench_tvm.tune): "
         tail = " | ".join(line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip() and not line.strip().startswith("File "))[-600:]
         raise RuntimeError(f"tvm: MetaSchedule tuning ({trials} trials) failed in its child process (exit {proc.returncode}): {where}{tail}")
     summary = json.loads(last)
