@@ -37,12 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from convbench.graph import Graph, GraphBuilder
 from convbench.workloads import NamedConfig, WorkloadKind, register
 from convbench.workloads.layers import depthwise_layer
+from convbench.workloads.mobilenet import MOBILENET_V1_BLOCKS
 
-#: (output channels, stride) of the CIFAR MobileNet's 13 blocks at width 1.0.
-BLOCKS: tuple[tuple[int, int], ...] = (
-    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
-)  # fmt: skip
+#: (output channels, stride) of its 13 blocks at width 1.0: the CIFAR MobileNet's list
+#: (64, 128/2, 128, 256/2, 256, 512/2, 512 x 5, 1024/2, 1024) is MobileNetV1's.
+BLOCKS = MOBILENET_V1_BLOCKS
 
 
 class SccMobileNetParams(BaseModel):
