@@ -39,6 +39,7 @@ from convbench_lowering.layout import to_logical
 from convbench_onnxruntime.onnx_graph import OPSET, build_model, physical_inputs
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
+from tvm.support import cc as tvm_cc
 
 from convbench.backend import Prepared, UnsupportedCase
 from convbench.cases import Case
@@ -58,8 +59,18 @@ def import_onnx(proto: onnx.ModelProto) -> tvm.IRModule:
         raise UnsupportedCase(f"tvm: the Relax ONNX frontend refused the model: {str(exc).strip().splitlines()[-1][:300]}") from exc
 
 
+#: Why ``tuned`` cannot run where TVM finds no C/C++ compiler to link its libraries with.
+NO_COMPILER = (
+    "tvm: tuned links every measured candidate and the tuned module into shared libraries, which needs "
+    "a C/C++ compiler (g++, gcc, clang++, clang, c++ or cc on PATH, or $CXX / $CC): none found "
+    "(Debian: apt-get install g++); the default execution needs none"
+)
+
+
 def tune(model: onnx.ModelProto, target: tvm.target.Target, trials: int, work_dir: Path, dtype: str) -> tuple[Any, dict[str, Any]]:
     """Run MetaSchedule on ``model`` in a child process: the tuned library (loaded) and its summary."""
+    if tvm_cc.get_cc() is None:
+        raise UnsupportedCase(NO_COMPILER)
     path = work_dir / "model.onnx"
     onnx.save(model, str(path))
     library = work_dir / "tuned.so"
