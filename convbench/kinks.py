@@ -45,7 +45,8 @@ Tensors = dict[str, np.ndarray]
 TIE_RTOL: dict[str, float] = {"float32": 1e-4}
 #: At most this many ties (the nearest to their kinks) are tried, one backward pass each...
 TIE_LIMIT = 256
-#: ...and for at most this many seconds (a tiny network's backward takes ~15 ms).
+#: ...for at most this many seconds (a tiny network's backward takes ~15 ms), and as long
+#: again to combine the helpful ones.
 TIE_BUDGET_S = 30.0
 
 
@@ -149,7 +150,10 @@ def verify_at_ties(
                 break
     # then the helpful ones together, the most helpful first, while each still helps
     current, current_misfit, kept = base, base_misfit, []
+    deadline = time.monotonic() + TIE_BUDGET_S
     for _, tie in sorted(gains, key=lambda g: -g[0]):
+        if time.monotonic() > deadline:
+            break
         delta = effect(tie)
         trial = {k: current[k] + delta[k] for k in base}
         trial_misfit = misfit(trial)
