@@ -38,25 +38,17 @@ import tvm
 from convbench_lowering.layout import to_logical
 from convbench_onnxruntime.onnx_graph import OPSET, build_model, physical_inputs
 from tvm import relax
-from tvm.relax.frontend.onnx import from_onnx
 from tvm.support import cc as tvm_cc
 
 from convbench.backend import Prepared, UnsupportedCase
 from convbench.cases import Case
 from convbench.data import Tensors
 from convbench.graph import Graph
+from convbench_tvm.frontend import import_onnx
 from convbench_tvm.target import host_target
 
 #: Seconds a ``tuned`` case's tuning child may take before the case is an error.
 TUNE_TIMEOUT = 1500
-
-
-def import_onnx(proto: onnx.ModelProto) -> tvm.IRModule:
-    """The Relax module of an ONNX model, its initializers bound as constants."""
-    try:
-        return from_onnx(proto, keep_params_in_input=False)
-    except Exception as exc:  # an operator or attribute the frontend does not take
-        raise UnsupportedCase(f"tvm: the Relax ONNX frontend refused the model: {str(exc).strip().splitlines()[-1][:300]}") from exc
 
 
 #: Why ``tuned`` cannot run where TVM finds no C/C++ compiler to link its libraries with.

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
 
-    from convbench_tvm.prepared import import_onnx
+    from convbench_tvm.frontend import import_onnx
 
     target = tvm.target.Target(spec["target"])
     mod = import_onnx(onnx.load(spec["model"]))
