@@ -305,6 +305,17 @@ deploy_one() {  # deploy_one BACKEND VENV TESTS K: probe, install, test one runt
     cp "$ROOTFS$DEPLOY_IN/$b.install.txt" "$CACHE/deploy-$b.install.txt"
     echo "$stamp" >"$CACHE/.deploy-$b-done"
   fi
+  # tvm's `tuned` links shared libraries with the guest's C++ compiler, which the minbase
+  # rootfs lacks (a skipped row without it): installed once, apt under qemu
+  if [ "$b" = tvm ] && ! inside sh -c 'command -v g++' >/dev/null 2>&1; then
+    start=$SECONDS
+    if inside sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null'; then
+      printf '%s deploy-tvm-gxx %ds\n' "$(date -u +%FT%TZ)" "$((SECONDS - start))" >>"$TIMINGS"
+      rec "$b" compiler "g++ (apt-get install g++ in the rootfs, $((SECONDS - start)) s)"
+    else
+      rec "$b" compiler "none: apt-get install g++ failed, so tuned is a skipped row"
+    fi
+  fi
   # 3. the backend's own tests, in the backend's interpreter. A test that kills the
   # interpreter (a segfault in a native runtime) is recorded as crashed and deselected, and
   # pytest goes on with the others (up to DEPLOY_MAX_CRASHES times)
