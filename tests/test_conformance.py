@@ -149,11 +149,14 @@ ONE_LAYOUT = {(i, "split") for i in NETWORKS}
 #: (workload, variant, mode) a backend's check leaves out for time, losing no coverage of
 #: ops, variants, modes or layouts: JAX's XLA compiles the gradient of a split network for
 #: 3-6 minutes per case on 2 cores; JAX trains the split variant on gconv3_bias and
-#: shuffle_unit (both layouts) and runs every split network in inference. MixNet and DiCENet
-#: training (about 6 min cold in JAX; verified there by hand, worst 3.1e-4) is left out of
-#: JAX's check: their ops train in JAX in the mixconv and dice_unit rows.
+#: shuffle_unit (both layouts) and runs every split network in inference. MixNet, DiCENet,
+#: ECA-MobileNetV2 and DSXplore's MobileNet training (MixNet and DiCENet about 6 min cold;
+#: the last two took JAX's whole check from 240 s to 601 s in `make test`) is left out of
+#: JAX's check, verified there by hand (`convbench check`, both layouts and variants: worst
+#: 3.1e-4; ECA-MobileNetV2 1.6e-3 after one kink flip; DSXplore's 2.3e-4): their ops train
+#: in JAX in the mixconv, dice_unit, eca and scc rows.
 LEFT_OUT = {"jax": {(i, "split", "training") for i in NETWORKS}
-            | {(i, v, "training") for i in ("mixnet_tiny", "dicenet_tiny") for v in ("native", "diagonalwise")}}
+            | {(i, v, "training") for i in ("mixnet_tiny", "dicenet_tiny", "eca_mobilenet_v2_tiny", "scc_mobilenet_tiny") for v in ("native", "diagonalwise")}}
 #: (workload, variant, mode) -> words of the reason: family cases a backend's check must
 #: skip with that reason (both layouts). TensorFlow's CPU gradient of tf.nn.conv2d outside
 #: XLA (Conv2DBackpropInput) has no dilation, which diagonalwise's dilated grouped conv
