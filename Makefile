@@ -64,7 +64,7 @@ run: venv
 # The core tests (tests/test_conformance.py holds every registered backend, as its plugin
 # declares), then each backend's own tests: every folder of tests/backends (a backend's,
 # or the shared lowering's) in a pytest process of its own, with the interpreter that
-# backend's workers get (convbench.runner.interpreter_for: e.g. mxnet's declared venv):
+# backend's workers get, TEST_WORKERS folders at a time (scripts/test-backends.sh):
 # frameworks are never imported together into one process.
 # The browser tests drive Debian's chromium (installed here where missing; run as root).
 test: venv frameworks
@@ -72,11 +72,7 @@ test: venv frameworks
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=12 tests --ignore=tests/backends --ignore=tests/browser
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -q tests/browser
-	@for dir in tests/backends/*/; do \
-	  ls $$dir/test_*.py >/dev/null 2>&1 || continue; \
-	  python=$$($(BIN)/python -c 'import sys; from convbench.runner import interpreter_for; print(interpreter_for(sys.argv[1]))' $$(basename $$dir)) || exit 1; \
-	  echo "$$python -m pytest -q $$dir"; $$python -m pytest -q $$dir || exit 1; \
-	done
+	PYTHON=$(BIN)/python JOBS=$(TEST_WORKERS) scripts/test-backends.sh
 
 # `make report`: the quick preset of every suite that has one, run on this machine, then
 # the HTML site of those runs in $(REPORT_OUT) (open its index.html).
