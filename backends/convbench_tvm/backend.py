@@ -11,8 +11,8 @@ pipeline: its DLight fallback schedules, no tuning) and ``tuned`` (MetaSchedule 
 per-case budget of :data:`TRIALS_ENV` trials, default :data:`DEFAULT_TRIALS`, run in a
 child process so that a crash of the tuner is the case's error, not the worker's: the
 llvm target's default schedule rules and postprocessors, a replay search and the random
-cost model, assembled by :mod:`convbench_tvm.tune` around this apache-tvm / apache-tvm-ffi
-pair's segfault in serializing TVM IR; what it ran and left out is in
+cost model, assembled by :mod:`convbench_tvm.tune` from parts that never serialize TVM IR
+(apache-tvm-ffi 0.1.15 segfaults doing so; the extra pins 0.1.14.post0); what it ran and left out is in
 ``details()["tuning"]``). ``compiled`` is ``default``.
 
 Inference only, on the CPU: training is skipped with the reason. float32 and float16

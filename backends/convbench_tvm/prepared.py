@@ -12,7 +12,8 @@ returns NHWC with a Transpose at each boundary, inside the step (as onnxruntime'
 
 ``tuned`` runs MetaSchedule in a child process (:mod:`convbench_tvm.tune`, which says
 why it is assembled from parts rather than ``relax.get_pipeline("static_shape_tuning")``:
-this tvm / tvm-ffi pair segfaults serializing TVM IR); the child applies its in-memory
+apache-tvm-ffi 0.1.15 segfaults serializing TVM IR, and the tuner runs under it as under
+the pinned 0.1.14.post0); the child applies its in-memory
 database, compiles the model and exports the library, which is loaded here
 (``tvm.runtime.load_module``) and verified like any case. A tuner that crashes or overruns
 is the case's error, with the child's last lines.
@@ -51,6 +52,11 @@ from convbench_tvm.target import host_target
 TUNE_TIMEOUT = 1500
 
 
+#: Why a float16 model is skipped: TVM refuses the one its Relax ONNX frontend builds.
+FLOAT16_REFUSED = (
+    "tvm: float16: TVM rejected the float16 model its Relax ONNX frontend built (a float32 value "
+    "meets float16 weights; seen after BatchNormalization)"
+)
 #: Why ``tuned`` cannot run where TVM finds no C/C++ compiler to link its libraries with.
 NO_COMPILER = (
     "tvm: tuned links every measured candidate and the tuned module into shared libraries, which needs "
@@ -81,7 +87,7 @@ def tune(model: onnx.ModelProto, target: tvm.target.Target, trials: int, work_di
     seconds = time.perf_counter() - start
     last = (proc.stdout.strip().splitlines() or [""])[-1]
     if proc.returncode == 3 and last.startswith("{") and dtype == "float16":
-        raise UnsupportedCase(f"tvm: float16: TVM rejected the float16 model its Relax ONNX frontend built (seen after BatchNormalization): {json.loads(last)['unsupported']}")
+        raise UnsupportedCase(f"{FLOAT16_REFUSED}: {json.loads(last)['unsupported']}")
     if proc.returncode != 0:
         # With apache-tvm 0.27.0.post1 and apache-tvm-ffi 0.1.15.post2 (convbench pins 0.1.14.post0),
         # serializing any TVM IR object (tvm-ffi's ToJSONGraph: save_json, SaveJSON, pickling)
@@ -104,7 +110,7 @@ class TvmPrepared(Prepared):
         self.graph = graph
         self.model = build_model(graph, tensors, layout=case.layout, dtype=case.dtype, name=case.workload)
         target = host_target(threads)
-        mod = import_onnx(self.model.proto)
+        mod = import_onnx(self.model.proto)  # also for tuned (the child imports it again): a refusal is a skip here
         tuning: dict[str, Any] | None = None
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="convbench-tvm-") as tmp:
@@ -118,10 +124,7 @@ class TvmPrepared(Prepared):
                 except TypeError as exc:
                     if case.dtype != "float16":
                         raise
-                    raise UnsupportedCase(
-                        "tvm: float16: TVM rejected the float16 model its Relax ONNX frontend built (a float32 value "
-                        f"meets float16 weights; seen after BatchNormalization): {str(exc).strip().splitlines()[0][:240]}"
-                    ) from exc
+                    raise UnsupportedCase(f"{FLOAT16_REFUSED}: {str(exc).strip().splitlines()[0][:240]}") from exc
                 compile_seconds = time.perf_counter() - compile_start
         tvm.get_global_func("runtime.config_threadpool")(1, int(threads))
         used = int(tvm.get_global_func("runtime.NumThreads")())
